@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README.md).
+VENV := .venv
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup demo test test-fast lock
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+demo: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/aw-demo
+
+test: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests
+
+test-fast: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests -m "not slow"
+
+lock:
+	uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header requirements.in -o requirements.lock

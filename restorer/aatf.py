@@ -1,0 +1,157 @@
+"""Stage 2: Artifact-Aware Triplet Fusion (paper Sec. 4.3, Phase 2, Eq. 2, Table 5; LoRA2).
+
+Sequence ``[z_ref, z_target_s, z~hm(s)]`` with per-token timesteps ``[0, s, 0]``.
+The heatmap segment follows the piecewise heatmap decay of Eq. 2::
+
+    z~hm(s) = alpha(s) z_full + (1 - alpha(s)) z_hm     s in [tau2, 1]
+              z_hm                                      s in [tau1, tau2)
+              beta(s) z_hm + (1 - beta(s)) z_null       s in [0, tau1)
+
+written in general as ``w_full z_full + w_hm z_hm + w_null z_null``. Two ways to
+give the weights: :class:`PiecewiseDecay` (``tau1, tau2, alpha, beta``; alpha and
+beta default to linear ramps) and :class:`BlendTable`, an explicit per-step table
+of ``(w_full, w_heatmap, w_null)`` (the official config's ``noisemap_blend_weights``).
+The default is the paper's best 8-step schedule (Table 5, Exp 7): 1 step ``z_full``,
+3 steps ``z_hm``, 4 steps linear decay to ``z_null``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from restorer.errors import RestorerInputError
+from restorer.prompts import PromptEmbedding
+from restorer.sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
+
+STAGE2_ADAPTER = "stage2"
+STAGE2_ROLES = ("reference", TARGET, "heatmap")
+"""Segment order of stage 2: ``[z_ref, z_target, z~hm(s)]`` -> timesteps ``[0, s, 0]``."""
+
+BlendWeights = tuple[float, float, float]
+"""``(w_full, w_heatmap, w_null)`` for one sampling step."""
+
+
+@dataclass(frozen=True)
+class BlendTable:
+    """Explicit per-step blend weights ``(w_full, w_heatmap, w_null)``, one row per Euler step."""
+
+    rows: tuple[BlendWeights, ...]
+
+    def __post_init__(self) -> None:
+        for i, row in enumerate(self.rows):
+            if len(row) != 3 or min(row) < 0 or abs(sum(row) - 1.0) > 1e-6:
+                raise RestorerInputError(
+                    f"Blend table row {i} must be three non-negative weights (w_full, w_heatmap, w_null) summing to 1, got {row}."
+                )
+
+    def weights(self, step: int, num_steps: int, sigma: float) -> BlendWeights:
+        if len(self.rows) != num_steps:
+            raise RestorerInputError(f"The blend table has {len(self.rows)} rows but the sampler runs {num_steps} steps.")
+        return self.rows[step]
+
+
+@dataclass(frozen=True)
+class PiecewiseDecay:
+    """Eq. 2 in its threshold form; ``alpha``/``beta`` map sigma to ``[0, 1]``.
+
+    Defaults: ``alpha(s) = (s - tau2) / (1 - tau2)`` (1 at pure noise, 0 at ``tau2``) and
+    ``beta(s) = s / tau1`` (1 at ``tau1``, 0 at the clean end).
+    """
+
+    tau1: float
+    tau2: float
+    alpha: Callable[[float], float] | None = None
+    beta: Callable[[float], float] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tau1 < self.tau2 < 1.0:
+            raise RestorerInputError(f"Heatmap decay thresholds need 0 < tau1 < tau2 < 1, got tau1={self.tau1}, tau2={self.tau2}.")
+
+    def weights(self, step: int, num_steps: int, sigma: float) -> BlendWeights:
+        if sigma >= self.tau2:
+            a = self.alpha(sigma) if self.alpha else (sigma - self.tau2) / (1.0 - self.tau2)
+            a = min(max(a, 0.0), 1.0)
+            return (a, 1.0 - a, 0.0)
+        if sigma >= self.tau1:
+            return (0.0, 1.0, 0.0)
+        b = self.beta(sigma) if self.beta else sigma / self.tau1
+        b = min(max(b, 0.0), 1.0)
+        return (0.0, b, 1.0 - b)
+
+
+HeatmapSchedule = BlendTable | PiecewiseDecay
+
+PAPER_BEST_SCHEDULE = BlendTable(
+    rows=(
+        (1.0, 0.0, 0.0),  # 1 step z_full
+        (0.0, 1.0, 0.0),  # 3 steps z_hm
+        (0.0, 1.0, 0.0),
+        (0.0, 1.0, 0.0),
+        (0.0, 0.75, 0.25),  # 4 steps linear decay z_hm -> z_null, reaching z_null on the last step
+        (0.0, 0.5, 0.5),
+        (0.0, 0.25, 0.75),
+        (0.0, 0.0, 1.0),
+    )
+)
+"""Paper Table 5, Exp 7 (best of 8 steps)."""
+
+
+def schedule_table(schedule: HeatmapSchedule, sigmas: Tensor) -> list[BlendWeights]:
+    """The weights each step uses (``sigmas`` has ``steps + 1`` entries)."""
+    num_steps = len(sigmas) - 1
+    return [schedule.weights(i, num_steps, float(sigmas[i])) for i in range(num_steps)]
+
+
+def blend_heatmap_latent(weights: BlendWeights, z_full: Tensor, z_hm: Tensor, z_null: Tensor) -> Tensor:
+    """``z~hm = w_full z_full + w_hm z_hm + w_null z_null`` (Eq. 2)."""
+    w_full, w_hm, w_null = weights
+    return w_full * z_full + w_hm * z_hm + w_null * z_null
+
+
+def raise_heatmap_by_opacity(
+    heatmap: Float[Tensor, "frames height width"], opacity: Float[Tensor, "frames height width"]
+) -> Float[Tensor, "frames height width"]:
+    """Opacity-aware heatmap: where the render is transparent it is fully broken, ``max(h, 1 - opacity)``."""
+    return torch.maximum(heatmap, 1.0 - opacity.to(heatmap))
+
+
+def sample_restored_latent(
+    transformer: torch.nn.Module,
+    prompt: PromptEmbedding,
+    z_ref: Float[Tensor, "1 channels frames height width"],
+    z_hm: Tensor,
+    z_full: Tensor,
+    z_null: Tensor,
+    schedule: HeatmapSchedule,
+    sigmas: Tensor,
+    segment_coords: Tensor,
+    generator: torch.Generator,
+    progress: ProgressCallback | None = None,
+) -> Float[Tensor, "1 channels frames height width"]:
+    """Sample the restored target latent with AATF (the stage-2 adapter must be active)."""
+    _, _, frames, height, width = z_ref.shape
+    ref_tokens, hm_tokens = pack_latents(z_ref.float()), pack_latents(z_hm.float())
+    full_tokens, null_tokens = pack_latents(z_full.float()), pack_latents(z_null.float())
+    table = schedule_table(schedule, sigmas)
+
+    def context(step: int, sigma: float) -> dict[str, Tensor]:
+        return {"reference": ref_tokens, "heatmap": blend_heatmap_latent(table[step], full_tokens, hm_tokens, null_tokens)}
+
+    noise = torch.randn(ref_tokens.shape, generator=generator, dtype=torch.float32)
+    tokens = euler_sample(
+        transformer,
+        prompt,
+        roles=STAGE2_ROLES,
+        context=context,
+        noise=noise,
+        sigmas=sigmas,
+        segment_coords=segment_coords,
+        stage="stage 2 (AATF restore)",
+        progress=progress,
+    )
+    return unpack_latents(tokens.cpu(), frames, height, width)

@@ -1,0 +1,126 @@
+"""``aw-prepare``: turn benchmark GT / artifact video pairs into DBA reference videos.
+
+This is the release's ``tools/process_videos.py`` job. For every ``NAME.mp4`` present in both
+``--gt-dir`` and ``--artifact-dir`` it writes ``--output-dir/NAME.mp4`` whose frame 0 is the GT first
+frame, whose last ``k`` frames are the GT last frame, and whose other frames are the artifact frames
+(Decoupled Boundary Anchoring, paper Eq. 1). The outputs are the inputs of ``aw-restore``.
+
+Resumable (existing outputs are skipped), atomic (no partial files), and splits the pairs across the
+processes of an ``accelerate launch`` / ``torchrun`` job.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+from rich.console import Console
+
+from restorer.batch import (
+    InputError,
+    Outcome,
+    print_error,
+    list_videos,
+    process_index,
+    rank_label,
+    require_folder,
+    run_batch,
+    shard,
+)
+from restorer.video_io import DEFAULT_CRF, read_video, write_video
+
+
+@dataclass
+class PrepareArgs:
+    """Merge same-named GT / artifact mp4 pairs into DBA reference videos for aw-restore."""
+
+    gt_dir: Path
+    """Folder of ground-truth videos (the benchmark's gt/ folder); NAME.mp4 pairs with artifact-dir/NAME.mp4."""
+    artifact_dir: Path
+    """Folder of artifact (degraded) videos with the same file names as the GT videos."""
+    output_dir: Path
+    """Folder for the reference videos (created if missing); each output keeps its pair's file name."""
+    k: int = 8
+    """Number of trailing frames set to the GT last frame (8 = one whole latent chunk of the LTX VAE)."""
+    crf: int = DEFAULT_CRF
+    """x264 constant rate factor of the written videos (0 = lossless, 18 = visually lossless)."""
+    overwrite: bool = False
+    """Rewrite outputs that already exist instead of skipping them."""
+
+
+def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, k: int = 8, crf: int = DEFAULT_CRF) -> None:
+    """Build and write the reference video of one GT / artifact pair."""
+    from restorer.dba import build_reference_video
+
+    gt, fps = read_video(gt_path)
+    artifact, _ = read_video(artifact_path)
+    if gt.shape[0] != artifact.shape[0]:
+        raise InputError(
+            f"The GT video has {gt.shape[0]} frames but the artifact video has {artifact.shape[0]}; "
+            f"a pair must have the same length."
+        )
+    if gt.shape[1:] != artifact.shape[1:]:
+        raise InputError(
+            f"The GT video is {gt.shape[2]}x{gt.shape[1]} but the artifact video is "
+            f"{artifact.shape[2]}x{artifact.shape[1]}; a pair must have the same resolution."
+        )
+    reference = build_reference_video(artifact, gt[0], gt[-1], k=k)
+    write_video(out_path, reference, fps, crf=crf)
+
+
+def run(args: PrepareArgs, console: Console | None = None) -> int:
+    console = console or Console()
+    err_console = Console(stderr=True)
+    try:
+        gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
+        artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
+        if args.k < 1:
+            raise InputError(f"--k must be at least 1, got {args.k}.")
+        if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
+            raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
+        if args.output_dir.exists() and not args.output_dir.is_dir():
+            raise InputError(f"The output folder {args.output_dir} exists and is not a folder.")
+        rank, world = process_index()
+    except InputError as err:
+        print_error(err_console, str(err))
+        return 2
+
+    gt_names = {p.name: p for p in list_videos(gt_dir)}
+    artifact_names = {p.name: p for p in list_videos(artifact_dir)}
+    paired = sorted(set(gt_names) & set(artifact_names))
+    notes = []
+    for name in sorted(set(gt_names) - set(artifact_names)):
+        notes.append(f"{name} is in the GT folder but not in the artifact folder; it was not prepared.")
+    for name in sorted(set(artifact_names) - set(gt_names)):
+        notes.append(f"{name} is in the artifact folder but not in the GT folder; it was not prepared.")
+    if not paired:
+        print_error(err_console, f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}.")
+        return 2
+
+    mine = shard(paired, rank, world)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def work(name: str) -> Outcome:
+        out_path = args.output_dir / name
+        if out_path.exists() and not args.overwrite:
+            return Outcome.SKIPPED
+        prepare_pair(gt_names[name], artifact_names[name], out_path, k=args.k, crf=args.crf)
+        return Outcome.DONE
+
+    label = rank_label(rank, world)
+    result = run_batch("aw-prepare", mine, work, console=console, description=f"aw-prepare{label}")
+    if rank == 0:
+        result.notes.extend(notes)
+    return result.report(console, label)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point of ``aw-prepare``."""
+    args = tyro.cli(PrepareArgs, args=argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""``aw-restore``: run both ArtifactWorld stages on every reference video of a folder.
+
+Each ``INPUT/NAME.mp4`` is a prepared reference video (``aw-prepare``): clean anchors at its
+boundaries, artifact frames in between. Stage 1 predicts the artifact heatmap, written to
+``OUTPUT/heatmaps/NAME.mp4`` (grayscale, bright = severe); stage 2 (AATF + DBA) restores the clip,
+written to ``OUTPUT/samples/NAME.mp4``. Both keep the input's name, frame count and resolution.
+
+``--heatmap-folder`` reuses existing stage-1 heatmaps (as the release's stage-2 script does with
+``--noisemap-videos-folder``); ``--heatmap-only`` runs stage 1 alone. Outputs already present are
+skipped, so an interrupted run resumes where it stopped. Under ``accelerate launch`` or ``torchrun``
+the sorted file list is split by index over the processes (``RANK`` / ``WORLD_SIZE``), each process
+using the GPU of its ``LOCAL_RANK``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import tyro
+from rich.console import Console
+
+from restorer.batch import (
+    BatchAbort,
+    InputError,
+    Outcome,
+    print_error,
+    print_note,
+    StepProgress,
+    list_videos,
+    local_rank,
+    process_index,
+    rank_label,
+    require_folder,
+    run_batch,
+    shard,
+)
+from restorer.errors import RestorerInputError
+from restorer.video_io import DEFAULT_CRF, gray_to_rgb, read_video, rgb_to_gray, write_video
+
+HEATMAPS_DIR = "heatmaps"
+SAMPLES_DIR = "samples"
+
+
+@dataclass
+class RestoreArgs:
+    """Restore every prepared reference video in a folder with the two ArtifactWorld stages."""
+
+    input_folder: Path
+    """Folder of reference videos (*.mp4, e.g. made by aw-prepare): clean anchors at the first frame and last 8 frames."""
+    output_folder: Path
+    """Output folder: restored clips go to OUTPUT/samples/NAME.mp4, stage-1 heatmaps to OUTPUT/heatmaps/NAME.mp4."""
+    preset: Literal["tiny", "full"] = "full"
+    """Restorer preset: 'full' is LTX-Video 13B with the released LoRAs; 'tiny' is a small random-init (untrained) model for CPU smoke tests."""
+    weights_root: Optional[Path] = None
+    """Folder with the ArtifactWorld LoRAs and auxiliary_latents/ (default: $ARTIFACTWORLD_WEIGHTS_ROOT, else the cache)."""
+    ltx_main_root: Optional[Path] = None
+    """Root of Lightricks/LTX-Video with tokenizer/, text_encoder/, vae/ (default: $ARTIFACTWORLD_LTX_MAIN_ROOT, else the cache)."""
+    ltx_097_dev_root: Optional[Path] = None
+    """Root of Lightricks/LTX-Video-0.9.7-dev with scheduler/, transformer/ (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
+    steps: Optional[int] = None
+    """Euler sampling steps of both stages (default: the preset's, 8); stage 2's heatmap blend schedule must have as many rows (the paper's has 8)."""
+    heatmap_steps: Optional[int] = None
+    """Euler sampling steps of stage 1 only; overrides --steps for stage 1."""
+    seed: Optional[int] = None
+    """Random seed of the sampler noise (default: the preset's)."""
+    processing_max_side: Optional[int] = None
+    """Cap on the long side the model sees; inputs are resized down and outputs back (default: the preset's; full = native size)."""
+    download: bool = False
+    """Download missing weights from the Hugging Face hub (only the needed files; honours HF_HOME and HF_HUB_OFFLINE)."""
+    device: Optional[str] = None
+    """Torch device, e.g. cuda:0 or cpu (default: the tiny preset uses cpu; full uses cuda:LOCAL_RANK when CUDA is available, else cpu)."""
+    heatmap_folder: Optional[Path] = None
+    """Reuse stage-1 heatmap videos from this folder (NAME.mp4 directly in it or in its heatmaps/ subfolder) instead of predicting them; only samples are written."""
+    heatmap_only: bool = False
+    """Run stage 1 only and write OUTPUT/heatmaps/NAME.mp4 (like the release's stage-1 script)."""
+    crf: int = DEFAULT_CRF
+    """x264 constant rate factor of the written videos (0 = lossless, 18 = visually lossless)."""
+    overwrite: bool = False
+    """Recompute outputs that already exist instead of skipping them."""
+
+
+UNTRAINED_NOTE = (
+    "The 'tiny' preset is a randomly initialised (untrained) model: its outputs are not restorations; "
+    "use it only to exercise the pipeline."
+)
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{local_rank() % max(torch.cuda.device_count(), 1)}"
+    return "cpu"
+
+
+def restorer_overrides(args: RestoreArgs) -> dict[str, Any]:
+    """Keyword overrides for ``ArtifactRestorer.from_preset`` from the flags the user set."""
+    overrides: dict[str, Any] = {}
+    for key in ("weights_root", "ltx_main_root", "ltx_097_dev_root"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = str(value)
+    if args.steps is not None:
+        overrides["num_inference_steps"] = args.steps
+        overrides["heatmap_steps"] = args.steps
+    if args.heatmap_steps is not None:
+        overrides["heatmap_steps"] = args.heatmap_steps
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.processing_max_side is not None:
+        overrides["processing_max_side"] = args.processing_max_side
+    if args.download:
+        overrides["allow_download"] = True
+    if args.device is not None:
+        overrides["device"] = args.device
+    elif args.preset != "tiny":
+        overrides["device"] = default_device()
+    return overrides
+
+
+def load_restorer(args: RestoreArgs, progress: Callable[[str, int, int], None] | None = None):
+    """Build the restorer of ``args.preset`` (loads the backbone once for both stages)."""
+    from restorer.pipeline import ArtifactRestorer
+
+    return ArtifactRestorer.from_preset(args.preset, progress=progress, **restorer_overrides(args))
+
+
+def find_heatmap(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / HEATMAPS_DIR / name):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"No heatmap video {name} in {folder} (nor in {folder / HEATMAPS_DIR}).")
+
+
+def load_heatmap(path: Path, frames: int, height: int, width: int):
+    """Read a heatmap video as ``[T, H, W]`` in ``[0, 1]``, resized to the reference's resolution."""
+    from restorer.conform import resize_frames
+
+    video, _ = read_video(path)
+    if video.shape[0] != frames:
+        raise InputError(f"The heatmap video {path} has {video.shape[0]} frames but its reference video has {frames}.")
+    heat = rgb_to_gray(video)
+    if heat.shape[1:] != (height, width):
+        heat = resize_frames(heat[..., None], height, width)[..., 0].clamp(0.0, 1.0)
+    return heat
+
+
+def run(args: RestoreArgs, console: Console | None = None) -> int:
+    console = console or Console()
+    err_console = Console(stderr=True)
+    try:
+        input_folder = require_folder(args.input_folder, "input folder (--input-folder)")
+        if args.heatmap_folder is not None:
+            require_folder(args.heatmap_folder, "heatmap folder (--heatmap-folder)")
+            if args.heatmap_only:
+                raise InputError("--heatmap-only and --heatmap-folder cannot be used together.")
+        for flag, value in (("--steps", args.steps), ("--heatmap-steps", args.heatmap_steps)):
+            if value is not None and value < 1:
+                raise InputError(f"{flag} must be at least 1, got {value}.")
+        if args.output_folder.exists() and not args.output_folder.is_dir():
+            raise InputError(f"The output folder {args.output_folder} exists and is not a folder.")
+        rank, world = process_index()
+        files = list_videos(input_folder)
+        if not files:
+            raise InputError(f"The input folder {input_folder} contains no .mp4 videos.")
+    except InputError as err:
+        print_error(err_console, str(err))
+        return 2
+
+    mine = shard(files, rank, world)
+    label = rank_label(rank, world)
+    heat_dir = args.output_folder / HEATMAPS_DIR
+    sample_dir = args.output_folder / SAMPLES_DIR
+
+    def finished(path: Path) -> bool:
+        if args.overwrite:
+            return False
+        if args.heatmap_only:
+            return (heat_dir / path.name).exists()
+        return (sample_dir / path.name).exists()
+
+    if args.preset == "tiny":
+        print_note(console, UNTRAINED_NOTE)
+    step_progress = StepProgress()
+    loaded: list[Any] = []
+
+    def get_restorer():
+        """Load the model on first use, so a resumed run with nothing to do never loads it."""
+        if not loaded:
+            console.print(f"Loading the '{args.preset}' restorer{label}...", highlight=False, markup=False)
+            try:
+                restorer = load_restorer(args, progress=step_progress)
+                if not args.heatmap_only:
+                    check_schedule(restorer)
+            except (RestorerInputError, InputError) as err:
+                raise BatchAbort(str(err)) from None
+            loaded.append(restorer)
+        return loaded[0]
+
+    def work(path: Path) -> Outcome:
+        name = path.name
+        if finished(path):
+            return Outcome.SKIPPED
+        reference, fps = read_video(path)
+        frames, height, width, _ = reference.shape
+        if frames < 17 or (frames - 1) % 8:
+            print_note(
+                console,
+                f"{name} has {frames} frames, not 8n + 1 >= 17; it is resampled in time, "
+                "which moves its tail anchor (prepare references with 8n + 1 frames to keep DBA exact).",
+            )
+        heat_out = heat_dir / name
+        if args.heatmap_folder is not None:
+            heatmap = load_heatmap(find_heatmap(args.heatmap_folder, name), frames, height, width)
+        elif heat_out.exists() and not args.overwrite:  # resume: stage 1 finished in an earlier run
+            heatmap = load_heatmap(heat_out, frames, height, width)
+        else:
+            heatmap = get_restorer().predict_heatmap(reference)
+            check_shape("heatmap", tuple(heatmap.shape), (frames, height, width))
+            write_video(heat_out, gray_to_rgb(heatmap), fps, crf=args.crf)
+        if args.heatmap_only:
+            return Outcome.DONE
+        result = get_restorer().restore_reference(reference, heatmap=heatmap)
+        check_shape("restored clip", tuple(result.frames.shape), tuple(reference.shape))
+        write_video(sample_dir / name, result.frames, fps, crf=args.crf)
+        return Outcome.DONE
+
+    try:
+        result = run_batch(
+            "aw-restore", mine, work, name=lambda p: p.name, console=console, description=f"aw-restore{label}",
+            on_start=step_progress.attach,
+        )
+    except BatchAbort as err:
+        print_error(err_console, str(err))
+        return 2
+    return result.report(console, label)
+
+
+def check_schedule(restorer) -> None:
+    """Fail before the batch when stage 2's per-step blend table does not match its step count."""
+    settings = getattr(restorer, "settings", None)
+    rows = getattr(getattr(settings, "schedule", None), "rows", None)
+    steps = getattr(settings, "num_inference_steps", None)
+    if rows is not None and steps is not None and len(rows) != steps:
+        raise InputError(
+            f"Stage 2 runs {steps} steps but its heatmap blend table has {len(rows)} rows; "
+            f"use --steps {len(rows)} (--heatmap-steps changes stage 1 alone)."
+        )
+
+
+def check_shape(what: str, got: tuple, want: tuple) -> None:
+    if tuple(got) != tuple(want):
+        raise RuntimeError(f"The restorer returned a {what} of shape {got}, expected {want}.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point of ``aw-restore``."""
+    args = tyro.cli(RestoreArgs, args=argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The tiny, UNTRAINED (random weights) stand-in for the released model, in the release's layout.
+
+:func:`save_tiny_release` writes three roots exactly like the real release so the
+real loading code is exercised end to end::
+
+    <root>/weights/stage1_pred_headmap_lora.safetensors    (diffusers keys: transformer.*.lora_A/B)
+    <root>/weights/stage2_noisemap_blend_lora.safetensors  (ComfyUI keys: diffusion_model.*.lora_A/B)
+    <root>/weights/auxiliary_latents/z_full.pt, z_null.pt   (VAE-computed for a 49-frame 960x540 clip)
+    <root>/LTX-Video/{tokenizer,text_encoder,vae}/
+    <root>/LTX-Video-0.9.7-dev/{scheduler,transformer}/
+
+Models: an LTX-architecture transformer (2 layers, 2 heads x 8 dims), an LTX VAE
+that keeps 8x temporal / 32x spatial compression with 8 channels everywhere, a
+1-layer T5 encoder (d_model 16) and a word-level tokenizer built from the
+stage prompts. All random with a fixed seed; built offline in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from restorer.conform import plan_conform
+from restorer.latents import auxiliary_latents
+from restorer.loading import (
+    AUXILIARY_LATENTS_DIR,
+    Z_FULL_FILE,
+    Z_NULL_FILE,
+    ReleaseRoots,
+    cache_dir,
+    quiet_hub_progress,
+)
+from restorer.prompts import STAGE_PROMPTS
+
+TINY_RELEASE_VERSION = "tiny-release-v1"
+UNTRAINED_LABEL = "[tiny preset: UNTRAINED, random weights]"
+TINY_LATENT_CHANNELS = 8
+TINY_TEXT_DIM = 16
+TINY_LORA_RANK = 4
+TINY_LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+                     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
+TINY_AUX_CLIP = (49, 540, 960)
+TINY_PROCESSING_MAX_SIDE = 256
+
+
+def tiny_roots(root: Path) -> ReleaseRoots:
+    return ReleaseRoots(weights=root / "weights", ltx_main=root / "LTX-Video", ltx_097_dev=root / "LTX-Video-0.9.7-dev")
+
+
+def build_tiny_tokenizer():
+    """A word-level T5-style tokenizer (pad 0, eos 1, unk 2) over the stage prompts' words."""
+    import re
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for prompt in STAGE_PROMPTS.values():
+        for word in re.findall(r"\w+|[^\w\s]", prompt.lower()):
+            vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=128
+    )
+
+
+def build_tiny_text_encoder(vocab_size: int):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=max(64, vocab_size), d_model=TINY_TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def build_tiny_vae():
+    """LTX VAE with 4 down blocks (patch 4 x 2^3 = 32x space, 2^3 = 8x time) and 8 channels."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    return AutoencoderKLLTXVideo(
+        latent_channels=TINY_LATENT_CHANNELS,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+    ).eval()
+
+
+def build_tiny_transformer():
+    from diffusers import LTXVideoTransformer3DModel
+
+    return LTXVideoTransformer3DModel(
+        in_channels=TINY_LATENT_CHANNELS, out_channels=TINY_LATENT_CHANNELS, num_attention_heads=2,
+        attention_head_dim=8, cross_attention_dim=16, num_layers=2, caption_channels=TINY_TEXT_DIM,
+    ).eval()
+
+
+def build_tiny_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
+
+
+def random_lora_state_dict(
+    transformer: torch.nn.Module, key_format: str = "diffusers", seed: int = 0, rank: int = TINY_LORA_RANK,
+    targets: tuple[str, ...] = TINY_LORA_TARGETS,
+) -> dict[str, torch.Tensor]:
+    """Random LoRA weights (both A and B non-zero, so the adapter changes outputs) for every block's targets.
+
+    ``key_format``: ``"diffusers"`` (``transformer.`` prefix) or ``"comfyui"`` (``diffusion_model.`` prefix).
+    """
+    prefix = {"diffusers": "transformer.", "comfyui": "diffusion_model."}[key_format]
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.") and name.split(".", 2)[2] in targets:
+            state[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.3
+            state[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.3
+    return state
+
+
+def save_tiny_release(root: str | os.PathLike, seed: int = 0) -> ReleaseRoots:
+    """Write the tiny untrained release (three roots, the release's folder layout) under ``root``."""
+    with quiet_hub_progress():
+        return _save_tiny_release(Path(root), seed)
+
+
+def _save_tiny_release(root: Path, seed: int) -> ReleaseRoots:
+    from safetensors.torch import save_file
+
+    roots = tiny_roots(root)
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.save_pretrained(roots.ltx_main / "tokenizer")
+    build_tiny_text_encoder(len(tokenizer)).save_pretrained(roots.ltx_main / "text_encoder")
+    vae = build_tiny_vae()
+    vae.save_pretrained(roots.ltx_main / "vae")
+    transformer = build_tiny_transformer()
+    transformer.save_pretrained(roots.ltx_097_dev / "transformer")
+    build_tiny_scheduler().save_pretrained(roots.ltx_097_dev / "scheduler")
+
+    roots.weights.mkdir(parents=True, exist_ok=True)
+    save_file(random_lora_state_dict(transformer, "diffusers", seed=seed + 1), str(roots.stage1_lora))
+    save_file(random_lora_state_dict(transformer, "comfyui", seed=seed + 2), str(roots.stage2_lora))
+    plan = plan_conform(*TINY_AUX_CLIP, max_side=TINY_PROCESSING_MAX_SIDE)
+    z_full, z_null = auxiliary_latents(vae, plan.frames, plan.height, plan.width)
+    (roots.weights / AUXILIARY_LATENTS_DIR).mkdir(exist_ok=True)
+    torch.save(z_full, roots.auxiliary_latent(Z_FULL_FILE))
+    torch.save(z_null, roots.auxiliary_latent(Z_NULL_FILE))
+    return roots
+
+
+def ensure_tiny_release(base: Path | None = None, seed: int = 0) -> ReleaseRoots:
+    """Build the tiny release under ``<cache>/tiny-release-v1-seed<seed>`` on first use; return its roots."""
+    base = base or cache_dir()
+    root = base / f"{TINY_RELEASE_VERSION}-seed{seed}"
+    marker = root / "COMPLETE"
+    if not marker.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=base))
+        try:
+            save_tiny_release(staging, seed=seed)
+            (staging / "COMPLETE").write_text(f"{TINY_RELEASE_VERSION} {UNTRAINED_LABEL}\n")
+            if root.exists():
+                shutil.rmtree(root)
+            staging.rename(root)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return tiny_roots(root)

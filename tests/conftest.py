@@ -1,0 +1,31 @@
+"""Shared fixtures: a small demo scene and the venv's command-line tools on PATH."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _run_cli(*args: str, timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+@pytest.fixture
+def run_cli():
+    """Run one of the installed commands (ns-train, aw-demo-scene, ...) as a user would."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def small_demo_scene(tmp_path_factory) -> Path:
+    """A 12-view 96x72 demo scene, written once per test session."""
+    from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
+
+    return write_demo_scene(DemoSceneArgs(tmp_path_factory.mktemp("scenes") / "demo", num_views=12, width=96, height=72))

@@ -1,0 +1,260 @@
+"""aw-restore end to end with the tiny (untrained) preset: names, frame counts, resolutions,
+resumability, --heatmap-folder, bad files listed at the end, and the file split over ranks."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from restorer import cli_restore
+from restorer.batch import InputError
+from restorer.cli_restore import RestoreArgs
+from restorer.video_io import find_ffmpeg, read_video, write_video
+
+T = 17
+
+
+def clip(frames: int, height: int, width: int, phase: float) -> torch.Tensor:
+    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
+    y = torch.linspace(0, 1, height).view(1, -1, 1)
+    x = torch.linspace(0, 1, width).view(1, 1, -1)
+    r = 0.5 + 0.4 * torch.sin(3.0 * x + 0.3 * t + phase)
+    g = 0.5 + 0.4 * torch.cos(2.0 * y - 0.2 * t + phase)
+    b = 0.5 + 0.3 * torch.sin(1.5 * (x + y) + phase)
+    return torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+
+
+GOOD = {"a.mp4": (64, 96, 24.0), "b.mp4": (64, 96, 30.0), "c.mp4": (63, 95, 24.0)}  # name: (height, width, fps)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "aw-cache"
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(cache_dir))
+    monkeypatch.setenv("COLUMNS", "250")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "ARTIFACTWORLD_WEIGHTS_ROOT", "ARTIFACTWORLD_LTX_MAIN_ROOT",
+                "ARTIFACTWORLD_LTX_097_DEV_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("references")
+    for i, (name, (h, w, fps)) in enumerate(GOOD.items()):
+        write_video(folder / name, clip(T, h, w, phase=float(i)), fps, crf=0)
+    (folder / "bad.mp4").write_bytes(b"not a video" * 50)
+    subprocess.run(
+        [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=24",
+         "-frames:v", "0", "-c:v", "libx264", str(folder / "zero.mp4")],
+        check=True,
+    )
+    return folder
+
+
+class SpyRestorer:
+    """Delegates to the real tiny restorer and records which stages ran."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.calls: list[tuple[str, bool]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def predict_heatmap(self, reference):
+        self.calls.append(("predict_heatmap", False))
+        return self.real.predict_heatmap(reference)
+
+    def restore_reference(self, reference, heatmap=None, opacity=None):
+        self.calls.append(("restore_reference", heatmap is not None))
+        return self.real.restore_reference(reference, heatmap=heatmap, opacity=opacity)
+
+
+@pytest.fixture(scope="module")
+def tiny_restorer(cache_dir: Path):
+    """One real tiny restorer for the module, built through the CLI's own loader and flag mapping."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARTIFACTWORLD_CACHE", str(cache_dir))
+        args = RestoreArgs(input_folder=Path("."), output_folder=Path("."), preset="tiny", heatmap_steps=2)
+        restorer = cli_restore.load_restorer(args)
+    assert restorer.settings.heatmap_steps == 2 and restorer.settings.num_inference_steps == 8
+    assert restorer.device.type == "cpu"
+    return restorer
+
+
+@pytest.fixture
+def spy(tiny_restorer, monkeypatch: pytest.MonkeyPatch) -> SpyRestorer:
+    spy = SpyRestorer(tiny_restorer)
+
+    def load(args, progress=None):
+        assert args.preset == "tiny"
+        tiny_restorer.progress = progress
+        return spy
+
+    monkeypatch.setattr(cli_restore, "load_restorer", load)
+    return spy
+
+
+def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    def load(args, progress=None):
+        raise AssertionError("the restorer must not be loaded")
+
+    monkeypatch.setattr(cli_restore, "load_restorer", load)
+
+
+def restore(inputs: Path, out: Path, *extra: str) -> int:
+    return cli_restore.main(
+        ["--input-folder", str(inputs), "--output-folder", str(out), "--preset", "tiny", "--heatmap-steps", "2", *extra]
+    )
+
+
+def check_outputs(folder: Path, names: set[str]) -> None:
+    assert {p.name for p in folder.iterdir()} == names  # nothing else: no temp or partial files
+    for name in names:
+        frames, fps = read_video(folder / name)
+        h, w, in_fps = GOOD[name]
+        assert frames.shape == (T, h, w, 3), name
+        assert fps == pytest.approx(in_fps)
+
+
+@pytest.mark.slow
+def test_restore_end_to_end_resume_and_bad_files(
+    inputs: Path, tmp_path: Path, spy: SpyRestorer, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    code = restore(inputs, out)
+    text = capsys.readouterr().out
+    assert code == 2  # two bad inputs, listed at the end
+    assert "untrained" in text
+    assert {p.name for p in out.iterdir()} == {"heatmaps", "samples"}
+    check_outputs(out / "heatmaps", set(GOOD))
+    check_outputs(out / "samples", set(GOOD))
+    heat, _ = read_video(out / "heatmaps" / "a.mp4")
+    assert (heat[..., 0] - heat[..., 1]).abs().max() < 0.02 and (heat[..., 0] - heat[..., 2]).abs().max() < 0.02
+    assert "3 written, 0 skipped" in text and "2 failed" in text
+    failed = text.split("Failed (2):")[1]
+    assert re.search(r"bad\.mp4: Cannot read video \S*bad\.mp4: .*\.", failed)
+    assert "zero.mp4: Cannot read video" in failed and "contains no video frames." in failed
+    assert "Traceback" not in text
+    assert sorted(spy.calls) == sorted([("predict_heatmap", False), ("restore_reference", True)] * 3)
+
+    # A second run skips every finished file and does not even load the restorer.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")}
+    no_load(monkeypatch)
+    code = restore(inputs, out)
+    text = capsys.readouterr().out
+    assert code == 2 and "0 written, 3 skipped" in text
+    assert all(f"skip {name}" in text for name in GOOD)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes
+
+    # An interrupted run (sample missing, heatmap present) resumes with stage 2 only.
+    (out / "samples" / "b.mp4").unlink()
+    spy2 = SpyRestorer(spy.real)
+    monkeypatch.setattr(cli_restore, "load_restorer", lambda args, progress=None: spy2)
+    code = restore(inputs, out)
+    text = capsys.readouterr().out
+    assert "1 written, 2 skipped" in text
+    assert spy2.calls == [("restore_reference", True)]
+    check_outputs(out / "samples", set(GOOD))
+    assert (out / "heatmaps" / "b.mp4").stat().st_mtime_ns == mtimes[out / "heatmaps" / "b.mp4"]
+
+
+@pytest.mark.slow
+def test_restore_with_heatmap_folder_runs_stage2_only(
+    inputs: Path, tmp_path: Path, spy: SpyRestorer, capsys: pytest.CaptureFixture
+) -> None:
+    heat_dir = tmp_path / "stage1"
+    assert restore(inputs, tmp_path / "s1", "--heatmap-only") == 2
+    check_outputs(tmp_path / "s1" / "heatmaps", set(GOOD))
+    assert not (tmp_path / "s1" / "samples").exists()
+    assert spy.calls == [("predict_heatmap", False)] * 3
+    # The release's layout: heatmaps straight in the folder; one is missing.
+    heat_dir.mkdir()
+    for name in ("a.mp4", "c.mp4"):
+        (tmp_path / "s1" / "heatmaps" / name).rename(heat_dir / name)
+    spy.calls.clear()
+    capsys.readouterr()
+    code = restore(inputs, tmp_path / "s2", "--heatmap-folder", str(heat_dir))
+    text = capsys.readouterr().out
+    assert code == 2
+    assert spy.calls == [("restore_reference", True)] * 2
+    assert {p.name for p in (tmp_path / "s2").iterdir()} == {"samples"}  # heatmaps were given, not written
+    check_outputs(tmp_path / "s2" / "samples", {"a.mp4", "c.mp4"})
+    assert f"b.mp4: No heatmap video b.mp4 in {heat_dir}" in text
+
+
+@pytest.mark.slow
+def test_restore_splits_files_across_ranks(
+    inputs: Path, tmp_path: Path, spy: SpyRestorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "split"
+    produced: list[set[str]] = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        before = set(p.name for p in (out / "heatmaps").iterdir()) if (out / "heatmaps").exists() else set()
+        restore(inputs, out, "--heatmap-only")
+        produced.append({p.name for p in (out / "heatmaps").iterdir()} - before)
+    # Sorted: a, b, bad, c, zero -> rank 0: a, bad, zero; rank 1: b, c.
+    assert produced == [{"a.mp4"}, {"b.mp4", "c.mp4"}]
+    assert len(spy.calls) == 3
+
+
+def test_missing_or_empty_input_folder(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    no_load(monkeypatch)
+    assert restore(tmp_path / "nope", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "The input folder (--input-folder)" in err and "does not exist." in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert restore(tmp_path / "empty", tmp_path / "out") == 2
+    assert "contains no .mp4 videos." in capsys.readouterr().err
+    assert restore(tmp_path / "empty", tmp_path / "out", "--heatmap-folder", str(tmp_path / "nohm")) == 2
+    assert "heatmap folder (--heatmap-folder)" in capsys.readouterr().err
+    assert restore(tmp_path / "empty", tmp_path / "out", "--steps", "0") == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_map_cli_flags_to_preset_fields() -> None:
+    args = RestoreArgs(Path("i"), Path("o"), preset="full", weights_root=Path("/w"), steps=8, heatmap_steps=3,
+                       seed=5, device="cuda:3", download=True, processing_max_side=512)
+    assert cli_restore.restorer_overrides(args) == {
+        "weights_root": "/w", "num_inference_steps": 8, "heatmap_steps": 3, "seed": 5, "device": "cuda:3",
+        "allow_download": True, "processing_max_side": 512,
+    }
+    tiny = cli_restore.restorer_overrides(RestoreArgs(Path("i"), Path("o"), preset="tiny"))
+    assert tiny == {}  # the tiny preset keeps its own (cpu) device
+    full = cli_restore.restorer_overrides(RestoreArgs(Path("i"), Path("o"), preset="full"))
+    assert full == {"device": "cuda:0" if torch.cuda.is_available() else "cpu"}
+
+
+def test_schedule_mismatch_is_reported_before_the_batch() -> None:
+    table = SimpleNamespace(rows=((1.0, 0.0, 0.0),) * 8)
+    cli_restore.check_schedule(SimpleNamespace(settings=SimpleNamespace(schedule=table, num_inference_steps=8)))
+    with pytest.raises(InputError, match="Stage 2 runs 4 steps but its heatmap blend table has 8 rows"):
+        cli_restore.check_schedule(SimpleNamespace(settings=SimpleNamespace(schedule=table, num_inference_steps=4)))
+
+
+def test_restore_help_documents_every_option(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_restore.main(["--help"])
+    assert info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    source = inspect.getsource(RestoreArgs)
+    documented = dict(re.findall(r"\n    (\w+): [^\n]+\n    \"\"\"([^\n]+)\"\"\"", source))
+    names = [f for f in RestoreArgs.__dataclass_fields__]
+    assert set(documented) == set(names)  # every field has a docstring
+    for name in names:
+        assert f"--{name.replace('_', '-')}" in help_text
+        first_words = " ".join(documented[name].split()[:5])
+        assert first_words in help_text, name

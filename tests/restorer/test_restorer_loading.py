@@ -1,0 +1,137 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from restorer_fixtures import aw_cache, load_tiny, tiny_roots  # noqa: F401
+
+from restorer import pipeline as pipeline_module
+from restorer.errors import RestorerInputError
+from restorer.latents import auxiliary_latents
+from restorer.loading import (
+    ReleaseRoots,
+    default_dtype,
+    ensure_roots,
+    load_auxiliary_latent,
+    resolve_roots,
+)
+
+
+def test_env_vars_pick_the_roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTIFACTWORLD_WEIGHTS_ROOT", str(tmp_path / "w"))
+    monkeypatch.setenv("ARTIFACTWORLD_LTX_MAIN_ROOT", str(tmp_path / "main"))
+    monkeypatch.setenv("ARTIFACTWORLD_LTX_097_DEV_ROOT", str(tmp_path / "dev"))
+    roots = resolve_roots()
+    assert roots == ReleaseRoots(tmp_path / "w", tmp_path / "main", tmp_path / "dev")
+    assert resolve_roots(weights_root=tmp_path / "x").weights == tmp_path / "x"
+
+
+def test_defaults_live_under_the_cache(aw_cache):  # noqa: F811
+    roots = resolve_roots()
+    assert roots.weights == aw_cache / "weights" / "ArtifactWorld"
+    assert roots.ltx_097_dev == aw_cache / "weights" / "LTX-Video-0.9.7-dev"
+
+
+def test_subfolder_pointing_roots_are_corrected(tiny_roots):  # noqa: F811
+    with pytest.warns(UserWarning) as record:
+        roots = resolve_roots(tiny_roots.weights, tiny_roots.ltx_main / "vae", tiny_roots.ltx_097_dev / "transformer")
+    assert roots == tiny_roots
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert any("0.9.7-dev root" in m and "points at its 'transformer' subfolder" in m for m in messages)
+    assert any("LTX-Video root" in m and "points at its 'vae' subfolder" in m for m in messages)
+    with pytest.warns(UserWarning, match="auxiliary_latents"):
+        assert resolve_roots(tiny_roots.weights / "auxiliary_latents", tiny_roots.ltx_main, tiny_roots.ltx_097_dev) == tiny_roots
+
+
+def test_missing_weights_root_names_the_download_command(tmp_path, tiny_roots):  # noqa: F811
+    roots = ReleaseRoots(tmp_path / "nowhere", tiny_roots.ltx_main, tiny_roots.ltx_097_dev)
+    with pytest.raises(RestorerInputError) as err:
+        ensure_roots(roots)
+    message = str(err.value)
+    assert f"hf download buaadwxl/ArtifactWorld --local-dir {tmp_path / 'nowhere'}" in message
+    assert "ARTIFACTWORLD_WEIGHTS_ROOT" in message and message.count(". ") == 0
+
+
+def test_missing_ltx_roots_and_offline_hub(tmp_path, tiny_roots, monkeypatch):  # noqa: F811
+    import huggingface_hub.constants
+
+    roots = ReleaseRoots(tiny_roots.weights, tiny_roots.ltx_main, tmp_path / "dev")
+    with pytest.raises(RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "scheduler/\\*"'):
+        ensure_roots(roots)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RestorerInputError, match="HF_HUB_OFFLINE is set"):
+        ensure_roots(roots, allow_download=True)
+
+
+def test_dtype_policy():
+    assert default_dtype("cpu") == torch.float32
+    assert default_dtype("cuda") == torch.bfloat16
+
+
+def test_release_aux_latents_equal_vae_computed_ones(tiny_roots):  # noqa: F811
+    restorer = load_tiny(tiny_roots, adapters=())
+    z_full_file = load_auxiliary_latent(tiny_roots, "z_full.pt")
+    # the tiny release ships latents for 49 frames at 128x256 (960x540 capped at 256)
+    z_full, z_null = auxiliary_latents(restorer.vae, 49, 128, 256)
+    assert z_full_file.shape == z_full.shape == (1, 8, 7, 4, 8)
+    assert torch.allclose(z_full_file, z_full, atol=1e-6)
+    assert torch.allclose(load_auxiliary_latent(tiny_roots, "z_null.pt"), z_null, atol=1e-6)
+    assert not torch.allclose(z_full, z_null)
+    # a clip of another size falls back to computing them with the VAE
+    other = restorer.auxiliary_latents(17, 64, 64, torch.Size((1, 8, 3, 2, 2)))
+    assert other[0].shape == (1, 8, 3, 2, 2)
+    assert torch.allclose(other[1], auxiliary_latents(restorer.vae, 17, 64, 64)[1])
+    no_aux = tiny_roots.weights.parent / "weights-noaux"
+    shutil.copytree(tiny_roots.weights, no_aux, ignore=shutil.ignore_patterns("auxiliary_latents"))
+    assert load_auxiliary_latent(ReleaseRoots(no_aux, tiny_roots.ltx_main, tiny_roots.ltx_097_dev), "z_full.pt") is None
+
+
+def test_prompt_embeddings_are_cached_and_encoder_loaded_once(tiny_roots, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "fresh-cache"))
+    calls = []
+    real = pipeline_module.load_text_encoder
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "load_text_encoder", counting)
+    first = load_tiny(tiny_roots, adapters=())
+    second = load_tiny(tiny_roots, adapters=())
+    assert len(calls) == 1
+    assert len(list((tmp_path / "fresh-cache" / "prompt_embeddings").glob("*.pt"))) == 2
+    for stage in ("stage1", "stage2"):
+        assert torch.equal(first.prompts[stage].embeds, second.prompts[stage].embeds)
+    assert not torch.equal(first.prompts["stage1"].embeds, first.prompts["stage2"].embeds)
+
+
+def test_allowed_download_fetches_only_needed_files_and_unpacks_weights(tmp_path, tiny_roots, monkeypatch):  # noqa: F811
+    import tarfile
+
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def fake_snapshot_download(repo_id, local_dir, allow_patterns):
+        calls.append((repo_id, list(allow_patterns)))
+        local_dir = Path(local_dir)
+        if repo_id == "buaadwxl/ArtifactWorld":
+            with tarfile.open(local_dir / "weights.tar", "w") as archive:
+                archive.add(tiny_roots.weights, arcname="weights")
+        else:
+            source = tiny_roots.ltx_main if repo_id == "Lightricks/LTX-Video" else tiny_roots.ltx_097_dev
+            shutil.copytree(source, local_dir, dirs_exist_ok=True)
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    roots = ensure_roots(ReleaseRoots(tmp_path / "w", tmp_path / "main", tmp_path / "dev"), allow_download=True)
+    assert calls == [
+        ("buaadwxl/ArtifactWorld", ["weights.tar"]),
+        ("Lightricks/LTX-Video", ["tokenizer/*", "text_encoder/*", "vae/*"]),
+        ("Lightricks/LTX-Video-0.9.7-dev", ["scheduler/*", "transformer/*"]),
+    ]
+    assert roots.weights == tmp_path / "w" / "weights"
+    assert roots.stage1_lora.exists() and roots.auxiliary_latent("z_null.pt").exists()
