@@ -101,6 +101,22 @@ PAPER_BEST_SCHEDULE = BlendTable(
 """Paper Table 5, Exp 7 (best of 8 steps)."""
 
 
+def paper_best_schedule(num_steps: int) -> BlendTable:
+    """Table 5, Exp 7 scaled to ``num_steps``: the 1 : 3 : 4 split of z_full / z_hm / linear decay.
+
+    ``round(N/8)`` (at least 1) steps of ``z_full``, ``round(3N/8)`` of ``z_hm``, the rest a linear
+    decay that reaches ``z_null`` on the last step. ``paper_best_schedule(8)`` is the paper's table.
+    """
+    if num_steps < 1:
+        raise RestorerInputError(f"The sampler needs at least 1 step, got {num_steps}.")
+    full_steps = max(1, round(num_steps / 8))
+    heatmap_steps = min(round(3 * num_steps / 8), num_steps - full_steps)
+    decay_steps = num_steps - full_steps - heatmap_steps
+    rows = [(1.0, 0.0, 0.0)] * full_steps + [(0.0, 1.0, 0.0)] * heatmap_steps
+    rows += [(0.0, 1.0 - i / decay_steps, i / decay_steps) for i in range(1, decay_steps + 1)]
+    return BlendTable(tuple(rows))
+
+
 def schedule_table(schedule: HeatmapSchedule, sigmas: Tensor) -> list[BlendWeights]:
     """The weights each step uses (``sigmas`` has ``steps + 1`` entries)."""
     num_steps = len(sigmas) - 1

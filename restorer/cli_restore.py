@@ -61,7 +61,7 @@ class RestoreArgs:
     ltx_097_dev_root: Optional[Path] = None
     """Root of Lightricks/LTX-Video-0.9.7-dev with scheduler/, transformer/ (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
     steps: Optional[int] = None
-    """Euler sampling steps of both stages (default: the preset's, 8); stage 2's heatmap blend schedule must have as many rows (the paper's has 8)."""
+    """Euler sampling steps of both stages (default: the preset's, 8). The default heatmap blend schedule (paper Table 5, Exp 7) is scaled to this count; an explicit blend table must have as many rows."""
     heatmap_steps: Optional[int] = None
     """Euler sampling steps of stage 1 only; overrides --steps for stage 1."""
     seed: Optional[int] = None

@@ -29,6 +29,7 @@ from restorer.aatf import (
     BlendTable,
     HeatmapSchedule,
     PiecewiseDecay,
+    paper_best_schedule,
     raise_heatmap_by_opacity,
     sample_restored_latent,
 )
@@ -141,10 +142,10 @@ class ArtifactRestorer:
         elif preset.blend_table is not None:
             schedule = BlendTable(tuple(tuple(row) for row in preset.blend_table))
         else:
-            schedule = PAPER_BEST_SCHEDULE
+            schedule = paper_best_schedule(preset.num_inference_steps)
         if isinstance(schedule, BlendTable) and len(schedule.rows) != preset.num_inference_steps:
             raise RestorerInputError(
-                f"The heatmap blend table has {len(schedule.rows)} rows (the paper's default is for 8 steps) but "
+                f"The heatmap blend table has {len(schedule.rows)} rows but "
                 f"num_inference_steps is {preset.num_inference_steps}; give a matching blend_table or decay_thresholds."
             )
         settings = RestorerSettings(

@@ -6,6 +6,7 @@ from restorer.aatf import (
     BlendTable,
     PiecewiseDecay,
     blend_heatmap_latent,
+    paper_best_schedule,
     raise_heatmap_by_opacity,
     sample_restored_latent,
     schedule_table,
@@ -25,6 +26,17 @@ PAPER_TABLE = [
 def test_default_schedule_is_paper_table5_exp7():
     sigmas = torch.cat([torch.linspace(1.0, 0.001, 8), torch.zeros(1)])
     assert schedule_table(PAPER_BEST_SCHEDULE, sigmas) == PAPER_TABLE
+
+
+def test_paper_schedule_scales_to_other_step_counts():
+    assert paper_best_schedule(8) == PAPER_BEST_SCHEDULE
+    # 16 steps: 2 z_full, 6 z_hm, 8 decay steps of 1/8 each, ending on z_null.
+    rows = paper_best_schedule(16).rows
+    assert rows[:2] == ((1.0, 0.0, 0.0),) * 2 and rows[2:8] == ((0.0, 1.0, 0.0),) * 6
+    assert rows[8] == (0.0, 0.875, 0.125) and rows[-1] == (0.0, 0.0, 1.0) and len(rows) == 16
+    assert paper_best_schedule(1).rows == ((1.0, 0.0, 0.0),)
+    with pytest.raises(RestorerInputError, match="at least 1 step"):
+        paper_best_schedule(0)
 
 
 def test_piecewise_decay_eq2_weights():

@@ -196,6 +196,12 @@ def test_real_transformer_sees_stage_timestep_layouts_and_shared_coords(restorer
         assert torch.equal(coords[:, :, :n], coords[:, :, 2 * n :]) and torch.equal(coords[:, :, :n], coords[:, :, n : 2 * n])
 
 
-def test_step_count_must_match_the_blend_table():
-    with pytest.raises(RestorerInputError, match="has 8 rows .* num_inference_steps is 4"):
-        ArtifactRestorer.from_preset("tiny", num_inference_steps=4)
+def test_step_count_must_match_an_explicit_blend_table():
+    table = tuple((0.0, 1.0, 0.0) for _ in range(8))
+    with pytest.raises(RestorerInputError, match="has 8 rows but num_inference_steps is 4"):
+        ArtifactRestorer.from_preset("tiny", num_inference_steps=4, blend_table=table)
+
+
+def test_default_schedule_follows_the_step_count():
+    restorer = ArtifactRestorer.from_preset("tiny", num_inference_steps=4)
+    assert restorer.settings.schedule.rows == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))

@@ -1,0 +1,144 @@
+"""``aw-make-pairs``: clean / degraded video pairs -> LoRA training pairs (see :mod:`restorer.pairs`).
+
+For every ``NAME.mp4`` present in both ``--gt-dir`` (clean) and ``--artifact-dir`` (degraded) it writes
+the DBA reference, the clean target and the stage-1 pseudo-GT heatmap (videos, for inspection) and
+their latents encoded with ``--preset``'s VAE (for ``aw-train-lora``), plus the stage prompts' T5
+embeddings. Resumable (pairs whose latents exist are skipped), atomic, and split over the processes
+of an ``accelerate launch`` / ``torchrun`` job.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+from rich.console import Console
+
+from restorer.batch import (
+    BatchAbort,
+    InputError,
+    Outcome,
+    list_videos,
+    print_error,
+    process_index,
+    rank_label,
+    require_folder,
+    run_batch,
+    shard,
+)
+from restorer.errors import RestorerInputError
+from restorer.video_io import DEFAULT_CRF, read_video
+
+
+@dataclass
+class MakePairsArgs:
+    """Build LoRA training pairs (DBA references, clean targets, pseudo-GT heatmaps, cached latents)."""
+
+    gt_dir: Path
+    """Folder of clean videos (benchmark gt/, or a nerfstudio run's held-out GT views); NAME.mp4 pairs with artifact-dir/NAME.mp4."""
+    artifact_dir: Path
+    """Folder of degraded videos (benchmark artifact/, or sparse-view renders at the same poses), same names."""
+    output_dir: Path
+    """Folder for the training pairs (created if missing); pass it to aw-train-lora --data."""
+    heatmap_metric: Literal["lpips", "l1", "ssim"] = "lpips"
+    """Pseudo-GT heatmap metric: lpips (the paper's; needs torchvision's AlexNet weights), l1 or ssim (no weights)."""
+    preset: Literal["tiny", "full"] = "full"
+    """Restorer preset whose VAE encodes the latents and whose processing size the clips are conformed to."""
+    device: str | None = None
+    """Torch device for the VAE (default: the preset's; full uses cuda when available)."""
+    crf: int = DEFAULT_CRF
+    """x264 constant rate factor of the written videos (the latents are encoded from the exact frames)."""
+    overwrite: bool = False
+    """Rebuild pairs whose latents already exist instead of skipping them."""
+
+
+def run(args: MakePairsArgs, console: Console | None = None) -> int:
+    import torch
+
+    from restorer import pairs as P
+
+    console = console or Console()
+    err_console = Console(stderr=True)
+    try:
+        gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
+        artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
+        if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
+            raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
+        if args.output_dir.exists() and not args.output_dir.is_dir():
+            raise InputError(f"The output folder {args.output_dir} exists and is not a folder.")
+        if args.heatmap_metric == "lpips":
+            P.check_lpips_weights()
+        rank, world = process_index()
+        gt_names = {p.name: p for p in list_videos(gt_dir)}
+        artifact_names = {p.name: p for p in list_videos(artifact_dir)}
+        paired = sorted(set(gt_names) & set(artifact_names))
+        if not paired:
+            raise InputError(f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty.")
+        models = P.resolve_preset(args.preset)
+        meta = P.pairs_meta(models, args.heatmap_metric)
+        meta_path = args.output_dir / P.META_FILE
+        if meta_path.exists() and not args.overwrite:
+            import json
+
+            old = json.loads(meta_path.read_text())
+            if old != meta:
+                changed = sorted(k for k in meta if old.get(k) != meta[k])
+                raise InputError(
+                    f"The output folder {args.output_dir} holds pairs built with a different {changed[0]} "
+                    f"({old.get(changed[0])!r}); use a new folder or --overwrite."
+                )
+    except (InputError, RestorerInputError) as err:
+        print_error(err_console, str(err))
+        return 2
+
+    notes = [f"{n} is in the GT folder but not in the artifact folder; it was skipped." for n in sorted(set(gt_names) - set(artifact_names))]
+    notes += [f"{n} is in the artifact folder but not in the GT folder; it was skipped." for n in sorted(set(artifact_names) - set(gt_names))]
+    if models.untrained:
+        notes.append("The tiny preset's VAE is UNTRAINED (random weights): these latents are only good for tests and smoke runs.")
+    device = torch.device(args.device or models.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        vae = P.load_vae(models, device)
+        prompts = P.prompt_embeddings(models, device)
+    except Exception as err:  # noqa: BLE001 - one sentence, not a traceback
+        print_error(err_console, f"The {args.preset} preset's VAE or text encoder could not be loaded: {err}")
+        return 1
+    P.write_json_atomic(meta_path, meta)
+    if rank == 0:
+        P.save_prompts(args.output_dir, prompts)
+
+    def work(name: str) -> Outcome:
+        stem = Path(name).stem
+        if (args.output_dir / P.LATENTS_DIR / f"{stem}.pt").exists() and not args.overwrite:
+            return Outcome.SKIPPED
+        clean, fps = read_video(gt_names[name])
+        artifact, _ = read_video(artifact_names[name])
+        try:
+            pair = P.build_pair(clean, artifact, args.heatmap_metric, models.processing_max_side)
+        except RestorerInputError as err:
+            if "AlexNet" in str(err):
+                raise BatchAbort(str(err)) from None
+            raise
+        P.write_pair(args.output_dir, stem, pair, P.encode_pair(vae, pair), fps, args.crf)
+        return Outcome.DONE
+
+    label = rank_label(rank, world)
+    try:
+        result = run_batch("aw-make-pairs", shard(paired, rank, world), work, console=console, description=f"aw-make-pairs{label}")
+    except BatchAbort as err:
+        print_error(err_console, str(err))
+        return 2
+    if rank == 0:
+        result.notes.extend(notes)
+    return result.report(console, label)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point of ``aw-make-pairs``."""
+    return run(tyro.cli(MakePairsArgs, args=argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
