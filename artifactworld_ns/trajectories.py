@@ -376,7 +376,7 @@ def choose_anchor_pairs(
             if key not in seen:
                 seen.add(key)
                 candidates.append(pair)
-    neighbours = [p for p in candidates[: n if n > 2 else 1]]
+    neighbours = candidates[: n if n > 2 else 1]  # ring neighbours (a single pair for two views)
     if num_clips < len(neighbours):
         return [neighbours[((2 * m + 1) * len(neighbours)) // (2 * num_clips)] for m in range(num_clips)]
     return candidates[:num_clips]
@@ -490,7 +490,8 @@ def progressive_clips(
 
     Each shifted pose belongs to its evaluation pose's nearest training view. Per training view
     (in index order), its shifted poses are chained greedily nearest-first starting from that view
-    and cut into chunks of at most ``num_frames - 2``. A chunk's clip starts exactly at the training
+    and cut into chunks of at most ``(num_frames - 1) // 4`` (4 for 17 frames), so that about three
+    quarters of a clip's frames are interpolated and consecutive frames stay close. A chunk's clip starts exactly at the training
     view nearest to its first shifted pose, passes exactly through every shifted pose in chain order
     and ends exactly at the training view nearest to its last shifted pose other than the first anchor;
     the remaining frames are interpolated between consecutive poses (see :func:`_through_keys`).
@@ -508,7 +509,8 @@ def progressive_clips(
     out_dtype = train_poses.dtype if train_poses.is_floating_point() else torch.float32
     shifted = progressive_shift_poses(train, evals, round_index, num_rounds)
     owner = nearest_train_indices(train, evals).tolist()
-    scale = max(float(fit_sphere(train)[1]), 1e-9) if n >= 2 else 1.0
+    positions = train[:, :, 3]
+    scale = float((positions - positions.mean(0)).norm(dim=-1).mean()) or 1.0  # weighs rotation against distance
     plans: List[ClipPlan] = []
     for anchor in range(n):
         members = [i for i, o in enumerate(owner) if o == anchor]
@@ -519,8 +521,9 @@ def progressive_clips(
             chain.append(nxt)
             members.remove(nxt)
             position = shifted[nxt, :, 3]
-        for start in range(0, len(chain), num_frames - 2):
-            chunk = shifted[chain[start : start + num_frames - 2]]
+        per_clip = max(1, (num_frames - 1) // 4)
+        for start in range(0, len(chain), per_clip):
+            chunk = shifted[chain[start : start + per_clip]]
             first = int(nearest_train_indices(train, chunk[:1])[0])
             others = [j for j in range(n) if j != first]
             last = others[int(nearest_train_indices(train[others], chunk[-1:])[0])]
@@ -544,8 +547,9 @@ def plan_clips(
     """The clips one restoration round renders.
 
     ``"reference_guided"``: :func:`fit_sphere` on the training poses, :func:`choose_anchor_pairs` for
-    ``num_clips`` pairs, and :func:`reference_guided_clip` for each (``eval_poses`` and the round
-    arguments are unused). ``"progressive"``: :func:`progressive_clips` for ``eval_poses`` at this
+    ``num_clips`` pairs (at most the ``N (N - 1) / 2`` distinct pairs of ``N`` training views, so
+    3 views give at most 3 clips), and :func:`reference_guided_clip` for each (``eval_poses`` and
+    the round arguments are unused). ``"progressive"``: :func:`progressive_clips` for ``eval_poses`` at this
     round; when that gives more than ``num_clips`` clips, an evenly spread subset is kept (clip
     ``floor((2m+1) C / (2 num_clips))`` of the ``C`` clips).
 
@@ -561,7 +565,8 @@ def plan_clips(
     if mode == "reference_guided":
         center, radius = fit_sphere(train)
         up = mean_up_vector(train)
-        pairs = choose_anchor_pairs(train, num_clips, center=center, up=up)
+        distinct = train.shape[0] * (train.shape[0] - 1) // 2
+        pairs = choose_anchor_pairs(train, min(num_clips, distinct), center=center, up=up)
         return [
             ClipPlan(i, j, reference_guided_clip(train_poses[i, :3, :4].to(out_dtype), train_poses[j, :3, :4].to(out_dtype), center, radius, num_frames, up=up))
             for i, j in pairs

@@ -77,7 +77,7 @@ def resolve_num_train_views(
     ratio: Optional[float] = None,
     count: Optional[int] = None,
     ratio_flag: str = "--pipeline.datamanager.train-view-ratio",
-    count_flag: str = "--pipeline.datamanager.train-view-count",
+    count_flag: str = "--pipeline.datamanager.num-train-views",
 ) -> int:
     """Number of training views for exactly one of ``ratio`` / ``count``, validated.
 
@@ -169,7 +169,7 @@ def select_train_views(
     count: Optional[int] = None,
     method: SelectionMethod = "farthest",
     ratio_flag: str = "--pipeline.datamanager.train-view-ratio",
-    count_flag: str = "--pipeline.datamanager.train-view-count",
+    count_flag: str = "--pipeline.datamanager.num-train-views",
 ) -> Tuple[Int[Tensor, " k"], Int[Tensor, " m"]]:
     """Split a capture into training and evaluation views (the sparse-view protocol, see module doc).
 

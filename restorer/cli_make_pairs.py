@@ -30,6 +30,7 @@ from restorer.batch import (
     shard,
 )
 from restorer.errors import RestorerInputError
+from restorer.loading import quiet_hub_progress
 from restorer.video_io import DEFAULT_CRF, read_video
 
 
@@ -100,8 +101,9 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         notes.append("The tiny preset's VAE is UNTRAINED (random weights): these latents are only good for tests and smoke runs.")
     device = torch.device(args.device or models.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        vae = P.load_vae(models, device)
-        prompts = P.prompt_embeddings(models, device)
+        with quiet_hub_progress(enabled=models.untrained):
+            vae = P.load_vae(models, device)
+            prompts = P.prompt_embeddings(models, device)
     except Exception as err:  # noqa: BLE001 - one sentence, not a traceback
         print_error(err_console, f"The {args.preset} preset's VAE or text encoder could not be loaded: {err}")
         return 1

@@ -179,7 +179,7 @@ def build_flow_batch(
     """Assemble the stage's sequence with the target noised to ``sigma`` and the context clean (timestep 0)."""
     _, _, frames, height, width = latents["z_ref"].shape
     z0 = pack_latents(latents["z_heatmap" if stage == 1 else "z_clean"].float())
-    noise = noise.reshape(z0.shape).to(z0)
+    noise = (pack_latents(noise.float()) if noise.ndim == 5 else noise).to(z0)  # latent-shaped or already tokens
     context = {"reference": pack_latents(latents["z_ref"].float())}
     if stage == 1:
         roles = STAGE1_ROLES

@@ -106,9 +106,9 @@ def test_error_quotes_the_callers_flag_name():
         (dict(ratio=0.0), ["0.0 is outside (0, 1]"]),
         (dict(ratio=1.5), ["1.5 is outside (0, 1]"]),
         (dict(ratio=1.0), ["keeps 50 of 50", "leaves 0 for evaluation", "at most 0.98"]),
-        (dict(count=1), ["count 1 keeps 1 of 50", "at least 2"]),
-        (dict(count=50), ["count 50 keeps 50 of 50", "leaves 0 for evaluation", "at most 49"]),
-        (dict(count=60), ["count 60 keeps 60 of 50", "at most 49"]),
+        (dict(count=1), ["num-train-views 1 keeps 1 of 50", "at least 2"]),
+        (dict(count=50), ["num-train-views 50 keeps 50 of 50", "leaves 0 for evaluation", "at most 49"]),
+        (dict(count=60), ["num-train-views 60 keeps 60 of 50", "at most 49"]),
         (dict(count=3, method="random"), ["'random' is unknown"]),
     ],
 )
