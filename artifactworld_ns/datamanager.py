@@ -1,35 +1,117 @@
-"""ArtifactWorldDataManager: nerfstudio's full-image datamanager plus the method's restorer settings."""
+"""ArtifactWorldDataManager: sparse views, scheduled restoration rounds, and the pseudo-view bank.
+
+The datamanager owns the closed loop (paper Sec. 4.4): at ``restore_steps`` it renders clips along
+reference-guided trajectories with the current model, restores them with the ArtifactWorld
+restorer (anchors = the training images at the clip ends, opacity = the rendered accumulation),
+and adds the restored frames and their cameras to a bank that ``next_train`` draws from.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import random
+import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Type
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
-
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+
+from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
+from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
+from artifactworld_ns.view_selection import ViewSelectionError, select_train_views
 
 
 @dataclass
 class ArtifactWorldDataManagerConfig(FullImageDatamanagerConfig):
-    """Full-image datamanager of the ArtifactWorld method."""
+    """Full-image datamanager of the ArtifactWorld method: sparse views and the closed loop."""
 
     _target: Type = field(default_factory=lambda: ArtifactWorldDataManager)
     restorer_preset: Literal["full", "tiny"] = "full"
     """Restorer preset of the method's restoration rounds: 'full' (released ArtifactWorld weights on
     LTX-Video 0.9.7) or 'tiny' (random weights, untrained; for CPU demos and CI)."""
+    restorer_steps: Optional[int] = None
+    """Sampling steps of the restorer (default: the preset's, 8); fewer is faster."""
+    train_view_ratio: Optional[float] = None
+    """Sparse-view protocol: train on this fraction of the views (e.g. 0.05, 0.1, 0.15); the others are eval views."""
+    num_train_views: Optional[int] = None
+    """Sparse-view protocol: train on exactly this many views (e.g. 3); the others are eval views."""
+    view_selection: Literal["farthest", "even"] = "farthest"
+    """How training views are chosen: farthest-point sampling on camera positions, or evenly along the capture order."""
+    restore_steps: Tuple[int, ...] = (3000, 6000, 9000, 12000, 15000)
+    """Iterations at which a restoration round runs (render clips, restore them, add them to the bank)."""
+    clips_per_round: int = 4
+    """Clips rendered and restored per round."""
+    clip_frames: int = 25
+    """Frames per clip; must be 8n+1 (17, 25, 33, ...). Both end frames are training views."""
+    trajectory: Literal["reference-guided", "progressive"] = "reference-guided"
+    """Clip poses: GSFixer's reference-guided sampling, or Difix3D's poses shifted toward the eval views round by round."""
+    generated_view_fraction: float = 0.5
+    """Once the bank has views, the share of training steps that draw a generated view instead of a real one."""
+    seed: int = 0
+    """Seed of the draws between real and generated views."""
 
 
 class ArtifactWorldDataManager(FullImageDatamanager):
-    """Serves whole training images, as splatfacto's datamanager does, on CUDA or CPU."""
+    """Serves whole images: real training views and, after the first round, restored novel views."""
 
     config: ArtifactWorldDataManagerConfig
 
     def __init__(self, config: ArtifactWorldDataManagerConfig, *args, **kwargs):
+        _check_config(config)
+        self._eval_outputs: Optional[DataparserOutputs] = None
+        if self.sparse_protocol(config) and hasattr(config.dataparser, "eval_mode"):
+            # The protocol picks training views among all images; the rest become eval views.
+            config.dataparser.eval_mode = "all"
         super().__init__(config, *args, **kwargs)
+        self.bank = PseudoViewBank()
+        self.bank_dir: Optional[Path] = None
+        self.draws: List[Tuple[int, bool]] = []
+        """(step, drew a generated view) for every training step: what ``next_train`` served."""
+        self._pipeline = None
+        self._restorer = None
+        self._round_requested = False
+        self._rng = random.Random(config.seed)
         if config.restorer_preset == "tiny":
             CONSOLE.print("[yellow]ArtifactWorld: restorer preset 'tiny' has random weights (untrained); use it for demos and CI only.")
+
+    # ------------------------------------------------------------------ sparse-view protocol
+
+    @staticmethod
+    def sparse_protocol(config: ArtifactWorldDataManagerConfig) -> bool:
+        return config.train_view_ratio is not None or config.num_train_views is not None
+
+    def create_train_dataset(self):
+        outputs = self.train_dataparser_outputs
+        if self.sparse_protocol(self.config):
+            positions = outputs.cameras.camera_to_worlds[:, :3, 3]
+            try:
+                train_indices, eval_indices = select_train_views(
+                    positions, ratio=self.config.train_view_ratio, count=self.config.num_train_views, method=self.config.view_selection
+                )
+            except ViewSelectionError as error:
+                _stop(str(error))
+            CONSOLE.print(
+                f"ArtifactWorld sparse-view protocol: training on {len(train_indices)} of {len(positions)} views "
+                f"({self.config.view_selection}: {train_indices.tolist()}); the other {len(eval_indices)} are eval views."
+            )
+            self._eval_outputs = subset_dataparser_outputs(outputs, eval_indices.tolist())
+            self.train_dataparser_outputs = subset_dataparser_outputs(outputs, train_indices.tolist())
+        return self.dataset_type(dataparser_outputs=self.train_dataparser_outputs, scale_factor=self.config.camera_res_scale_factor)
+
+    def create_eval_dataset(self):
+        if self._eval_outputs is None:
+            return super().create_eval_dataset()
+        return self.dataset_type(dataparser_outputs=self._eval_outputs, scale_factor=self.config.camera_res_scale_factor)
 
     def _load_images(self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]) -> List[Dict[str, torch.Tensor]]:
         # Caching "on cpu" pins host memory, which needs CUDA; when training on the CPU the images
@@ -37,3 +119,230 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         if torch.device(self.device).type == "cpu":
             cache_images_device = "gpu"
         return super()._load_images(split, cache_images_device=cache_images_device)
+
+    # ------------------------------------------------------------------ training
+
+    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        # A weak reference: as a plain attribute nn.Module would adopt the pipeline as a child (a cycle).
+        self._pipeline = weakref.ref(attributes.pipeline)
+        trainer = attributes.trainer
+        if trainer is None:
+            return []
+        last = _first_step(trainer.config) + trainer.config.max_num_iterations - 1
+        late = [s for s in self.config.restore_steps if s > last]
+        if late:
+            _stop(
+                f"--pipeline.datamanager.restore-steps {late[0]} is beyond the last iteration ({last}); "
+                "choose steps that training reaches (it stops after --max-num-iterations more steps)."
+            )
+        self.bank_dir = trainer.base_dir / "bank"
+        if trainer.config.load_dir is not None:
+            source = Path(trainer.config.load_dir).parent / "bank"
+            try:
+                self.bank = PseudoViewBank.load(source)
+            except BankError as error:
+                _stop(str(error))
+            self.bank.copy_files_to(source, self.bank_dir)
+            CONSOLE.print(f"ArtifactWorld: resumed the pseudo-view bank from {source} ({len(self.bank)} views, {len(self.bank.rounds)} rounds).")
+        else:
+            self.bank.save_index(self.bank_dir)
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._before_train_iteration)]
+
+    def _before_train_iteration(self, step: int) -> None:
+        done = {record.step for record in self.bank.rounds}
+        if self._round_requested or (step in self.config.restore_steps and step not in done):
+            self._round_requested = False
+            self.run_round(step)
+
+    def request_round(self) -> None:
+        """Run a restoration round before the next training step (the viewer's button calls this)."""
+        self._round_requested = True
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        """A real training view, or with probability ``generated_view_fraction`` (once the bank
+        has views) a restored one; ``data["is_generated"]`` says which."""
+        generated = len(self.bank) > 0 and self._rng.random() < self.config.generated_view_fraction
+        if generated:
+            camera, data = self._bank_view(self._rng.randrange(len(self.bank)))
+        else:
+            camera, data = super().next_train(step)
+            data["is_generated"] = False
+        self.draws.append((step, generated))
+        return camera, data
+
+    def _bank_view(self, index: int) -> Tuple[Cameras, Dict]:
+        view = self.bank.camera_for(index)
+        camera = _pinhole_cameras(view["camera_to_world"][None], view).to(self.device)
+        data = {
+            "image": self.bank.images[index].to(self.device),
+            "heatmap": (self.bank.heatmaps[index].float() / 255.0).to(self.device),
+            "is_generated": True,
+        }
+        return camera, data
+
+    # ------------------------------------------------------------------ restoration rounds
+
+    def run_round(self, step: int) -> Optional[RoundRecord]:
+        """Render clips, restore them, add them to the bank. A failure is logged and skipped."""
+        assert self._pipeline is not None and self.bank_dir is not None, "run_round needs the training callbacks set up"
+        record = RoundRecord(round=self.bank.next_round, step=step, status="ok")
+        CONSOLE.print(f"ArtifactWorld: restoration round {record.round} at step {step} ({self.config.restorer_preset} restorer)")
+        try:
+            started = time.perf_counter()
+            clips = self._plan_clips(record.round)
+            renders = [self._render_clip(clip) for clip in clips]
+            record.seconds["render"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            restorer = self._get_restorer()
+            results = []
+            for clip, (rgb, accumulation) in zip(clips, renders):
+                first, last = (self._training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last))
+                results.append(restorer.restore(rgb, first, last, opacity=accumulation))
+            if torch.device(self.device).type == "cuda":
+                restorer.offload()
+            record.seconds["restore"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            frames, heatmaps, cameras = [], [], []
+            for clip, result in zip(clips, results):
+                inner = slice(1, len(clip.camera_to_worlds) - 1)  # the end frames are the training views themselves
+                frames.append(result.frames[inner])
+                heatmaps.append(result.heatmap[inner])
+                anchor = self.train_dataset.cameras[clip.anchor_first]
+                cameras += [_camera_record(pose, anchor) for pose in clip.camera_to_worlds[inner]]
+                record.clips.append({"anchor_first": clip.anchor_first, "anchor_last": clip.anchor_last, "frames": len(clip.camera_to_worlds)})
+            self.bank.add_round(self.bank_dir, record, torch.cat(frames), torch.cat(heatmaps), cameras)
+            record.seconds["inject"] = time.perf_counter() - started
+            self.bank.save_index(self.bank_dir)
+            self._log_round(step, record, renders, results)
+        except Exception as error:  # noqa: BLE001 - a failed round (e.g. out of memory) must not stop training
+            record.status = f"failed: {type(error).__name__}: {error}"
+            CONSOLE.print(f"[bold yellow]ArtifactWorld: restoration round {record.round} at step {step} failed ({record.status[8:]}); training continues without it.")
+            self.bank.add_failed_round(self.bank_dir, record)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return record
+        CONSOLE.print(
+            f"ArtifactWorld: round {record.round} added {record.num_views} views (bank: {len(self.bank)}); "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in record.seconds.items())
+        )
+        return record
+
+    def _plan_clips(self, round_index: int) -> List[ClipPlan]:
+        train_poses = self.train_dataset.cameras.camera_to_worlds
+        if self.config.trajectory == "progressive":
+            return plan_clips(
+                train_poses, self.config.clips_per_round, self.config.clip_frames, mode="progressive",
+                eval_poses=self.eval_dataset.cameras.camera_to_worlds, round_index=round_index,
+                num_rounds=max(len(self.config.restore_steps), round_index + 1),
+            )
+        return plan_clips(train_poses, self.config.clips_per_round, self.config.clip_frames, mode="reference_guided")
+
+    @torch.no_grad()
+    def _render_clip(self, clip: ClipPlan) -> Tuple[Float[Tensor, "frames height width 3"], Float[Tensor, "frames height width"]]:
+        model = self._pipeline().model
+        anchor = self.train_dataset.cameras[clip.anchor_first]
+        cameras = _pinhole_cameras(clip.camera_to_worlds.float(), _camera_record(None, anchor))
+        was_training = model.training
+        model.eval()
+        try:
+            outputs = [model.get_outputs_for_camera(cameras[i : i + 1]) for i in range(len(clip.camera_to_worlds))]
+        finally:
+            model.train(was_training)
+        rgb = torch.stack([o["rgb"] for o in outputs]).float().cpu()
+        accumulation = torch.stack([o["accumulation"][..., 0] for o in outputs]).float().cpu()
+        return rgb, accumulation
+
+    def _training_image(self, index: int, size: torch.Size) -> Float[Tensor, "height width 3"]:
+        image = self.cached_train[index]["image"][..., :3].cpu()
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        if tuple(image.shape[:2]) != tuple(size):
+            image = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size=tuple(size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        return image.clamp(0, 1)
+
+    def _get_restorer(self):
+        if self._restorer is None:
+            from restorer import ArtifactRestorer
+
+            overrides = {"device": str(self.device)}
+            if self.config.restorer_steps is not None:
+                overrides["num_inference_steps"] = self.config.restorer_steps
+            self._restorer = ArtifactRestorer.from_preset(self.config.restorer_preset, **overrides)
+        elif torch.device(self.device).type == "cuda":
+            self._restorer.to(self.device)
+        return self._restorer
+
+    def _log_round(self, step: int, record: RoundRecord, renders, results) -> None:
+        for clip_index, ((rgb, _), result) in enumerate(zip(renders, results)):
+            middle = len(rgb) // 2
+            heatmap = result.heatmap[middle][..., None].expand(-1, -1, 3)
+            strip = torch.cat([rgb[middle], heatmap, result.frames[middle]], dim=1)  # render | heatmap | restored
+            writer.put_image(name=f"ArtifactWorld/round_{record.round:03d}/clip_{clip_index}", image=strip, step=step)
+        for phase, seconds in record.seconds.items():
+            writer.put_scalar(name=f"ArtifactWorld/round_{phase}_seconds", scalar=seconds, step=step)
+        writer.put_scalar(name="ArtifactWorld/bank_views", scalar=len(self.bank), step=step)
+
+
+def subset_dataparser_outputs(outputs: DataparserOutputs, indices: List[int]) -> DataparserOutputs:
+    """The same outputs restricted to some images (per-image lists in ``metadata`` included)."""
+    count = len(outputs.image_filenames)
+    metadata = {
+        key: [value[i] for i in indices] if isinstance(value, list) and len(value) == count else value
+        for key, value in outputs.metadata.items()
+    }
+    return dataclasses.replace(
+        outputs,
+        image_filenames=[outputs.image_filenames[i] for i in indices],
+        cameras=outputs.cameras[torch.tensor(indices, dtype=torch.long)],
+        mask_filenames=None if outputs.mask_filenames is None else [outputs.mask_filenames[i] for i in indices],
+        metadata=metadata,
+    )
+
+
+def _camera_record(pose: Optional[Tensor], camera: Cameras) -> Dict:
+    record = {
+        "fx": float(camera.fx), "fy": float(camera.fy), "cx": float(camera.cx), "cy": float(camera.cy),
+        "width": int(camera.width), "height": int(camera.height),
+    }
+    if pose is not None:
+        record["camera_to_world"] = pose[:3, :4].tolist()
+    return record
+
+
+def _pinhole_cameras(camera_to_worlds: Float[Tensor, "n 3 4"], intrinsics: Dict) -> Cameras:
+    n = camera_to_worlds.shape[0]
+    column = lambda value, dtype=torch.float32: torch.full((n, 1), value, dtype=dtype)  # noqa: E731
+    return Cameras(
+        camera_to_worlds=camera_to_worlds[:, :3, :4].float(),
+        fx=column(intrinsics["fx"]), fy=column(intrinsics["fy"]), cx=column(intrinsics["cx"]), cy=column(intrinsics["cy"]),
+        width=column(intrinsics["width"], torch.long), height=column(intrinsics["height"], torch.long),
+        camera_type=CameraType.PERSPECTIVE,
+    )
+
+
+def _first_step(trainer_config) -> int:
+    """The step training starts at: 0, or one past the checkpoint a resumed run loads (as nerfstudio picks it)."""
+    if trainer_config.load_dir is None:
+        return 0
+    if trainer_config.load_step is not None:
+        return trainer_config.load_step + 1
+    steps = [int(p.stem.split("-")[-1]) for p in Path(trainer_config.load_dir).glob("step-*.ckpt")]
+    return max(steps) + 1 if steps else 0
+
+
+def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
+    try:
+        check_clip_length(config.clip_frames)
+    except TrajectoryError as error:
+        _stop(f"--pipeline.datamanager.clip-frames: {error}")
+    if not 0.0 <= config.generated_view_fraction <= 1.0:
+        _stop(f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1.")
+    if config.clips_per_round < 1:
+        _stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
+
+
+def _stop(message: str) -> None:
+    """Bad command-line input: one sentence, no traceback (ns-train runs inside our callbacks)."""
+    CONSOLE.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise SystemExit(2)

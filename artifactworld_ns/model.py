@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Type, Union
+from typing import Dict, List, Literal, Optional, Type, Union
 from unittest import mock
 
 import torch
@@ -22,6 +22,12 @@ class ArtifactWorldModelConfig(SplatfactoModelConfig):
     """Splatfacto for the ArtifactWorld closed loop; every splatfacto option applies."""
 
     _target: Type = field(default_factory=lambda: ArtifactWorldModel)
+    gen_loss_weight: float = 0.5
+    """lambda of Eq. 4, L = L_recon + lambda * L_gen: the weight of the photometric loss (L1 + SSIM, as
+    splatfacto's) on restored novel views."""
+    gen_loss_weighting: Literal["uniform", "heatmap"] = "uniform"
+    """Per-pixel weight of L_gen: 'uniform', or 'heatmap' = the restorer's heatmap (supervise where the
+    render was broken and the restorer repaired it; elsewhere the restored frame repeats the render)."""
 
 
 class ArtifactWorldModel(SplatfactoModel):
@@ -55,6 +61,20 @@ class ArtifactWorldModel(SplatfactoModel):
             dc = torch.logit(normalized, eps=1e-10)
         self.gauss_params["features_dc"].data.copy_(dc)
         self.gauss_params["features_rest"].data.zero_()
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        """Splatfacto's losses; on a generated view the photometric loss becomes ``lambda * L_gen``.
+
+        With ``gen_loss_weighting='heatmap'`` the heatmap is applied as splatfacto applies masks
+        (render and target multiplied by it before L1 and SSIM).
+        """
+        if not batch.get("is_generated", False):
+            return super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.config.gen_loss_weighting == "heatmap":
+            batch = {**batch, "mask": batch["heatmap"][..., None]}
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        loss_dict["gen_loss"] = self.config.gen_loss_weight * loss_dict.pop("main_loss")
+        return loss_dict
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
         """Splatfacto's ``get_outputs`` with a device-following rasterizer (outputs rgb, depth, accumulation)."""

@@ -138,7 +138,7 @@ def find_pairs(
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return PixelGaussianPairs(empty, empty)
     pixel_ids, gaussian_ids = torch.cat(pixel_parts), torch.cat(gaussian_parts)
-    order = torch.argsort(pixel_ids * num_gaussians + depth_rank[gaussian_ids], stable=True)
+    order = torch.argsort(pixel_ids * num_gaussians + depth_rank[gaussian_ids])  # keys are unique
     return PixelGaussianPairs(pixel_ids[order], gaussian_ids[order])
 
 

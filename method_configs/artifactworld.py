@@ -86,6 +86,9 @@ def artifactworld_tiny_config() -> TrainerConfig:
                 cache_images="cpu",
                 cache_images_type="uint8",
                 restorer_preset="tiny",
+                restore_steps=(200, 400),
+                clips_per_round=2,
+                clip_frames=17,
             ),
             model=ArtifactWorldModelConfig(
                 num_downscales=0,

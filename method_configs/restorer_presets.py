@@ -53,6 +53,13 @@ class RestorerPreset:
     """None -> cuda when available, else cpu."""
     show_progress: bool = True
     """Rich progress bars for the sampling steps when no progress callback is given."""
+    vae_tiling: bool = False
+    """Encode/decode with the VAE in spatial tiles (diffusers ``enable_tiling``): lower peak memory at large
+    sizes, small seams possible. Off by default: not yet measured on a GPU (see benchmarks/README.md)."""
+    fp8_transformer_storage: bool = False
+    """Store the transformer's linear/conv weights as float8_e4m3fn and upcast each layer to the compute
+    dtype when it runs (diffusers ``enable_layerwise_casting``; norms, embeddings and LoRA weights stay in
+    the compute dtype). About halves the transformer's weight memory in bf16; off by default (not measured)."""
 
 
 PRESETS: dict[str, RestorerPreset] = {

@@ -57,6 +57,10 @@ from restorer.prompts import STAGE_PROMPTS, PromptEmbedding, cached_prompt_embed
 from restorer.sampler import ProgressCallback, flow_sigmas, latent_video_coords
 
 
+FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
+"""Modules kept in the compute dtype under fp8 storage: diffusers' defaults plus the LoRA adapters."""
+
+
 @dataclass
 class RestorationResult:
     """Restored frames ``[T, H, W, 3]`` and the heatmap used for them ``[T, H, W]``, both in ``[0, 1]``."""
@@ -158,10 +162,25 @@ class ArtifactRestorer:
             label=label,
             show_progress=preset.show_progress,
         )
-        return cls.from_roots(
+        restorer = cls.from_roots(
             roots, settings=settings, device=preset.device, allow_download=preset.allow_download,
             max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
         )
+        restorer.apply_memory_options(vae_tiling=preset.vae_tiling, fp8_transformer_storage=preset.fp8_transformer_storage)
+        return restorer
+
+    def apply_memory_options(self, vae_tiling: bool = False, fp8_transformer_storage: bool = False) -> "ArtifactRestorer":
+        """VAE tiling and fp8 weight storage for the transformer (see ``RestorerPreset``)."""
+        if vae_tiling:
+            self.vae.enable_tiling()
+        if fp8_transformer_storage:
+            compute_dtype = next(self.transformer.parameters()).dtype
+            self.transformer.enable_layerwise_casting(
+                storage_dtype=torch.float8_e4m3fn,
+                compute_dtype=compute_dtype,
+                skip_modules_pattern=FP8_SKIP_MODULES,
+            )
+        return self
 
     @classmethod
     def from_roots(

@@ -115,7 +115,7 @@ class TrainConfig:
     seed: int = 0
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     device: str | None = None
-    """Torch device for a single-process run (default: accelerate's choice; the tiny preset uses cpu)."""
+    """'cpu' forces the CPU; otherwise accelerate picks the device (cuda:LOCAL_RANK when CUDA is there). The tiny preset uses cpu."""
     show_progress: bool = True
 
 
@@ -326,13 +326,23 @@ def config_dict(config: TrainConfig, **extra) -> dict:
     return data
 
 
-def save_checkpoint(output_dir: Path, step: int, transformer: nn.Module, adapter: str, optimizer, generator: torch.Generator, config: TrainConfig) -> Path:
+def save_sampling_state(folder: Path, process_index: int, generator: torch.Generator, pending: list[int]) -> None:
+    """Each process's data/noise sampling state (its generator and the epoch's pairs it has not used yet)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sampling-rank{process_index}.pt"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"generator": generator.get_state(), "pending": list(pending)}, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(output_dir: Path, step: int, transformer: nn.Module, adapter: str, optimizer, config: TrainConfig) -> Path:
+    """``step-N/``: raw adapter weights, optimizer state, and ``state.json`` (written last: marks it complete)."""
     folder = Path(output_dir) / CHECKPOINTS_DIR / f"step-{step}"
     folder.mkdir(parents=True, exist_ok=True)
     _save_file_atomic(adapter_state_dict(transformer, adapter, release=False), folder / "adapter.safetensors")
-    tmp = folder / f".training_state.pt.tmp-{os.getpid()}"
-    torch.save({"optimizer": optimizer.state_dict(), "generator": generator.get_state()}, tmp)
-    os.replace(tmp, folder / "training_state.pt")
+    tmp = folder / f".optimizer.pt.tmp-{os.getpid()}"
+    torch.save(optimizer.state_dict(), tmp)
+    os.replace(tmp, folder / "optimizer.pt")
     (folder / "state.json").write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
     return folder
 
@@ -450,19 +460,22 @@ def train(config: TrainConfig, console=None, on_step: Callable[[int, float], Non
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = 0
+    indices: list[int] = []  # this epoch's pairs not yet used (this process's shard)
     if config.resume and (ckpt := latest_checkpoint(output_dir)) is not None:
         from safetensors.torch import load_file
 
         load_raw_adapter(transformer, adapter, load_file(str(ckpt / "adapter.safetensors")), str(ckpt))
-        state = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+        sampling = ckpt / f"sampling-rank{accelerator.process_index}.pt"
+        if sampling.exists():  # absent when resuming with more processes than before: fresh sampling state
+            state = torch.load(sampling, map_location="cpu", weights_only=False)
+            generator.set_state(state["generator"])
+            indices.extend(i for i in state["pending"] if i < len(dataset))
         start = int(json.loads((ckpt / "state.json").read_text())["global_step"])
     model, optimizer = accelerator.prepare(transformer, optimizer)
 
     logger = _Logger(config.log_with, output_dir, config, accelerator.is_main_process)
     sigmas_cache: dict[int, Tensor] = {}
-    indices: list[int] = []
     losses: list[float] = []
     result = TrainResult(output_dir / RELEASE_FILES[config.stage], output_dir / f"{Path(RELEASE_FILES[config.stage]).stem}.json", start, start)
 
@@ -521,9 +534,11 @@ def train(config: TrainConfig, console=None, on_step: Callable[[int, float], Non
                 if progress:
                     progress.update(task, completed=step, loss=f"{total:.4f}")
                 if step % config.checkpoint_every == 0 or step == config.steps:
+                    folder = output_dir / CHECKPOINTS_DIR / f"step-{step}"
+                    save_sampling_state(folder, accelerator.process_index, generator, indices)
                     accelerator.wait_for_everyone()
                     if accelerator.is_main_process:
-                        save_checkpoint(output_dir, step, accelerator.unwrap_model(model), adapter, optimizer, generator, config)
+                        save_checkpoint(output_dir, step, accelerator.unwrap_model(model), adapter, optimizer, config)
     finally:
         logger.close()
     result.seconds = time.perf_counter() - began

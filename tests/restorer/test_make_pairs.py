@@ -61,6 +61,7 @@ def make_pairs(folders: dict[str, Path], *extra: str) -> int:
     )
 
 
+@pytest.mark.slow
 def test_make_pairs_writes_references_targets_heatmaps_and_cached_latents(folders, capsys) -> None:
     assert make_pairs(folders, "--heatmap-metric", "l1") == 0
     out = folders["out"]

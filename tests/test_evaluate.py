@@ -1,0 +1,230 @@
+"""aw-eval: video metrics against torchmetrics, unavailable metrics, file-set mismatches, scene eval."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from artifactworld_ns import evaluate as ev
+from restorer.video_io import read_video, write_video
+
+
+def _clip(frames: int = 5, height: int = 32, width: int = 48, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
+    y = torch.linspace(0, 1, height).view(1, -1, 1)
+    x = torch.linspace(0, 1, width).view(1, 1, -1)
+    base = torch.stack(torch.broadcast_tensors(0.5 + 0.4 * torch.sin(7 * x + 0.5 * t), 0.5 + 0.4 * torch.cos(6 * y - 0.3 * t), 0.4 + 0.3 * x * y + 0 * t), -1)
+    return (base + 0.03 * torch.rand(base.shape, generator=g)).clamp(0, 1)
+
+
+def _degrade(clip: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    blurred = torch.nn.functional.avg_pool2d(clip.permute(0, 3, 1, 2), 3, stride=1, padding=1).permute(0, 2, 3, 1)
+    return (blurred + 0.08 * torch.randn(clip.shape, generator=g)).clamp(0, 1)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    clean_a, clean_b = _clip(seed=0), _clip(seed=3)
+    write_video(gt / "a.mp4", clean_a, 10)
+    write_video(gt / "b.mp4", clean_b, 10)
+    write_video(gt / "only_gt.mp4", clean_a, 10)
+    write_video(pred / "a.mp4", clean_a, 10)
+    write_video(pred / "b.mp4", _degrade(clean_b), 10)
+    write_video(pred / "only_pred.mp4", clean_a, 10)
+    return pred, gt
+
+
+@pytest.fixture
+def fake_alexnet(tmp_path):
+    """A torch hub cache holding random AlexNet weights under the name torchvision looks for."""
+    import torchvision
+
+    previous = torch.hub.get_dir()
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "checkpoints" / ev.ALEXNET_WEIGHTS)
+    torch.hub.set_dir(str(hub))
+    yield hub
+    torch.hub.set_dir(previous)
+
+
+@pytest.fixture
+def empty_hub(tmp_path):
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "empty_hub"))
+    yield
+    torch.hub.set_dir(previous)
+
+
+def test_identical_clips_score_cap_ssim_one_lpips_zero(tmp_path, fake_alexnet):
+    clip = _clip()
+    suite = ev.MetricSuite.build(clip_model=None)
+    assert suite.lpips is not None and "lpips" not in suite.unavailable
+    values = suite.score(clip, clip)
+    assert values["psnr"] == ev.PSNR_CAP_DB
+    assert values["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert values["lpips"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_degraded_pair_matches_torchmetrics_called_directly(folders, fake_alexnet):
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    pred_dir, gt_dir = folders
+    report = ev.evaluate_videos(pred_dir, gt_dir, ev.MetricSuite.build(clip_model=None))
+    pred, _ = read_video(pred_dir / "b.mp4")
+    gt, _ = read_video(gt_dir / "b.mp4")
+    p, g = pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)
+    psnr = torch.stack([peak_signal_noise_ratio(p[i : i + 1], g[i : i + 1], data_range=1.0) for i in range(len(p))]).mean()
+    ssim = structural_similarity_index_measure(p, g, data_range=1.0)
+    lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)(p, g)
+    got = report["per_clip"]["b.mp4"]
+    assert 10 < got["psnr"] < 40
+    assert got["psnr"] == pytest.approx(float(psnr), rel=1e-5)
+    assert got["ssim"] == pytest.approx(float(ssim), rel=1e-5)
+    assert got["lpips"] == pytest.approx(float(lpips), rel=1e-4)
+    assert report["per_clip"]["a.mp4"]["psnr"] == ev.PSNR_CAP_DB
+    for metric in ("psnr", "ssim", "lpips"):
+        expected = (report["per_clip"]["a.mp4"][metric] + got[metric]) / 2
+        assert report["mean"][metric] == pytest.approx(expected)
+
+
+def test_mismatched_file_sets_score_the_intersection_and_list_the_rest(folders, empty_hub, capsys):
+    pred_dir, gt_dir = folders
+    out = pred_dir.parent / "report" / "eval.json"
+    code = ev.run(["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--clip-model", str(pred_dir / "no-clip"), "--compare-paper"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert sorted(report["per_clip"]) == ["a.mp4", "b.mp4"] and report["count"] == 2
+    assert report["only_in_pred"] == ["only_pred.mp4"] and report["only_in_gt"] == ["only_gt.mp4"]
+    # Metrics without local weights: null in the mean, absent per clip, with a reason -- never a number.
+    for metric in ("lpips", "clip_i", "fvd"):
+        assert report["mean"][metric] is None
+        assert report["unavailable"][metric]
+        assert all(metric not in values for values in report["per_clip"].values())
+    assert "AlexNet" in report["unavailable"]["lpips"]
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert "1 file(s) only in --pred, not scored: only_pred.mp4." in err
+    assert "1 file(s) only in --gt, not scored: only_gt.mp4." in err
+    table = out.with_suffix(".md").read_text()
+    assert table in captured.out
+    assert "| this run (2 clips) |" in table and "| ArtifactWorld, paper Table 3 (1,284 clips) | 24.20 | 0.7547 | 0.2893 | 0.9663 | 33.92 |" in table
+    assert "LPIPS↓ unavailable:" in table and "| n/a | n/a | n/a |" in table
+
+
+def test_frame_count_mismatch_is_reported_and_exit_status_2(tmp_path, empty_hub, capsys):
+    pred, gt = tmp_path / "p", tmp_path / "g"
+    pred.mkdir(), gt.mkdir()
+    write_video(gt / "c.mp4", _clip(frames=6), 10)
+    write_video(pred / "c.mp4", _clip(frames=4), 10)
+    write_video(gt / "d.mp4", _clip(frames=4), 10)
+    write_video(pred / "d.mp4", _clip(frames=4), 10)
+    assert ev.run(["video", "--pred", str(pred), "--gt", str(gt), "--clip-model", str(tmp_path / "none")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "c.mp4: the prediction has 4 frames of 48x32 but the ground truth 6 frames of 48x32." in err
+
+
+def test_no_common_files_and_missing_folder_are_one_sentence(tmp_path, capsys):
+    (tmp_path / "p").mkdir(), (tmp_path / "g").mkdir()
+    write_video(tmp_path / "p" / "x.mp4", _clip(frames=2), 10)
+    assert ev.run(["video", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]) == 2
+    assert "have no .mp4 file name in common." in " ".join(capsys.readouterr().err.split())
+    assert ev.run(["video", "--pred", str(tmp_path / "missing"), "--gt", str(tmp_path / "g")]) == 2
+    assert f"The --pred folder {tmp_path / 'missing'} does not exist." in " ".join(capsys.readouterr().err.split())
+
+
+def test_frechet_distance_matches_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 3, generator=g, dtype=torch.float64)
+    assert ev.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # Whitened a (sample covariance exactly I) and b = a * s + m: FD = |m - mean(a)|^2 + sum (1 - s)^2.
+    a = a - a.mean(0)
+    vals, vecs = torch.linalg.eigh(torch.cov(a.T))
+    a = a @ vecs @ torch.diag(vals.rsqrt()) @ vecs.T
+    s, m = torch.tensor([2.0, 0.5, 1.0], dtype=torch.float64), torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64)
+    b = a * s + m
+    expected = float(m.pow(2).sum() + (1 - s).pow(2).sum())
+    assert ev.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_exact_in_one_dimension():
+    a = torch.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=torch.float64)
+    b = a * 3 + 5
+    # mu: 1.5 vs 9.5; sigma: s vs 3 s -> FD = 64 + (2 s)^2 with s^2 = var(a).
+    expected = 64.0 + 4 * float(a.var())
+    assert ev.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+class _TinyDetector(torch.nn.Module):
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = True) -> torch.Tensor:
+        assert x.shape[1] == 3 and x.shape[-1] == 224
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)
+
+
+def test_fvd_with_a_local_detector_is_set_level(folders, tmp_path, empty_hub):
+    detector = tmp_path / "i3d_torchscript.pt"
+    torch.jit.script(_TinyDetector()).save(str(detector))
+    pred_dir, gt_dir = folders
+    suite = ev.MetricSuite.build(clip_model=None, fvd_model=detector)
+    assert suite.i3d is not None and "fvd" not in suite.unavailable
+    same = ev.evaluate_videos(gt_dir, gt_dir, suite)
+    assert same["mean"]["fvd"] == pytest.approx(0.0, abs=1e-6)
+    report = ev.evaluate_videos(pred_dir, gt_dir, suite)
+    assert report["mean"]["fvd"] > 0 and all("fvd" not in v for v in report["per_clip"].values())
+    missing = ev.MetricSuite.build(clip_model=None, fvd_model=tmp_path / "absent.pt")
+    assert "does not exist" in missing.unavailable["fvd"]
+
+
+def test_clip_i_with_local_weights(tmp_path, empty_hub):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16)
+    CLIPVisionModelWithProjection(config).save_pretrained(tmp_path / "clip")
+    suite = ev.MetricSuite.build(clip_model=str(tmp_path / "clip"))
+    assert suite.clip is not None and "clip_i" not in suite.unavailable
+    clip = _clip()
+    assert suite.score(clip, clip)["clip_i"] == pytest.approx(1.0, abs=1e-6)
+    other = suite.score(_degrade(clip), clip)["clip_i"]
+    assert -1 <= other < 1
+
+
+def test_missing_scene_config_is_one_sentence(tmp_path, capsys):
+    assert ev.run(["scene", "--load-config", str(tmp_path / "config.yml")]) == 2
+    assert f"The config file {tmp_path / 'config.yml'} does not exist." in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_scene_eval_scores_every_eval_view(tmp_path_factory, tmp_path, empty_hub, capsys):
+    from test_render import tiny_trained_run
+
+    config = tiny_trained_run(tmp_path_factory.getbasetemp() / "aw_tiny_run")
+    out = tmp_path / "scene.json"
+    assert ev.run(["scene", "--load-config", str(config), "--out", str(out), "--compare-paper"]) == 0
+    report = json.loads(out.read_text())
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config, test_mode="test")
+    eval_dataset = pipeline.datamanager.eval_dataset
+    assert report["count"] == len(eval_dataset) == len(report["per_view"]) > 0
+    assert 5 < report["mean"]["psnr"] < 60 and 0 < report["mean"]["ssim"] <= 1
+    assert report["mean"]["lpips"] is None and "lpips" in report["unavailable"]
+    # One view recomputed by hand: render, then PSNR against its image.
+    with torch.no_grad():
+        rgb = pipeline.model.get_outputs_for_camera(eval_dataset.cameras[0:1])["rgb"].clamp(0, 1)
+    gt = eval_dataset.get_image_float32(0)[..., :3]
+    mse = float(((rgb - gt) ** 2).mean())
+    first = next(iter(report["per_view"].values()))
+    assert first["psnr"] == pytest.approx(-10 * math.log10(mse), rel=1e-4)
+    table = out.with_suffix(".md").read_text()
+    assert "| ArtifactWorld, paper Table 1, DL3DV 10% views | 27.14 | 0.8722 | 0.1498 |" in table
