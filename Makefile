@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lock
+.PHONY: setup browser demo test test-fast lock
 
 setup: $(STAMP)
 
@@ -10,10 +10,13 @@ $(STAMP): requirements.lock pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
+browser:
+	bash scripts/setup-browser.sh
+
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/aw-demo
 
-test: setup
+test: setup browser
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests
 
 test-fast: setup

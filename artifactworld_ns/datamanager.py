@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
+import numpy as np
 import torch
+import viser.transforms as vtf
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
@@ -24,6 +26,8 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
+from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl
 from torch import Tensor
 
 from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
@@ -83,6 +87,13 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         self._rng = random.Random(config.seed)
         if config.restorer_preset == "tiny":
             CONSOLE.print("[yellow]ArtifactWorld: restorer preset 'tiny' has random weights (untrained); use it for demos and CI only.")
+        # Viewer elements (nerfstudio's viewer finds them on the pipeline's modules).
+        self.viewer_control = ViewerControl()
+        self.restore_button = ViewerButton(name="ArtifactWorld: run restoration round", cb_hook=lambda _: self.request_round())
+        self.show_bank_checkbox = ViewerCheckbox(
+            name="ArtifactWorld: show bank cameras", default_value=False, cb_hook=lambda _: self.show_bank_in_viewer(),
+            hint="Frustums of the restored views in the pseudo-view bank, with their images.",
+        )
 
     # ------------------------------------------------------------------ sparse-view protocol
 
@@ -128,7 +139,9 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         trainer = attributes.trainer
         if trainer is None:
             return []
-        last = _first_step(trainer.config) + trainer.config.max_num_iterations - 1
+        # nerfstudio loads a resumed run's checkpoint before it asks for callbacks, and then trains
+        # --max-num-iterations more steps from there.
+        last = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations - 1
         late = [s for s in self.config.restore_steps if s > last]
         if late:
             _stop(
@@ -157,6 +170,24 @@ class ArtifactWorldDataManager(FullImageDatamanager):
     def request_round(self) -> None:
         """Run a restoration round before the next training step (the viewer's button calls this)."""
         self._round_requested = True
+
+    def show_bank_in_viewer(self) -> None:
+        """Draw (or remove) the bank's cameras as frustums with their restored images, as nerfstudio draws training cameras."""
+        server = getattr(self.viewer_control, "viser_server", None)
+        if server is None:
+            return
+        server.scene.add_frame("/artifactworld_bank", show_axes=False, visible=bool(self.show_bank_checkbox.value))
+        if not self.show_bank_checkbox.value:
+            return
+        for index, view in enumerate(self.bank.views):
+            pose = torch.tensor(view.camera_to_world).numpy()
+            rotation = vtf.SO3.from_matrix(pose[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)
+            thumbnail = self.bank.images[index][:: max(1, view.height // 64), :: max(1, view.height // 64)].numpy()
+            server.scene.add_camera_frustum(
+                name=f"/artifactworld_bank/view_{index:05d}",
+                fov=float(2 * np.arctan(view.cy / view.fy)), aspect=view.width / view.height, scale=0.08,
+                image=thumbnail, wxyz=rotation.wxyz, position=pose[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO, color=(230, 120, 30),
+            )
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
         """A real training view, or with probability ``generated_view_fraction`` (once the bank
@@ -223,6 +254,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             return record
+        self.show_bank_in_viewer()
         CONSOLE.print(
             f"ArtifactWorld: round {record.round} added {record.num_views} views (bank: {len(self.bank)}); "
             + ", ".join(f"{k} {v:.1f}s" for k, v in record.seconds.items())
@@ -319,16 +351,6 @@ def _pinhole_cameras(camera_to_worlds: Float[Tensor, "n 3 4"], intrinsics: Dict)
         width=column(intrinsics["width"], torch.long), height=column(intrinsics["height"], torch.long),
         camera_type=CameraType.PERSPECTIVE,
     )
-
-
-def _first_step(trainer_config) -> int:
-    """The step training starts at: 0, or one past the checkpoint a resumed run loads (as nerfstudio picks it)."""
-    if trainer_config.load_dir is None:
-        return 0
-    if trainer_config.load_step is not None:
-        return trainer_config.load_step + 1
-    steps = [int(p.stem.split("-")[-1]) for p in Path(trainer_config.load_dir).glob("step-*.ckpt")]
-    return max(steps) + 1 if steps else 0
 
 
 def _check_config(config: ArtifactWorldDataManagerConfig) -> None:

@@ -13,6 +13,7 @@ from torch import Tensor
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer_elements import ViewerSlider
 
 from artifactworld_ns.torch_rasterizer import rasterization
 
@@ -51,6 +52,10 @@ class ArtifactWorldModel(SplatfactoModel):
         # build it on first use instead, so training starts offline.
         with mock.patch("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", LazyLPIPS):
             super().populate_modules()
+        self.gen_loss_slider = ViewerSlider(
+            name="ArtifactWorld: generated-view loss weight (lambda)", default_value=float(self.config.gen_loss_weight),
+            min_value=0.0, max_value=2.0, step=0.05, cb_hook=lambda slider: setattr(self.config, "gen_loss_weight", float(slider.value)),
+        )
         if seed_colors is None:
             return
         self.seed_points = (self.seed_points[0], seed_colors)

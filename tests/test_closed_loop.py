@@ -119,9 +119,11 @@ def test_bad_settings_stop_with_one_sentence(small_demo_scene, tmp_path, capsys,
     assert "error:" in printed and message in printed
 
 
-def test_resume_directory_without_bank(small_demo_scene, tmp_path, capsys):
+def test_resume_directory_without_bank(first_run, small_demo_scene, tmp_path, capsys):
     not_ours = tmp_path / "splatfacto_run" / "nerfstudio_models"
     not_ours.mkdir(parents=True)
+    checkpoint = sorted(first_run.checkpoint_dir.glob("step-*.ckpt"))[-1]
+    (not_ours / checkpoint.name).write_bytes(checkpoint.read_bytes())
     with pytest.raises(SystemExit):
         tiny_trainer(small_demo_scene, tmp_path, steps=10, restore_steps=(5,), load_dir=not_ours)
     printed = " ".join(capsys.readouterr().out.split())

@@ -104,22 +104,39 @@ def test_spiral_restore_writes_every_frame_in_windows(config_path, tmp_path, mon
     assert (comparison[..., 64:, :] - restored).abs().mean() < 0.05
 
 
-@pytest.mark.slow
-def test_no_restore_equals_ns_render_interpolate(config_path, tmp_path):
-    import nerfstudio.scripts.render as ns_render
+def _camera_path_file(config_path: Path, folder: Path, frames: int = 4) -> Path:
+    """A viewer-style camera path through the scene's first training poses (same coordinates as the run)."""
+    from nerfstudio.utils.eval_utils import eval_setup
 
-    ours, theirs = tmp_path / "aw.mp4", tmp_path / "ns.mp4"
-    args = ["--load-config", str(config_path), "--pose-source", "train", "--interpolation-steps", "2", "--frame-rate", "12"]
-    command = aw_render.cli(["interpolate", *args, "--output-path", str(ours), "--no-restore"])
-    assert command.restore is False
-    assert aw_render.run(command) == 0
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
+    poses = pipeline.datamanager.train_dataset.cameras.camera_to_worlds[:frames]
+    entries = []
+    for pose in poses:
+        matrix = torch.cat([pose, torch.tensor([[0.0, 0.0, 0.0, 1.0]])]).flatten().tolist()
+        entries.append({"camera_to_world": matrix, "fov": 50.0, "aspect": 64 / 48})
+    data = {"camera_type": "perspective", "render_height": 48, "render_width": 64, "seconds": 1.0,
+            "keyframes": [{"matrix": e["camera_to_world"]} for e in entries], "camera_path": entries}
+    path = folder / "path.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.slow
+def test_no_restore_equals_ns_render_camera_path(config_path, tmp_path):
+    import nerfstudio.scripts.render as ns_render
     import tyro
 
-    reference = tyro.cli(ns_render.Commands, args=["interpolate", *args, "--output-path", str(theirs)])
+    ours, theirs = tmp_path / "aw.mp4", tmp_path / "ns.mp4"
+    args = ["--load-config", str(config_path), "--camera-path-filename", str(_camera_path_file(config_path, tmp_path))]
+    command = aw_render.cli(["camera-path", *args, "--output-path", str(ours), "--no-restore"])
+    assert command.restore is False
+    assert aw_render.run(command) == 0
+    reference = tyro.cli(ns_render.Commands, args=["camera-path", *args, "--output-path", str(theirs)])
     reference.main()
     a, b = _read(ours), _read(theirs)
-    assert a.shape == b.shape and a.shape[0] > 2
+    assert a.shape == b.shape == (4, 48, 64, 3)
     assert torch.equal(a, b)
+    assert ours.read_bytes() == theirs.read_bytes()
 
 
 @pytest.mark.slow
