@@ -29,6 +29,10 @@ class DemoArgs:
     """Where nerfstudio writes the run (OUTPUT_DIR/demo/artifactworld-tiny/TIMESTAMP)."""
     max_num_iterations: int = 300
     """Training iterations."""
+    train_view_ratio: float = 0.25
+    """Sparse-view protocol: the share of the views trained on (the rest are eval views)."""
+    restore_step: int = 150
+    """The iteration of the demo's one restoration round."""
     num_views: int = 36
     """Views of a newly written demo scene."""
     width: int = 160
@@ -55,6 +59,8 @@ def run_demo(args: DemoArgs) -> Path:
         "--timestamp", timestamp,
         "--machine.device-type", "cpu",
         "--max-num-iterations", str(args.max_num_iterations),
+        "--pipeline.datamanager.train-view-ratio", str(args.train_view_ratio),
+        "--pipeline.datamanager.restore-steps", str(args.restore_step),
         "--vis", "tensorboard",
         "--viewer.quit-on-train-completion", "True",
     ]
@@ -71,6 +77,7 @@ def run_demo(args: DemoArgs) -> Path:
                     f"Training took {minutes:.1f} min.",
                     f"Run folder:   {run_dir}",
                     f"Checkpoints:  {run_dir / 'nerfstudio_models'}",
+                    f"Restored views (pseudo-view bank): {run_dir / 'bank'}",
                     f"Viewer:       ns-viewer --load-config {config}",
                     f"Metrics:      ns-eval --load-config {config} --output-path {run_dir / 'eval.json'}",
                     f"TensorBoard:  tensorboard --logdir {run_dir}",

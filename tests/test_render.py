@@ -75,6 +75,14 @@ class RestoreSpy:
 def test_spiral_restore_writes_every_frame_in_windows(config_path, tmp_path, monkeypatch):
     out = tmp_path / "spiral.mp4"
     spy = RestoreSpy(monkeypatch)
+    datasets = []
+    original_training_image = aw_render.training_image
+
+    def record(dataset, index, size):
+        datasets.append(dataset)
+        return original_training_image(dataset, index, size)
+
+    monkeypatch.setattr(aw_render, "training_image", record)
     command = aw_render.cli([
         "spiral", "--load-config", str(config_path), "--output-path", str(out), "--restore", "--preset", "tiny",
         "--seconds", "2.5", "--frame-rate", "24", "--save-comparison", "--heatmap-steps", "1", "--restorer-steps", "2",
@@ -89,10 +97,8 @@ def test_spiral_restore_writes_every_frame_in_windows(config_path, tmp_path, mon
         assert (clip.shape[0] - 1) % 8 == 0 and clip.shape[1:] == (48, 64, 3)
         assert opacity is not None and opacity.shape == clip.shape[:3]
     # The anchors are training images (DBA needs real, clean views at both ends).
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
-    train = pipeline.datamanager.train_dataset
+    train = datasets[0]
+    assert len(train) == 11  # the run's training split
     images = [train.get_image_float32(i)[..., :3] for i in range(len(train))]
     for _, first, last, _ in spy.calls:
         assert any(torch.allclose(first, img, atol=1e-6) for img in images)

@@ -81,7 +81,7 @@ def test_ns_train_help_documents_options(method, run_cli):
 def test_demo_command_runs_end_to_end(tmp_path, run_cli):
     result = run_cli(
         "aw-demo", "--scene-dir", str(tmp_path / "scene"), "--output-dir", str(tmp_path / "out"),
-        "--max-num-iterations", "10", "--num-views", "6", "--width", "48", "--height", "32",
+        "--max-num-iterations", "12", "--restore-step", "6", "--num-views", "8", "--width", "48", "--height", "32",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = " ".join(result.stdout.split())
@@ -89,3 +89,4 @@ def test_demo_command_runs_end_to_end(tmp_path, run_cli):
     configs = list((tmp_path / "out" / "demo" / "artifactworld-tiny").glob("*/config.yml"))
     assert len(configs) == 1
     assert list(configs[0].parent.glob("nerfstudio_models/step-*.ckpt"))
+    assert list(configs[0].parent.glob("bank/round_000/frame_*.png")), "the demo's restoration round filled the bank"
