@@ -51,8 +51,12 @@ class ArtifactWorldDataManagerConfig(FullImageDatamanagerConfig):
     """Sparse-view protocol: train on exactly this many views (e.g. 3); the others are eval views."""
     view_selection: Literal["farthest", "even"] = "farthest"
     """How training views are chosen: farthest-point sampling on camera positions, or evenly along the capture order."""
-    restore_steps: Tuple[int, ...] = (3000, 6000, 9000, 12000, 15000)
-    """Iterations at which a restoration round runs (render clips, restore them, add them to the bank)."""
+    restore_steps: Optional[Tuple[int, ...]] = None
+    """Iterations at which a restoration round runs (render clips, restore them, add them to the bank);
+    default: at --pipeline.datamanager.restore-fractions of the run."""
+    restore_fractions: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
+    """When --pipeline.datamanager.restore-steps is not given, rounds run at these fractions of the run's
+    iterations (3000, 6000, ... 15000 of splatfacto's 30000)."""
     clips_per_round: int = 4
     """Clips rendered and restored per round."""
     clip_frames: int = 25
@@ -84,6 +88,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         self._pipeline = None
         self._restorer = None
         self._round_requested = False
+        self.restore_steps: Tuple[int, ...] = ()
+        """The run's round schedule, resolved when training starts."""
         self._rng = random.Random(config.seed)
         if config.restorer_preset == "tiny":
             CONSOLE.print("[yellow]ArtifactWorld: restorer preset 'tiny' has random weights (untrained); use it for demos and CI only.")
@@ -141,8 +147,13 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             return []
         # nerfstudio loads a resumed run's checkpoint before it asks for callbacks, and then trains
         # --max-num-iterations more steps from there.
-        last = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations - 1
-        late = [s for s in self.config.restore_steps if s > last]
+        end = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations
+        last = end - 1
+        if self.config.restore_steps is None:
+            self.restore_steps = tuple(sorted({int(f * end) for f in self.config.restore_fractions}))
+        else:
+            self.restore_steps = tuple(self.config.restore_steps)
+        late = [s for s in self.restore_steps if s > last]
         if late:
             _stop(
                 f"--pipeline.datamanager.restore-steps {late[0]} is beyond the last iteration ({last}); "
@@ -163,7 +174,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
 
     def _before_train_iteration(self, step: int) -> None:
         done = {record.step for record in self.bank.rounds}
-        if self._round_requested or (step in self.config.restore_steps and step not in done):
+        if self._round_requested or (step in self.restore_steps and step not in done):
             self._round_requested = False
             self.run_round(step)
 
@@ -267,7 +278,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             return plan_clips(
                 train_poses, self.config.clips_per_round, self.config.clip_frames, mode="progressive",
                 eval_poses=self.eval_dataset.cameras.camera_to_worlds, round_index=round_index,
-                num_rounds=max(len(self.config.restore_steps), round_index + 1),
+                num_rounds=max(len(self.restore_steps), round_index + 1),
             )
         return plan_clips(train_poses, self.config.clips_per_round, self.config.clip_frames, mode="reference_guided")
 
@@ -360,6 +371,8 @@ def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
         _stop(f"--pipeline.datamanager.clip-frames: {error}")
     if not 0.0 <= config.generated_view_fraction <= 1.0:
         _stop(f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1.")
+    if any(not 0.0 < f < 1.0 for f in config.restore_fractions):
+        _stop(f"--pipeline.datamanager.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1.")
     if config.clips_per_round < 1:
         _stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+# The venv's tools (ffmpeg, ns-*, aw-*) come first, as `make test` arranges, also under a bare `pytest`.
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def _run_cli(*args: str, timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:

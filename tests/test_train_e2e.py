@@ -44,6 +44,9 @@ def test_training_writes_checkpoint_and_densifies(trained_run, small_demo_scene)
     # Densification (duplicate/split) ran: more Gaussians than the seed points it started from.
     assert final_gaussians > seed_points
     assert list(trained_run.glob("events.out.tfevents.*")), "tensorboard events were written"
+    # The tiny preset's default schedule: rounds at 1/3 and 2/3 of the run.
+    rounds = json.loads((trained_run / "bank" / "bank.json").read_text())["rounds"]
+    assert [(r["step"], r["status"]) for r in rounds] == [(33, "ok"), (66, "ok")]
 
 
 def test_ns_eval_accepts_checkpoint(trained_run, run_cli):
