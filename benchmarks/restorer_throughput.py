@@ -60,6 +60,8 @@ class ThroughputArgs:
     """Measure with VAE tiling (preset option vae_tiling)."""
     fp8_transformer_storage: bool = False
     """Measure with fp8 storage of the transformer weights (preset option fp8_transformer_storage)."""
+    model_cpu_offload: bool = False
+    """Measure with model CPU offload between stages (preset option model_cpu_offload)."""
     restorer_steps: Optional[int] = None
     """Stage-2 Euler steps (fewer-steps option); the paper's 1:3:4 heatmap schedule is scaled to N steps."""
     decay_thresholds: Optional[tuple[float, float]] = None
@@ -104,6 +106,8 @@ def options_overrides(args: ThroughputArgs) -> dict:
         overrides["vae_tiling"] = True
     if args.fp8_transformer_storage:
         overrides["fp8_transformer_storage"] = True
+    if args.model_cpu_offload:
+        overrides["model_cpu_offload"] = True
     if args.restorer_steps is not None:
         overrides["num_inference_steps"] = args.restorer_steps
     if args.decay_thresholds is not None:
@@ -152,7 +156,7 @@ def run_worker(args: ThroughputArgs) -> dict:
         "device": str(device),
         "dtype": str(next(restorer.transformer.parameters()).dtype),
         "processing_max_side": settings.processing_max_side,
-        "options": {k: v for k, v in options_overrides(args).items() if k in ("vae_tiling", "fp8_transformer_storage")},
+        "options": {k: v for k, v in options_overrides(args).items() if k in ("vae_tiling", "fp8_transformer_storage", "model_cpu_offload")},
         "stage1_steps": settings.heatmap_steps,
         "stage2_steps": settings.num_inference_steps,
         "load_s": load_s,
@@ -181,6 +185,8 @@ def spawn(args: ThroughputArgs, preset: str, resolution: str) -> dict:
         cmd += ["--vae-tiling"]
     if args.fp8_transformer_storage:
         cmd += ["--fp8-transformer-storage"]
+    if args.model_cpu_offload:
+        cmd += ["--model-cpu-offload"]
     if args.restorer_steps is not None:
         cmd += ["--restorer-steps", str(args.restorer_steps)]
     if args.decay_thresholds is not None:

@@ -60,6 +60,10 @@ class RestorerPreset:
     """Store the transformer's linear/conv weights as float8_e4m3fn and upcast each layer to the compute
     dtype when it runs (diffusers ``enable_layerwise_casting``; norms, embeddings and LoRA weights stay in
     the compute dtype). About halves the transformer's weight memory in bf16; off by default (not measured)."""
+    model_cpu_offload: bool = False
+    """Keep only the model that is working on the GPU: the transformer waits in CPU memory while the VAE
+    encodes/decodes and the VAE while the transformer samples. Frees the transformer's weights for the VAE's
+    peak at large sizes, at the cost of moving them each stage; off by default (not measured)."""
 
 
 PRESETS: dict[str, RestorerPreset] = {

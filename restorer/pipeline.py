@@ -81,6 +81,7 @@ class RestorerSettings:
     seed: int = 0
     label: str = ""
     show_progress: bool = True
+    model_cpu_offload: bool = False
 
 
 class ArtifactRestorer:
@@ -104,6 +105,8 @@ class ArtifactRestorer:
         self.settings = settings
         self.progress = progress
         self._aux_cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+        self.execution_device = next(transformer.parameters()).device
+        """Where the models compute; with ``model_cpu_offload`` each waits on the CPU while the other works."""
 
     # ------------------------------------------------------------------ construction
 
@@ -161,6 +164,7 @@ class ArtifactRestorer:
             seed=preset.seed,
             label=label,
             show_progress=preset.show_progress,
+            model_cpu_offload=preset.model_cpu_offload,
         )
         restorer = cls.from_roots(
             roots, settings=settings, device=preset.device, allow_download=preset.allow_download,
@@ -218,14 +222,17 @@ class ArtifactRestorer:
         return next(self.transformer.parameters()).device
 
     def to(self, device: str | torch.device) -> "ArtifactRestorer":
-        """Move transformer and VAE to ``device`` (dtype unchanged)."""
+        """Move transformer and VAE to ``device`` (dtype unchanged); it becomes the execution device."""
+        self.execution_device = torch.device(device)
         self.transformer.to(device)
         self.vae.to(device)
         return self
 
     def offload(self) -> "ArtifactRestorer":
         """Move everything to the CPU and release cached GPU memory (between closed-loop rounds)."""
+        execution_device = self.execution_device
         self.to("cpu")
+        self.execution_device = execution_device  # the next round computes where this one did
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -274,7 +281,7 @@ class ArtifactRestorer:
         plan = plan_conform(*reference.shape[:3], self.settings.processing_max_side)
         reference = to_model(reference, plan)
         with self._progress_bar() as progress:
-            heatmap = self._stage1(encode_video(self.vae, reference), progress)
+            heatmap = self._stage1(self._encode(reference), progress)
         return from_model(heatmap[..., None], plan)[..., 0].clamp(0, 1)
 
     def restore_reference(
@@ -303,7 +310,7 @@ class ArtifactRestorer:
     def _restore_conformed(
         self, reference: Tensor, plan: ConformPlan, heatmap: Tensor | None, opacity: Tensor | None
     ) -> RestorationResult:
-        z_ref = encode_video(self.vae, reference)  # shared by both stages
+        z_ref = self._encode(reference)  # shared by both stages
         with self._progress_bar() as progress:
             if heatmap is None:
                 heatmap = self._stage1(z_ref, progress)
@@ -318,36 +325,57 @@ class ArtifactRestorer:
     def _stage1(self, z_ref: Tensor, progress: ProgressCallback | None) -> Tensor:
         """Latent of the DBA reference -> heatmap ``[T, H, W]`` (internal size)."""
         set_active_adapter(self.transformer, STAGE1_ADAPTER)
-        z_hm = sample_heatmap_latent(
-            self.transformer,
-            self.prompts[STAGE1_ADAPTER],
-            z_ref,
-            self._sigmas(self.settings.heatmap_steps, z_ref),
-            self._coords(z_ref),
-            self._generator(),
-            progress,
-        )
-        return video_to_mask(decode_latents(self.vae, z_hm)).cpu()
+        with self._working(self.transformer):
+            z_hm = sample_heatmap_latent(
+                self.transformer,
+                self.prompts[STAGE1_ADAPTER],
+                z_ref,
+                self._sigmas(self.settings.heatmap_steps, z_ref),
+                self._coords(z_ref),
+                self._generator(),
+                progress,
+            )
+        return video_to_mask(self._decode(z_hm)).cpu()
 
     def _stage2(self, z_ref: Tensor, size: tuple[int, int, int], heatmap: Tensor, progress: ProgressCallback | None) -> Tensor:
         """Latent of the DBA reference + heatmap (internal size) -> restored frames (internal size)."""
-        z_hm = encode_video(self.vae, mask_to_video(heatmap))
+        z_hm = self._encode(mask_to_video(heatmap))
         z_full, z_null = self.auxiliary_latents(*size, z_ref.shape)
         set_active_adapter(self.transformer, STAGE2_ADAPTER)
-        z_target = sample_restored_latent(
-            self.transformer,
-            self.prompts[STAGE2_ADAPTER],
-            z_ref,
-            z_hm,
-            z_full,
-            z_null,
-            self.settings.schedule,
-            self._sigmas(self.settings.num_inference_steps, z_ref),
-            self._coords(z_ref),
-            self._generator(),
-            progress,
-        )
-        return decode_latents(self.vae, z_target).cpu()
+        with self._working(self.transformer):
+            z_target = sample_restored_latent(
+                self.transformer,
+                self.prompts[STAGE2_ADAPTER],
+                z_ref,
+                z_hm,
+                z_full,
+                z_null,
+                self.settings.schedule,
+                self._sigmas(self.settings.num_inference_steps, z_ref),
+                self._coords(z_ref),
+                self._generator(),
+                progress,
+            )
+        return self._decode(z_target).cpu()
+
+    def _encode(self, video: Tensor) -> Tensor:
+        with self._working(self.vae):
+            return encode_video(self.vae, video)
+
+    def _decode(self, latents: Tensor) -> Tensor:
+        with self._working(self.vae):
+            return decode_latents(self.vae, latents)
+
+    @contextlib.contextmanager
+    def _working(self, model: torch.nn.Module) -> Iterator[None]:
+        """With ``model_cpu_offload``, ``model`` computes on the execution device while the other waits on the CPU."""
+        if self.settings.model_cpu_offload:
+            idle = self.vae if model is self.transformer else self.transformer
+            idle.to("cpu")
+            if self.execution_device.type == "cuda":
+                torch.cuda.empty_cache()
+            model.to(self.execution_device)
+        yield
 
     def auxiliary_latents(self, frames: int, height: int, width: int, latent_shape: torch.Size) -> tuple[Tensor, Tensor]:
         """``(z_full, z_null)``: the release's files when their shape fits this clip, else computed with the VAE."""
@@ -356,7 +384,8 @@ class ArtifactRestorer:
             z_full = load_auxiliary_latent(self.roots, Z_FULL_FILE)
             z_null = load_auxiliary_latent(self.roots, Z_NULL_FILE)
             if z_full is None or z_null is None or z_full.shape != latent_shape or z_null.shape != latent_shape:
-                z_full, z_null = auxiliary_latents(self.vae, frames, height, width)
+                with self._working(self.vae):
+                    z_full, z_null = auxiliary_latents(self.vae, frames, height, width)
             self._aux_cache[key] = (z_full.cpu(), z_null.cpu())
         return self._aux_cache[key]
 

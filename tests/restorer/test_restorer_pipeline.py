@@ -205,3 +205,23 @@ def test_step_count_must_match_an_explicit_blend_table():
 def test_default_schedule_follows_the_step_count():
     restorer = ArtifactRestorer.from_preset("tiny", num_inference_steps=4)
     assert restorer.settings.schedule.rows == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def test_model_cpu_offload_keeps_only_the_working_model_on_the_device(restorer, monkeypatch):
+    frames = _clip(10, 40, 72, seed=3)
+    plain = restorer.restore(frames, frames[0], frames[-1])
+    moves = []
+    for name in ("transformer", "vae"):
+        module = getattr(restorer, name)
+        monkeypatch.setattr(module, "to", lambda device, _name=name, _to=module.to: moves.append((_name, str(device))) or _to(device))
+    restorer.restore(frames, frames[0], frames[-1])
+    assert moves == [], "offload is off by default: nothing moves"
+
+    monkeypatch.setattr(restorer.settings, "model_cpu_offload", True)
+    offloaded = restorer.restore(frames, frames[0], frames[-1])
+    assert torch.equal(offloaded.frames, plain.frames)
+    # encode ref, sample stage 1, decode heatmap, encode heatmap, sample stage 2, decode: each time the
+    # idle model is parked on the CPU, then the working one moved to the execution device.
+    assert moves[0::2] == [(name, "cpu") for name in ("transformer", "vae", "transformer", "transformer", "vae", "transformer")]
+    device = str(restorer.execution_device)
+    assert moves[1::2] == [(name, device) for name in ("vae", "transformer", "vae", "vae", "transformer", "vae")]
