@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +37,7 @@ def trainer_for(scene: Path, out: Path, name: str, iterations: int, baseline: bo
         config.pipeline.datamanager = FullImageDatamanagerConfig(
             data=scene, dataparser=config.pipeline.datamanager.dataparser, cache_images="gpu", cache_images_type="uint8"
         )
-    config.max_num_iterations = iterations + 2
+    config.max_num_iterations = iterations + 4
     config.vis, config.output_dir, config.experiment_name, config.timestamp = "tensorboard", out, name, "run"
     config.steps_per_save = 10**9
     config.pipeline.model.warmup_length = 10**9  # no densification: both runs keep the same Gaussians
@@ -45,12 +46,21 @@ def trainer_for(scene: Path, out: Path, name: str, iterations: int, baseline: bo
     return trainer
 
 
+def iterate(trainer, step: int) -> None:
+    """One step as Trainer.train runs it: callbacks before, the iteration, callbacks after."""
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    trainer.train_iteration(step)
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+
 def seconds_per_iteration(trainer, first: int, iterations: int) -> float:
     for step in range(first, first + 2):  # warm-up
-        trainer.train_iteration(step)
+        iterate(trainer, step)
     started = time.perf_counter()
     for step in range(first + 2, first + 2 + iterations):
-        trainer.train_iteration(step)
+        iterate(trainer, step)
     return (time.perf_counter() - started) / iterations
 
 
@@ -71,8 +81,9 @@ def main() -> None:
     datamanager = method.pipeline.datamanager
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    method.train_iteration(0)
-    record = datamanager.run_round(step=1)
+    iterate(method, 0)
+    iterate(method, 1)  # the round runs before step 1 (restore_steps = (1,))
+    record = datamanager.bank.rounds[0]
     round_peak_gb = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     method_seconds = seconds_per_iteration(method, 2, args.iterations)
     generated = sum(g for _, g in datamanager.draws[-args.iterations :])
