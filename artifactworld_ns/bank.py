@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -167,6 +167,3 @@ def _ensure(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
-
-def last_step(bank: Optional[PseudoViewBank]) -> int:
-    return max((r.step for r in bank.rounds), default=-1) if bank else -1

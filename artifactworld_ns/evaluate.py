@@ -18,12 +18,11 @@ not on this machine is reported as unavailable with the reason; nothing is downl
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Dict, List, Literal, Optional, Sequence, Union
+from typing import Annotated, Callable, Dict, Optional, Sequence, Union
 
 import torch
 import tyro

@@ -20,7 +20,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, List, Literal, Optional, Sequence, Union
+from typing import Annotated, Iterator, List, Literal, Optional, Sequence, Union
 
 import torch
 import tyro
