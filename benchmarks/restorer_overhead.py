@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
+from bench_common import moving_pattern, peak_rss_mib
 
 WorkerMode = Literal["build", "imports", "both", "stage1", "stage2", "timing"]
 
@@ -59,25 +59,11 @@ class BenchmarkArgs:
     """Internal: heatmap tensor file handed from the stage-1 worker to the stage-2 worker."""
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
 def synthetic_reference(frames: int, height: int, width: int):
     """A smooth moving pattern with DBA anchors at its boundaries (frame 0 and the last 8 frames)."""
-    import torch
-
     from restorer.dba import build_reference_video
 
-    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
-    y = torch.linspace(0, 1, height).view(1, -1, 1)
-    x = torch.linspace(0, 1, width).view(1, 1, -1)
-    r = 0.5 + 0.4 * torch.sin(6 * x + 0.4 * t)
-    g = 0.5 + 0.4 * torch.cos(5 * y - 0.3 * t)
-    b = 0.5 + 0.3 * torch.sin(4 * (x + y) + 0.2 * t)
-    clip = torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+    clip = moving_pattern(frames, height, width)
     return build_reference_video(clip, clip[0], clip[-1], k=min(8, frames - 1))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import List, Literal, Optional
 
 import tyro
+from bench_common import moving_pattern, peak_rss_mib
 
 PAPER_PEAK_GB = 46.3
 """Paper Table 6: ArtifactWorld's peak GPU memory per scene on one A100."""
@@ -80,22 +80,11 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return width, height
 
 
-def peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
 def synthetic_clip(frames: int, height: int, width: int):
     """A smooth moving pattern with mild noise (the artifact clip) and its clean first/last frames."""
     import torch
 
-    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
-    y = torch.linspace(0, 1, height).view(1, -1, 1)
-    x = torch.linspace(0, 1, width).view(1, 1, -1)
-    r = 0.5 + 0.4 * torch.sin(6 * x + 0.4 * t)
-    g = 0.5 + 0.4 * torch.cos(5 * y - 0.3 * t)
-    b = 0.5 + 0.3 * torch.sin(4 * (x + y) + 0.2 * t)
-    clean = torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+    clean = moving_pattern(frames, height, width)
     noisy = (clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     return noisy, clean[0], clean[-1]
 
