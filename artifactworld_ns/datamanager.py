@@ -298,11 +298,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         return rgb, accumulation
 
     def _training_image(self, index: int, size: torch.Size) -> Float[Tensor, "height width 3"]:
-        image = self.cached_train[index]["image"][..., :3].cpu()
-        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        if tuple(image.shape[:2]) != tuple(size):
-            image = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size=tuple(size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-        return image.clamp(0, 1)
+        return anchor_image(self.cached_train[index]["image"].cpu(), size)
 
     def _get_restorer(self):
         if self._restorer is None:
@@ -325,6 +321,20 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         for phase, seconds in record.seconds.items():
             writer.put_scalar(name=f"ArtifactWorld/round_{phase}_seconds", scalar=seconds, step=step)
         writer.put_scalar(name="ArtifactWorld/bank_views", scalar=len(self.bank), step=step)
+
+
+def anchor_image(image: Tensor, size) -> Float[Tensor, "height width 3"]:
+    """A training image as a DBA anchor: float ``[H, W, 3]`` in [0, 1] at the render's ``size``
+    (uint8 or float input; an alpha channel is composited over white, as the viewer shows it)."""
+    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    if image.shape[-1] == 4:
+        image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
+    image = image[..., :3]
+    if tuple(image.shape[:2]) != tuple(int(s) for s in size):
+        image = torch.nn.functional.interpolate(
+            image.permute(2, 0, 1)[None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False, antialias=True
+        )[0].permute(1, 2, 0)
+    return image.clamp(0, 1)
 
 
 def subset_dataparser_outputs(outputs: DataparserOutputs, indices: List[int]) -> DataparserOutputs:

@@ -27,6 +27,7 @@ import tyro
 from torch import Tensor
 
 import artifactworld_ns  # noqa: F401  (allows numpy scalars in torch.load of nerfstudio checkpoints)
+from artifactworld_ns.datamanager import anchor_image
 from artifactworld_ns.windows import (
     MIN_BRIDGE_FRAMES,
     WindowPlanError,
@@ -238,15 +239,7 @@ def cameras_at(cameras, index: int, poses: Tensor):
 
 def training_image(dataset, index: int, size: Sequence[int]) -> Tensor:
     """Training image ``index`` as ``[H, W, 3]`` float in ``[0, 1]``, resized to the render's ``size``."""
-    image = dataset.get_image_float32(index)
-    if image.shape[-1] == 4:
-        image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])  # white background, as the viewer shows it
-    image = image[..., :3].float()
-    if tuple(image.shape[:2]) != tuple(size):
-        image = torch.nn.functional.interpolate(
-            image.permute(2, 0, 1)[None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False, antialias=True
-        )[0].permute(1, 2, 0)
-    return image.clamp(0, 1)
+    return anchor_image(dataset.get_image_float32(index), size)
 
 
 def comparison_path(output_filename: Path) -> Path:
