@@ -3,11 +3,11 @@
 Pure data; imports nothing from nerfstudio (or from ``restorer``), so the
 restorer can use it on a GPU box that only restores videos.
 
-* ``full`` -- the released weights (LTX-Video 0.9.7-dev 13B + the two ArtifactWorld
-  LoRAs), 8 Euler steps per stage, the paper's best heatmap schedule (Table 5, Exp 7).
-  The release README names no processing resolution, so clips are processed at their
-  native size conformed to multiples of 32 (960x540 -> 960x544); set
-  ``processing_max_side`` to cap the long side.
+* ``full`` -- the released weights with the official inference conventions (DESIGN.md Sec. 3a):
+  LTX-Video 0.9.8-distilled 13B + the two ArtifactWorld LoRAs, 8 Euler steps per stage on LTX's
+  linear-quadratic sigmas, the official heatmap blend table, seed 42, and the official size
+  960 x 544 (inputs resized to cover and center-cropped; other aspect ratios at the same token
+  budget, see :mod:`restorer.conform`).
 * ``tiny`` -- a random-init tiny model with the same architecture family and the
   release's folder layout, built offline in seconds; UNTRAINED (random weights), for
   tests and CPU smoke runs only.
@@ -28,19 +28,29 @@ class RestorerPreset:
     build_tiny_release: bool = False
     """Build the tiny release in the cache dir (first use) and load it through the normal loader."""
     num_inference_steps: int = 8
-    """Stage-2 Euler steps (the paper's Table 5 uses 8)."""
+    """Stage-2 Euler steps (the official ``inference_steps``: 8)."""
     heatmap_steps: int = 8
-    """Stage-1 Euler steps."""
+    """Stage-1 Euler steps (8)."""
     blend_table: tuple[tuple[float, float, float], ...] | None = None
-    """Explicit per-step (w_full, w_heatmap, w_null); None -> the paper's best 8-step schedule."""
+    """Per-step heatmap blend rows in the official column order (w_full, w_null, w_heatmap), as in the
+    release's ``noisemap_blend_weights``; None -> the official table (scaled to other step counts)."""
     decay_thresholds: tuple[float, float] | None = None
     """(tau1, tau2) for Eq. 2's threshold form with linear alpha/beta; overrides ``blend_table``."""
+    processing_size: tuple[int, int] | None = (544, 960)
+    """(height, width) the model sees: the official 544 x 960; None -> native size capped by ``processing_max_side``."""
     processing_max_side: int | None = None
-    """Cap on the long side the model sees (inputs are resized down and back); None = native."""
+    """With ``processing_size=None``: cap on the long side the model sees (resized down and back); None = native."""
     frame_rate: float = 25.0
-    """Frame rate used to scale the temporal RoPE coordinate (LTX convention)."""
-    seed: int = 0
-    max_prompt_tokens: int = 128
+    """Frame rate used to scale the temporal RoPE coordinate (the official pipeline's default, 25)."""
+    seed: int = 42
+    """The official validation seed; one generator per stage, drawn in the official order."""
+    max_prompt_tokens: int = 256
+    """T5 tokens per prompt, padded, with the attention mask (the official ``max_sequence_length``)."""
+    transformer_source: str = "0.9.8-distilled"
+    """``0.9.8-distilled`` (official: ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root) or
+    ``0.9.7-dev`` (the sharded transformer of the 0.9.7-dev root, named by the release README)."""
+    transformer_config: str = "ltxv-13b"
+    """Configuration for the single-file transformer: ``ltxv-13b`` (the release's) or ``tiny``."""
     weights_root: str | None = None
     """None -> $ARTIFACTWORLD_WEIGHTS_ROOT -> <cache>/weights/ArtifactWorld."""
     ltx_main_root: str | None = None
@@ -72,9 +82,9 @@ PRESETS: dict[str, RestorerPreset] = {
         name="tiny",
         untrained=True,
         build_tiny_release=True,
+        processing_size=None,
         processing_max_side=256,
-        max_prompt_tokens=32,
-        seed=0,
+        transformer_config="tiny",
         device="cpu",
     ),
 }

@@ -7,12 +7,15 @@ The heatmap segment follows the piecewise heatmap decay of Eq. 2::
               z_hm                                      s in [tau1, tau2)
               beta(s) z_hm + (1 - beta(s)) z_null       s in [0, tau1)
 
-written in general as ``w_full z_full + w_hm z_hm + w_null z_null``. Two ways to
-give the weights: :class:`PiecewiseDecay` (``tau1, tau2, alpha, beta``; alpha and
-beta default to linear ramps) and :class:`BlendTable`, an explicit per-step table
-of ``(w_full, w_heatmap, w_null)`` (the official config's ``noisemap_blend_weights``).
-The default is the paper's best 8-step schedule (Table 5, Exp 7): 1 step ``z_full``,
-3 steps ``z_hm``, 4 steps linear decay to ``z_null``.
+written in general as ``w_full z_full + w_null z_null + w_hm z_hm``. Weights are given in the
+official column order ``(w_full, w_null, w_heatmap)`` (``noisemap_blend_weights`` in the release's
+``configs/stage2_infer.yaml``), so a user can paste the official rows. Two forms:
+:class:`BlendTable`, one row per Euler step, and :class:`PiecewiseDecay` (``tau1, tau2, alpha,
+beta``; alpha and beta default to linear ramps). The default is the official table
+(:data:`OFFICIAL_BLEND_TABLE`); :func:`official_blend_table` scales its shape to other step counts.
+
+The heatmap latent and both auxiliary latents are multiplied by :data:`NOISEMAP_FEATURE_SCALE`
+before blending, as in the official training and inference.
 """
 
 from __future__ import annotations
@@ -32,13 +35,17 @@ STAGE2_ADAPTER = "stage2"
 STAGE2_ROLES = ("reference", TARGET, "heatmap")
 """Segment order of stage 2: ``[z_ref, z_target, z~hm(s)]`` -> timesteps ``[0, s, 0]``."""
 
+NOISEMAP_FEATURE_SCALE = 0.05
+"""The official ``noisemap_feature_scale``: heatmap latents and both auxiliary latents are multiplied by it
+before they enter stage 2, in training and in inference (``configs/stage2_infer.yaml``)."""
+
 BlendWeights = tuple[float, float, float]
-"""``(w_full, w_heatmap, w_null)`` for one sampling step."""
+"""``(w_full, w_null, w_heatmap)`` for one sampling step: the official column order."""
 
 
 @dataclass(frozen=True)
 class BlendTable:
-    """Explicit per-step blend weights ``(w_full, w_heatmap, w_null)``, one row per Euler step."""
+    """Explicit per-step blend weights ``(w_full, w_null, w_heatmap)``, one row per Euler step."""
 
     rows: tuple[BlendWeights, ...]
 
@@ -46,7 +53,7 @@ class BlendTable:
         for i, row in enumerate(self.rows):
             if len(row) != 3 or min(row) < 0 or abs(sum(row) - 1.0) > 1e-6:
                 raise RestorerInputError(
-                    f"Blend table row {i} must be three non-negative weights (w_full, w_heatmap, w_null) summing to 1, got {row}."
+                    f"Blend table row {i} must be three non-negative weights (w_full, w_null, w_heatmap) summing to 1, got {row}."
                 )
 
     def weights(self, step: int, num_steps: int, sigma: float) -> BlendWeights:
@@ -76,44 +83,48 @@ class PiecewiseDecay:
         if sigma >= self.tau2:
             a = self.alpha(sigma) if self.alpha else (sigma - self.tau2) / (1.0 - self.tau2)
             a = min(max(a, 0.0), 1.0)
-            return (a, 1.0 - a, 0.0)
+            return (a, 0.0, 1.0 - a)
         if sigma >= self.tau1:
-            return (0.0, 1.0, 0.0)
+            return (0.0, 0.0, 1.0)
         b = self.beta(sigma) if self.beta else sigma / self.tau1
         b = min(max(b, 0.0), 1.0)
-        return (0.0, b, 1.0 - b)
+        return (0.0, 1.0 - b, b)
 
 
 HeatmapSchedule = BlendTable | PiecewiseDecay
 
-PAPER_BEST_SCHEDULE = BlendTable(
+OFFICIAL_BLEND_TABLE = BlendTable(
     rows=(
-        (1.0, 0.0, 0.0),  # 1 step z_full
-        (0.0, 1.0, 0.0),  # 3 steps z_hm
-        (0.0, 1.0, 0.0),
-        (0.0, 1.0, 0.0),
-        (0.0, 0.75, 0.25),  # 4 steps linear decay z_hm -> z_null, reaching z_null on the last step
-        (0.0, 0.5, 0.5),
-        (0.0, 0.25, 0.75),
+        (0.8, 0.0, 0.2),  # mostly z_full
+        (0.0, 0.0, 1.0),  # 3 steps of the predicted heatmap
         (0.0, 0.0, 1.0),
+        (0.0, 0.0, 1.0),
+        (0.0, 0.25, 0.75),  # 4 steps of linear decay towards z_null, reaching it on the last step
+        (0.0, 0.5, 0.5),
+        (0.0, 0.75, 0.25),
+        (0.0, 1.0, 0.0),
     )
 )
-"""Paper Table 5, Exp 7 (best of 8 steps)."""
+"""The release's ``noisemap_blend_weights`` (``configs/stage2_infer.yaml``), columns (z_full, z_null, heatmap)."""
+
+OFFICIAL_FIRST_ROW: BlendWeights = OFFICIAL_BLEND_TABLE.rows[0]
 
 
-def paper_best_schedule(num_steps: int) -> BlendTable:
-    """Table 5, Exp 7 scaled to ``num_steps``: the 1 : 3 : 4 split of z_full / z_hm / linear decay.
+def official_blend_table(num_steps: int) -> BlendTable:
+    """The official table's shape for ``num_steps``: ``official_blend_table(8)`` is :data:`OFFICIAL_BLEND_TABLE`.
 
-    ``round(N/8)`` (at least 1) steps of ``z_full``, ``round(3N/8)`` of ``z_hm``, the rest a linear
-    decay that reaches ``z_null`` on the last step. ``paper_best_schedule(8)`` is the paper's table.
+    ``round(N/8)`` (at least 1) steps of the first row (0.8 ``z_full`` + 0.2 heatmap), ``round(3N/8)``
+    steps of the heatmap, the rest a linear decay that reaches ``z_null`` on the last step.
     """
     if num_steps < 1:
         raise RestorerInputError(f"The sampler needs at least 1 step, got {num_steps}.")
-    full_steps = max(1, round(num_steps / 8))
-    heatmap_steps = min(round(3 * num_steps / 8), num_steps - full_steps)
-    decay_steps = num_steps - full_steps - heatmap_steps
-    rows = [(1.0, 0.0, 0.0)] * full_steps + [(0.0, 1.0, 0.0)] * heatmap_steps
-    rows += [(0.0, 1.0 - i / decay_steps, i / decay_steps) for i in range(1, decay_steps + 1)]
+    if num_steps == 8:
+        return OFFICIAL_BLEND_TABLE
+    first_steps = max(1, round(num_steps / 8))
+    heatmap_steps = min(round(3 * num_steps / 8), num_steps - first_steps)
+    decay_steps = num_steps - first_steps - heatmap_steps
+    rows = [OFFICIAL_FIRST_ROW] * first_steps + [(0.0, 0.0, 1.0)] * heatmap_steps
+    rows += [(0.0, i / decay_steps, 1.0 - i / decay_steps) for i in range(1, decay_steps + 1)]
     return BlendTable(tuple(rows))
 
 
@@ -123,17 +134,20 @@ def schedule_table(schedule: HeatmapSchedule, sigmas: Tensor) -> list[BlendWeigh
     return [schedule.weights(i, num_steps, float(sigmas[i])) for i in range(num_steps)]
 
 
-def blend_heatmap_latent(weights: BlendWeights, z_full: Tensor, z_hm: Tensor, z_null: Tensor) -> Tensor:
-    """``z~hm = w_full z_full + w_hm z_hm + w_null z_null`` (Eq. 2)."""
-    w_full, w_hm, w_null = weights
-    return w_full * z_full + w_hm * z_hm + w_null * z_null
+def blend_heatmap_latent(weights: BlendWeights, z_full: Tensor, z_null: Tensor, z_hm: Tensor) -> Tensor:
+    """``z~hm = w_full z_full + w_null z_null + w_hm z_hm`` (Eq. 2), summed in the official order."""
+    w_full, w_null, w_hm = weights
+    return w_full * z_full + w_null * z_null + w_hm * z_hm
 
 
 def raise_heatmap_by_opacity(
-    heatmap: Float[Tensor, "frames height width"], opacity: Float[Tensor, "frames height width"]
-) -> Float[Tensor, "frames height width"]:
+    heatmap: Float[Tensor, "frames height width *channels"], opacity: Float[Tensor, "frames height width"]
+) -> Float[Tensor, "frames height width *channels"]:
     """Opacity-aware heatmap: where the render is transparent it is fully broken, ``max(h, 1 - opacity)``."""
-    return torch.maximum(heatmap, 1.0 - opacity.to(heatmap))
+    opacity = opacity.to(heatmap)
+    if heatmap.ndim == opacity.ndim + 1:
+        opacity = opacity[..., None]
+    return torch.maximum(heatmap, 1.0 - opacity)
 
 
 def sample_restored_latent(
@@ -144,21 +158,26 @@ def sample_restored_latent(
     z_full: Tensor,
     z_null: Tensor,
     schedule: HeatmapSchedule,
+    noise: Float[Tensor, "1 tokens channels"],
     sigmas: Tensor,
     segment_coords: Tensor,
     generator: torch.Generator,
     progress: ProgressCallback | None = None,
+    feature_scale: float = NOISEMAP_FEATURE_SCALE,
 ) -> Float[Tensor, "1 channels frames height width"]:
-    """Sample the restored target latent with AATF (the stage-2 adapter must be active)."""
+    """Sample the restored target latent with AATF (the stage-2 adapter must be active).
+
+    ``z_hm``, ``z_full`` and ``z_null`` are unscaled normalized latents; each is multiplied by
+    ``feature_scale`` before the per-step blend, as the official pipeline does.
+    """
     _, _, frames, height, width = z_ref.shape
-    ref_tokens, hm_tokens = pack_latents(z_ref.float()), pack_latents(z_hm.float())
-    full_tokens, null_tokens = pack_latents(z_full.float()), pack_latents(z_null.float())
+    ref_tokens = pack_latents(z_ref.float())
+    hm_tokens, full_tokens, null_tokens = (pack_latents(z.float()) * feature_scale for z in (z_hm, z_full, z_null))
     table = schedule_table(schedule, sigmas)
 
     def context(step: int, sigma: float) -> dict[str, Tensor]:
-        return {"reference": ref_tokens, "heatmap": blend_heatmap_latent(table[step], full_tokens, hm_tokens, null_tokens)}
+        return {"reference": ref_tokens, "heatmap": blend_heatmap_latent(table[step], full_tokens, null_tokens, hm_tokens)}
 
-    noise = torch.randn(ref_tokens.shape, generator=generator, dtype=torch.float32)
     tokens = euler_sample(
         transformer,
         prompt,
@@ -167,6 +186,7 @@ def sample_restored_latent(
         noise=noise,
         sigmas=sigmas,
         segment_coords=segment_coords,
+        generator=generator,
         stage="stage 2 (AATF restore)",
         progress=progress,
     )

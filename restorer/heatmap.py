@@ -1,9 +1,9 @@
 """Stage 1: the homogeneous heatmap predictor (paper Sec. 4.3, Phase 1, LoRA1).
 
-Sequence ``[z_ref, z_hm_s]`` with per-token timesteps ``[0, s]``: the DBA
-reference latent is clean context and the heatmap latent is sampled from noise
-by the shared Euler sampler. Decoding the result gives the artifact heatmap
-video (bright = severe), returned as gray ``[T, H, W]`` in ``[0, 1]``.
+Sequence ``[z_ref, z_hm_s]`` with per-token timesteps ``[0, s]``: the DBA reference latent is
+context and the heatmap latent is sampled from noise by the shared Euler sampler. Decoding the
+result gives the artifact heatmap video (bright = severe), kept as RGB as the official pipeline
+decodes it.
 """
 
 from __future__ import annotations
@@ -24,15 +24,19 @@ def sample_heatmap_latent(
     transformer: torch.nn.Module,
     prompt: PromptEmbedding,
     z_ref: Float[Tensor, "1 channels frames height width"],
+    noise: Float[Tensor, "1 tokens channels"],
     sigmas: Tensor,
     segment_coords: Tensor,
     generator: torch.Generator,
     progress: ProgressCallback | None = None,
 ) -> Float[Tensor, "1 channels frames height width"]:
-    """Sample the heatmap latent ``z_hm`` conditioned on ``z_ref`` (the stage-1 adapter must be active)."""
+    """Sample the heatmap latent ``z_hm`` conditioned on ``z_ref`` (the stage-1 adapter must be active).
+
+    ``noise`` and ``generator`` come from :meth:`ArtifactRestorer._stage_generator` so that draws
+    happen in the official order (target noise, reference encode, then per-step context noise).
+    """
     _, _, frames, height, width = z_ref.shape
     ref_tokens = pack_latents(z_ref.float())
-    noise = torch.randn(ref_tokens.shape, generator=generator, dtype=torch.float32)
     tokens = euler_sample(
         transformer,
         prompt,
@@ -41,6 +45,7 @@ def sample_heatmap_latent(
         noise=noise,
         sigmas=sigmas,
         segment_coords=segment_coords,
+        generator=generator,
         stage="stage 1 (heatmap)",
         progress=progress,
     )

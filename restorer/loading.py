@@ -8,9 +8,17 @@ root                      contents used                                   hub re
 weights root              ``stage1_pred_headmap_lora.safetensors``,       ``buaadwxl/ArtifactWorld``
                           ``stage2_noisemap_blend_lora.safetensors``,     (``weights.tar``)
                           ``auxiliary_latents/z_full.pt``, ``z_null.pt``
-LTX main root             ``tokenizer/``, ``text_encoder/``, ``vae/``     ``Lightricks/LTX-Video``
-LTX 0.9.7-dev root        ``scheduler/``, ``transformer/``                ``Lightricks/LTX-Video-0.9.7-dev``
+LTX main root             ``tokenizer/``, ``text_encoder/``, ``vae/``,    ``Lightricks/LTX-Video``
+                          ``ltxv-13b-0.9.8-distilled.safetensors``
+LTX 0.9.7-dev root        ``scheduler/`` (and ``transformer/`` for the    ``Lightricks/LTX-Video-0.9.7-dev``
+                          ``0.9.7-dev`` transformer source)
 ========================  ==============================================  ===========================
+
+The base transformer is the official one (``model_source: LTXV_13B_098_DISTILL`` in the release's
+configs): the single file ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root, loaded with
+diffusers' ``from_single_file`` and the 13B configuration (:data:`LTXV_13B_CONFIG`). The 0.9.7-dev
+sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
+option. The scheduler configuration always comes from the 0.9.7-dev root.
 
 Roots come from explicit arguments, else ``ARTIFACTWORLD_WEIGHTS_ROOT``,
 ``ARTIFACTWORLD_LTX_MAIN_ROOT``, ``ARTIFACTWORLD_LTX_097_DEV_ROOT``, else folders
@@ -25,8 +33,11 @@ the exact command that fetches them.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tarfile
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +62,32 @@ AUXILIARY_LATENTS_DIR = "auxiliary_latents"
 Z_FULL_FILE = "z_full.pt"
 Z_NULL_FILE = "z_null.pt"
 
+TRANSFORMER_SINGLE_FILE = "ltxv-13b-0.9.8-distilled.safetensors"
+TRANSFORMER_SOURCES = ("0.9.8-distilled", "0.9.7-dev")
+"""``0.9.8-distilled``: the official single file in the LTX-Video root; ``0.9.7-dev``: the sharded
+``transformer/`` of the 0.9.7-dev root (the release README's earlier option)."""
+
 MAIN_SUBFOLDERS = ("tokenizer", "text_encoder", "vae")
 DEV_SUBFOLDERS = ("scheduler", "transformer")
+
+LTXV_13B_CONFIG = {
+    "activation_fn": "gelu-approximate",
+    "attention_bias": True,
+    "attention_head_dim": 128,
+    "attention_out_bias": True,
+    "caption_channels": 4096,
+    "cross_attention_dim": 4096,
+    "in_channels": 128,
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-06,
+    "num_attention_heads": 32,
+    "num_layers": 48,
+    "out_channels": 128,
+    "patch_size": 1,
+    "patch_size_t": 1,
+    "qk_norm": "rms_norm_across_heads",
+}
+"""The LTX-Video 13B transformer's diffusers configuration (the single file carries none; DESIGN.md Sec. 4)."""
 
 
 def cache_dir() -> Path:
@@ -134,55 +169,96 @@ def download_command(what: str, root: Path) -> str:
     if what == "weights":
         return f"hf download {WEIGHTS_REPO} --local-dir {root} && tar -xf {root}/weights.tar -C {root}"
     if what == "ltx_main":
-        return f'hf download {LTX_MAIN_REPO} --include "tokenizer/*" "text_encoder/*" "vae/*" --local-dir {root}'
-    return f'hf download {LTX_097_DEV_REPO} --include "scheduler/*" "transformer/*" --local-dir {root}'
+        return (
+            f'hf download {LTX_MAIN_REPO} --include "tokenizer/*" "text_encoder/*" "vae/*" {TRANSFORMER_SINGLE_FILE} '
+            f"--local-dir {root}"
+        )
+    if what == "ltx_097_dev_transformer":
+        return f'hf download {LTX_097_DEV_REPO} --include "scheduler/*" "transformer/*" --local-dir {root}'
+    return f'hf download {LTX_097_DEV_REPO} --include "scheduler/*" --local-dir {root}'
 
 
-def _missing(roots: ReleaseRoots) -> dict[str, list[str]]:
-    need = {
-        "weights": [roots.stage1_lora, roots.stage2_lora],
-        "ltx_main": [roots.ltx_main / s for s in MAIN_SUBFOLDERS],
-        "ltx_097_dev": [roots.ltx_097_dev / s for s in DEV_SUBFOLDERS],
-    }
+def allow_patterns(what: str) -> list[str]:
+    """Only the files the restorer needs from each repository (the LTX-Video repo holds many checkpoints)."""
+    if what == "weights":
+        return ["weights.tar"]
+    if what == "ltx_main":
+        return [f"{s}/*" for s in MAIN_SUBFOLDERS] + [TRANSFORMER_SINGLE_FILE]
+    if what == "ltx_097_dev_transformer":
+        return ["scheduler/*", "transformer/*"]
+    return ["scheduler/*"]
+
+
+def check_transformer_source(source: str) -> str:
+    if source not in TRANSFORMER_SOURCES:
+        raise RestorerInputError(f"Unknown transformer source {source!r}; choose one of {', '.join(TRANSFORMER_SOURCES)}.")
+    return source
+
+
+def _dev_kind(transformer_source: str) -> str:
+    return "ltx_097_dev_transformer" if transformer_source == "0.9.7-dev" else "ltx_097_dev"
+
+
+def _missing(roots: ReleaseRoots, transformer_source: str) -> dict[str, list[str]]:
+    main = [roots.ltx_main / s for s in MAIN_SUBFOLDERS]
+    dev = [roots.ltx_097_dev / "scheduler"]
+    if transformer_source == "0.9.8-distilled":
+        main.append(roots.ltx_main / TRANSFORMER_SINGLE_FILE)
+    else:
+        dev.append(roots.ltx_097_dev / "transformer")
+    need = {"weights": [roots.stage1_lora, roots.stage2_lora], "ltx_main": main, _dev_kind(transformer_source): dev}
     return {k: [str(p) for p in paths if not p.exists()] for k, paths in need.items() if any(not p.exists() for p in paths)}
 
 
 def _root_of(roots: ReleaseRoots, what: str) -> Path:
-    return {"weights": roots.weights, "ltx_main": roots.ltx_main, "ltx_097_dev": roots.ltx_097_dev}[what]
+    return {"weights": roots.weights, "ltx_main": roots.ltx_main}.get(what, roots.ltx_097_dev)
 
 
 def _env_of(what: str) -> str:
-    return {"weights": WEIGHTS_ROOT_ENV, "ltx_main": LTX_MAIN_ROOT_ENV, "ltx_097_dev": LTX_097_DEV_ROOT_ENV}[what]
+    return {"weights": WEIGHTS_ROOT_ENV, "ltx_main": LTX_MAIN_ROOT_ENV}.get(what, LTX_097_DEV_ROOT_ENV)
 
 
-def ensure_roots(roots: ReleaseRoots, allow_download: bool = False) -> ReleaseRoots:
-    """Check that every root has what the restorer loads; download missing roots when allowed.
+def _missing_message(roots: ReleaseRoots, what: str, paths: list[str], reason: str) -> str:
+    root = _root_of(roots, what)
+    name = Path(paths[0]).name
+    if name == TRANSFORMER_SINGLE_FILE and (roots.ltx_097_dev / "transformer").exists():
+        return (
+            f"The LTX-Video root {root} has no {TRANSFORMER_SINGLE_FILE} (the official base transformer) and {reason}: "
+            f"fetch it with `{download_command(what, root)}`, or use the 0.9.7-dev transformer that "
+            f"{roots.ltx_097_dev / 'transformer'} already holds with `transformer_source=\"0.9.7-dev\"` "
+            "(--transformer-source 0.9.7-dev; the released adapters were trained on 0.9.8-distilled)."
+        )
+    return (
+        f"The ArtifactWorld {what.replace('_transformer', '')} root {root} is missing {name} and {reason}: "
+        f"fetch it with `{download_command(what, root)}` or set {_env_of(what)} to an existing copy."
+    )
+
+
+def ensure_roots(roots: ReleaseRoots, allow_download: bool = False, transformer_source: str = "0.9.8-distilled") -> ReleaseRoots:
+    """Check that every root has what the restorer loads; download missing files when allowed.
 
     Raises:
         RestorerInputError: a root lacks files and downloading is not allowed (or the hub is
             offline); the message gives the command that fixes it.
     """
-    missing = _missing(roots)
+    check_transformer_source(transformer_source)
+    missing = _missing(roots, transformer_source)
     if not missing:
         return roots
     from huggingface_hub import constants as hub_constants
 
     offline = bool(hub_constants.HF_HUB_OFFLINE)
     for what, paths in missing.items():
-        root = _root_of(roots, what)
         if not allow_download or offline:
             reason = "downloads are disabled (HF_HUB_OFFLINE is set)" if allow_download else "downloading is off"
-            raise RestorerInputError(
-                f"The ArtifactWorld {what} root {root} is missing {Path(paths[0]).name} and {reason}: "
-                f"fetch it with `{download_command(what, root)}` or set {_env_of(what)} to an existing copy."
-            )
-        _download(what, root)
+            raise RestorerInputError(_missing_message(roots, what, paths, reason))
+        _download(what, _root_of(roots, what))
     roots = resolve_roots(roots.weights, roots.ltx_main, roots.ltx_097_dev)
-    still = _missing(roots)
+    still = _missing(roots, transformer_source)
     if still:
         what = next(iter(still))
         raise RestorerInputError(
-            f"After downloading, the {what} root {_root_of(roots, what)} still lacks {still[what][0]}; "
+            f"After downloading, the root {_root_of(roots, what)} still lacks {still[what][0]}; "
             f"try `{download_command(what, _root_of(roots, what))}` by hand."
         )
     return roots
@@ -193,14 +269,11 @@ def _download(what: str, root: Path) -> None:
     from huggingface_hub import snapshot_download
 
     root.mkdir(parents=True, exist_ok=True)
+    repo = {"weights": WEIGHTS_REPO, "ltx_main": LTX_MAIN_REPO}.get(what, LTX_097_DEV_REPO)
+    snapshot_download(repo, local_dir=root, allow_patterns=allow_patterns(what))
     if what == "weights":
-        snapshot_download(WEIGHTS_REPO, local_dir=root, allow_patterns=["weights.tar"])
         with tarfile.open(root / "weights.tar") as archive:
             archive.extractall(root, filter="data")
-    elif what == "ltx_main":
-        snapshot_download(LTX_MAIN_REPO, local_dir=root, allow_patterns=[f"{s}/*" for s in MAIN_SUBFOLDERS])
-    else:
-        snapshot_download(LTX_097_DEV_REPO, local_dir=root, allow_patterns=[f"{s}/*" for s in DEV_SUBFOLDERS])
 
 
 @dataclass
@@ -212,11 +285,54 @@ class Backbone:
     scheduler: object
 
 
-def load_backbone(roots: ReleaseRoots, device: torch.device | str, dtype: torch.dtype) -> Backbone:
-    """Load transformer + scheduler from the 0.9.7-dev root and the VAE from the LTX main root."""
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+def transformer_config(name: str) -> dict:
+    """A named transformer configuration: ``ltxv-13b`` (the release's) or ``tiny`` (the untrained test model)."""
+    if name == "ltxv-13b":
+        return LTXV_13B_CONFIG
+    if name == "tiny":
+        from restorer.tiny import TINY_TRANSFORMER_CONFIG
 
-    transformer = LTXVideoTransformer3DModel.from_pretrained(roots.ltx_097_dev, subfolder="transformer", torch_dtype=dtype)
+        return TINY_TRANSFORMER_CONFIG
+    raise RestorerInputError(f"Unknown transformer configuration {name!r}; choose ltxv-13b or tiny.")
+
+
+def load_transformer(
+    roots: ReleaseRoots, dtype: torch.dtype, source: str = "0.9.8-distilled", config_name: str = "ltxv-13b"
+) -> torch.nn.Module:
+    """The base transformer: the 0.9.8-distilled single file with the 13B configuration, or the 0.9.7-dev shards."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    check_transformer_source(source)
+    if source == "0.9.7-dev":
+        return LTXVideoTransformer3DModel.from_pretrained(roots.ltx_097_dev, subfolder="transformer", torch_dtype=dtype)
+    path = roots.ltx_main / TRANSFORMER_SINGLE_FILE
+    with tempfile.TemporaryDirectory() as folder:
+        config_dir = Path(folder) / "transformer"
+        config_dir.mkdir()
+        config = {"_class_name": "LTXVideoTransformer3DModel", **transformer_config(config_name)}
+        (config_dir / "config.json").write_text(json.dumps(config))
+        try:
+            return LTXVideoTransformer3DModel.from_single_file(
+                str(path), config=folder, subfolder="transformer", torch_dtype=dtype, local_files_only=True
+            )
+        except (ValueError, RuntimeError, KeyError) as err:
+            raise RestorerInputError(
+                f"The transformer file {path} does not fit the {config_name} configuration "
+                f"({str(err).splitlines()[0][:160]}); it must be {TRANSFORMER_SINGLE_FILE} from {LTX_MAIN_REPO}."
+            ) from None
+
+
+def load_backbone(
+    roots: ReleaseRoots,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    transformer_source: str = "0.9.8-distilled",
+    transformer_config_name: str = "ltxv-13b",
+) -> Backbone:
+    """Load the transformer (see :func:`load_transformer`), the 0.9.7-dev scheduler and the LTX-Video VAE."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
+
+    transformer = load_transformer(roots, dtype, transformer_source, transformer_config_name)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(roots.ltx_097_dev, subfolder="scheduler")
     vae = AutoencoderKLLTXVideo.from_pretrained(roots.ltx_main, subfolder="vae", torch_dtype=dtype)
     for module in (transformer, vae):
@@ -250,22 +366,56 @@ def text_encoder_identity(roots: ReleaseRoots) -> str:
     return "\n".join(parts)
 
 
-def load_auxiliary_latent(roots: ReleaseRoots, file_name: str) -> torch.Tensor | None:
-    """Load ``auxiliary_latents/<file_name>`` as a ``[1, C, F, h, w]`` float tensor, or None when absent."""
+def load_auxiliary_latent(
+    roots: ReleaseRoots, file_name: str, latent_shape: tuple[int, ...] | None = None
+) -> torch.Tensor | None:
+    """Load ``auxiliary_latents/<file_name>`` as an unscaled ``[1, C, F, h, w]`` float tensor, or None when absent.
+
+    Every format the official pipeline reads (``ltxv_pipeline.py``, auxiliary latent loading): a
+    tensor ``[C, F, h, w]`` or ``[B, C, F, h, w]``; a dict holding packed ``latents`` ``[tokens, C]``
+    (unpacked with its ``num_frames`` / ``height`` / ``width``, or with ``latent_shape`` when those
+    are absent and the token count fits); a dict holding ``latents_unpacked``.
+
+    Raises:
+        RestorerInputError: the file holds none of these (one sentence naming the file).
+    """
     path = roots.auxiliary_latent(file_name)
     if not path.exists():
         return None
-    value = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(value, dict):
-        tensors = [v for v in value.values() if isinstance(v, torch.Tensor)]
-        if len(tensors) != 1:
-            raise RestorerInputError(f"The auxiliary latent file {path} must hold one tensor, found {len(tensors)}.")
-        value = tensors[0]
-    if value.ndim == 4:
-        value = value[None]
-    if value.ndim != 5:
-        raise RestorerInputError(f"The auxiliary latent in {path} must be [C, F, h, w] or [1, C, F, h, w], got {tuple(value.shape)}.")
-    return value.float()
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- any unreadable file gets the same one sentence
+        raise RestorerInputError(f"The auxiliary latent file {path} could not be read as a torch file ({type(err).__name__}).") from None
+    latent = _auxiliary_tensor(value, latent_shape)
+    if latent is None:
+        raise RestorerInputError(
+            f"The auxiliary latent file {path} is not an official z-file: expected a [C, F, h, w] or [1, C, F, h, w] "
+            "tensor, or a dict with packed 'latents' (with num_frames, height, width) or 'latents_unpacked'."
+        )
+    return latent.float()
+
+
+def _auxiliary_tensor(value, latent_shape: tuple[int, ...] | None) -> torch.Tensor | None:
+    from restorer.sampler import unpack_latents
+
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 4:
+            return value[None]
+        return value if value.ndim == 5 and value.shape[0] == 1 else None
+    if not isinstance(value, dict):
+        return None
+    packed = value.get("latents")
+    if isinstance(packed, torch.Tensor) and packed.ndim in (2, 3):
+        packed = packed if packed.ndim == 3 else packed[None]
+        dims = [value.get(k) for k in ("num_frames", "height", "width")]
+        if all(isinstance(d, int) for d in dims) and dims[0] * dims[1] * dims[2] == packed.shape[1]:
+            return unpack_latents(packed[:1], *dims)
+        if latent_shape is not None and packed.shape[1] == math.prod(latent_shape[2:]) and packed.shape[2] == latent_shape[1]:
+            return unpack_latents(packed[:1], *latent_shape[2:])
+        unpacked = value.get("latents_unpacked")
+        return _auxiliary_tensor(unpacked, latent_shape) if isinstance(unpacked, torch.Tensor) else None
+    unpacked = value.get("latents_unpacked")
+    return _auxiliary_tensor(unpacked, latent_shape) if isinstance(unpacked, torch.Tensor) else None
 
 
 @contextlib.contextmanager

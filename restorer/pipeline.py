@@ -1,15 +1,20 @@
-"""ArtifactRestorer: video in, video out (paper Sec. 4).
+"""ArtifactRestorer: video in, video out (paper Sec. 4), with the official inference conventions.
 
 ``restore`` reads top to bottom:
 
-1. conform the clip to the LTX grid (``8n + 1`` frames, sides multiple of 32),
-2. build the DBA reference video (Eq. 1) and encode it to ``z_ref``,
-3. stage 1 (LoRA1): sample the heatmap latent from ``[z_ref, z_hm]`` and decode the heatmap,
-4. optionally raise the heatmap where the render is transparent (``max(h, 1 - opacity)``),
-5. stage 2 (LoRA2): AATF with ``[z_ref, z_target, z~hm(s)]`` and the heatmap decay of Eq. 2,
-6. decode and bring frames and heatmap back to the input's frame count and resolution.
+1. conform the clip to the model grid (``T = 8n + 1`` frames; the official 544 x 960 frame),
+2. build the DBA reference video (Eq. 1, official layout: ``T + 8`` frames),
+3. stage 1 (LoRA1): sample the heatmap latent from ``[z_ref, z_hm]`` and decode the RGB heatmap,
+4. hand it to stage 2 as the official scripts do: 8-bit levels, raised where the render is
+   transparent (``max(h, 1 - opacity)``, ours), last 9 frames black,
+5. stage 2 (LoRA2): AATF with ``[z_ref, z_target, 0.05 z~hm(s)]`` and the official blend table,
+6. decode, trim the ``T + 8`` frames back to ``T``, and bring frames and heatmap back to the input's
+   frame count and resolution.
 
-One frozen transformer carries both LoRA adapters (homogeneous dual model).
+Each stage seeds its own generator (seed 42) and draws in the official order: the target noise as
+``[1, C, F, h, w]``, the VAE posterior samples of its inputs, then the context noise of each step.
+One frozen transformer carries both LoRA adapters (homogeneous dual model); the official scripts
+load it twice, in two processes.
 """
 
 from __future__ import annotations
@@ -20,24 +25,25 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
 from torch import Tensor
 
 from restorer.aatf import (
-    PAPER_BEST_SCHEDULE,
+    OFFICIAL_BLEND_TABLE,
     STAGE2_ADAPTER,
     BlendTable,
     HeatmapSchedule,
     PiecewiseDecay,
-    paper_best_schedule,
+    official_blend_table,
     raise_heatmap_by_opacity,
     sample_restored_latent,
 )
 from restorer.conform import ConformPlan, from_model, plan_conform, resize_image, to_model
-from restorer.dba import build_reference_video
+from restorer.dba import anchor_frame_mask, black_tail, build_reference_video, trim_to_clip
 from restorer.errors import RestorerInputError
 from restorer.heatmap import STAGE1_ADAPTER, sample_heatmap_latent
-from restorer.latents import auxiliary_latents, decode_latents, encode_video, mask_to_video, video_to_mask
+from restorer.latents import auxiliary_latents, decode_latents, encode_video, mask_to_video, quantize_8bit, video_to_mask
 from restorer.loading import (
     Z_FULL_FILE,
     Z_NULL_FILE,
@@ -53,8 +59,8 @@ from restorer.loading import (
     text_encoder_identity,
 )
 from restorer.lora import load_lora_adapter, set_active_adapter
-from restorer.prompts import STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
-from restorer.sampler import ProgressCallback, flow_sigmas, latent_video_coords
+from restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
+from restorer.sampler import ProgressCallback, initial_noise, latent_video_coords, linear_quadratic_sigmas
 
 
 FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
@@ -75,10 +81,11 @@ class RestorerSettings:
 
     num_inference_steps: int = 8
     heatmap_steps: int = 8
-    schedule: HeatmapSchedule = field(default_factory=lambda: PAPER_BEST_SCHEDULE)
+    schedule: HeatmapSchedule = field(default_factory=lambda: OFFICIAL_BLEND_TABLE)
     processing_max_side: int | None = None
+    processing_size: tuple[int, int] | None = None
     frame_rate: float = 25.0
-    seed: int = 0
+    seed: int = 42
     label: str = ""
     show_progress: bool = True
     model_cpu_offload: bool = False
@@ -105,6 +112,7 @@ class ArtifactRestorer:
         self.settings = settings
         self.progress = progress
         self._aux_cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+        self._aux_note_printed = False
         self.execution_device = next(transformer.parameters()).device
         """Where the models compute; with ``model_cpu_offload`` each waits on the CPU while the other works."""
 
@@ -141,7 +149,7 @@ class ArtifactRestorer:
         if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
             from restorer.tiny import ensure_tiny_release
 
-            roots = ensure_tiny_release(seed=preset.seed)
+            roots = ensure_tiny_release()
         if roots is None:
             roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
         if preset.decay_thresholds is not None:
@@ -149,7 +157,7 @@ class ArtifactRestorer:
         elif preset.blend_table is not None:
             schedule = BlendTable(tuple(tuple(row) for row in preset.blend_table))
         else:
-            schedule = paper_best_schedule(preset.num_inference_steps)
+            schedule = official_blend_table(preset.num_inference_steps)
         if isinstance(schedule, BlendTable) and len(schedule.rows) != preset.num_inference_steps:
             raise RestorerInputError(
                 f"The heatmap blend table has {len(schedule.rows)} rows but "
@@ -160,6 +168,7 @@ class ArtifactRestorer:
             heatmap_steps=preset.heatmap_steps,
             schedule=schedule,
             processing_max_side=preset.processing_max_side,
+            processing_size=tuple(preset.processing_size) if preset.processing_size else None,
             frame_rate=preset.frame_rate,
             seed=preset.seed,
             label=label,
@@ -169,6 +178,7 @@ class ArtifactRestorer:
         restorer = cls.from_roots(
             roots, settings=settings, device=preset.device, allow_download=preset.allow_download,
             max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
+            transformer_source=preset.transformer_source, transformer_config=preset.transformer_config,
         )
         restorer.apply_memory_options(vae_tiling=preset.vae_tiling, fp8_transformer_storage=preset.fp8_transformer_storage)
         return restorer
@@ -195,14 +205,16 @@ class ArtifactRestorer:
         dtype: torch.dtype | None = None,
         allow_download: bool = False,
         adapters: Sequence[str] = (STAGE1_ADAPTER, STAGE2_ADAPTER),
-        max_prompt_tokens: int = 128,
+        max_prompt_tokens: int = MAX_PROMPT_TOKENS,
         progress: ProgressCallback | None = None,
+        transformer_source: str = "0.9.8-distilled",
+        transformer_config: str = "ltxv-13b",
     ) -> "ArtifactRestorer":
         """Load the backbone, the requested LoRA adapters and the cached prompt embeddings from three roots."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or default_dtype(device)
-        roots = ensure_roots(roots, allow_download=allow_download)
-        backbone = load_backbone(roots, device, dtype)
+        roots = ensure_roots(roots, allow_download=allow_download, transformer_source=transformer_source)
+        backbone = load_backbone(roots, device, dtype, transformer_source, transformer_config)
         lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
         for adapter in adapters:
             load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
@@ -250,16 +262,16 @@ class ArtifactRestorer:
         """Restore an artifact clip between two clean anchor views (both stages).
 
         Args:
-            frames: the artifact clip ``[T, H, W, 3]`` in ``[0, 1]``, ``T >= 2``, any size.
+            frames: the artifact clip ``[T, H, W, 3]`` in ``[0, 1]``, ``T >= 2``, any size; ``T = 8n + 1``
+                (89 as trained) is used as is, other lengths are resampled (see :mod:`restorer.conform`).
             first_anchor, last_anchor: clean views ``[H, W, 3]`` for DBA (Eq. 1).
             opacity: optional render accumulation ``[T, H, W]`` or ``[T, H, W, 1]`` in ``[0, 1]``.
 
         Returns:
             frames ``[T, H, W, 3]`` and heatmap ``[T, H, W]`` at the input's size and length.
 
-        Note: DBA replaces the (conformed) clip's frame 0 by ``first_anchor`` and its last 8
-        frames by ``last_anchor`` in the reference, so the restored frames there are generated
-        from the anchors and their neighbours rather than from the artifact frames.
+        The reference is the official ``T + 8``-frame layout: ``first_anchor``, the clip's frames
+        ``1 .. T-2``, then ``last_anchor`` 9 times; the restored ``T + 8`` frames are trimmed to ``T``.
         """
         frames = _check_video(frames, "frames")
         num_frames, height, width, _ = frames.shape
@@ -267,80 +279,105 @@ class ArtifactRestorer:
         last_anchor = _check_image(last_anchor, "last_anchor", (height, width))
         opacity = _check_opacity(opacity, (num_frames, height, width))
 
-        plan = plan_conform(num_frames, height, width, self.settings.processing_max_side)
-        reference = build_reference_video(
-            to_model(frames, plan),
-            resize_image(first_anchor, plan.height, plan.width),
-            resize_image(last_anchor, plan.height, plan.width),
+        plan = self._plan(num_frames, height, width)
+        reference = build_reference_video(to_model(frames, plan), resize_image(first_anchor, plan), resize_image(last_anchor, plan))
+        opacity_model = None if opacity is None else to_model(opacity[..., None], plan)[..., 0]
+        restored, heatmap = self._both_stages(reference, opacity_model)
+        return RestorationResult(
+            frames=from_model(trim_to_clip(restored, plan.frames), plan).clamp(0, 1),
+            heatmap=from_model(video_to_mask(trim_to_clip(heatmap, plan.frames))[..., None], plan)[..., 0].clamp(0, 1),
         )
-        return self._restore_conformed(reference, plan, heatmap=None, opacity=opacity)
 
-    def predict_heatmap(self, reference: Float[Tensor, "frames height width 3"]) -> Float[Tensor, "frames height width"]:
-        """Stage 1 only: the artifact heatmap ``[T, H, W]`` of an already-built DBA reference video."""
+    def predict_heatmap(self, reference: Float[Tensor, "frames height width 3"]) -> Float[Tensor, "frames height width 3"]:
+        """Stage 1 only, as the official stage-1 pipeline: the decoded RGB heatmap video of a DBA reference.
+
+        ``reference`` is the ``T + 8``-frame reference (what ``aw-prepare`` writes), ``[F, H, W, 3]`` in
+        ``[0, 1]``; the result has its frame count and size. Its last 9 frames are *not* blacked out:
+        that belongs to the hand-off to stage 2 (:func:`restorer.dba.black_tail`).
+        """
         reference = _check_video(reference, "reference")
-        plan = plan_conform(*reference.shape[:3], self.settings.processing_max_side)
-        reference = to_model(reference, plan)
+        plan = self._plan(*reference.shape[:3])
         with self._progress_bar() as progress:
-            heatmap = self._stage1(self._encode(reference), progress)
-        return from_model(heatmap[..., None], plan)[..., 0].clamp(0, 1)
+            heatmap, _ = self._stage1(to_model(reference, plan), progress)
+        return from_model(heatmap, plan).clamp(0, 1)
 
     def restore_reference(
         self,
         reference: Float[Tensor, "frames height width 3"],
-        heatmap: Float[Tensor, "frames height width"] | None = None,
+        heatmap: Float[Tensor, "frames height width *channels"] | None = None,
         opacity: Float[Tensor, "frames height width"] | None = None,
     ) -> RestorationResult:
-        """Both stages on an already-built DBA reference video, or stage 2 only when ``heatmap`` is given.
+        """Both stages on a DBA reference video, or stage 2 only when ``heatmap`` is given.
 
-        A reference whose length is not ``8n + 1 >= 17`` is resampled in time (see
-        :mod:`restorer.conform`), which moves its tail anchor; prepare references with
-        ``8n + 1`` frames to keep DBA exact.
+        ``heatmap`` is taken exactly as the official stage 2 receives its noisemap video: ``[F, H, W, 3]``
+        (or gray ``[F, H, W]``), with the black tail already applied. Outputs have the reference's
+        frame count (``T + 8``; trim them with :func:`restorer.dba.trim_to_clip`). A reference whose
+        length is not ``8n + 1`` is resampled in time, which moves its tail anchor.
         """
         reference = _check_video(reference, "reference")
         shape = tuple(reference.shape[:3])
         if heatmap is not None:
-            heatmap = _check_opacity(heatmap, shape, name="heatmap")
+            heatmap = _check_heatmap(heatmap, shape)
         opacity = _check_opacity(opacity, shape)
-        plan = plan_conform(*shape, self.settings.processing_max_side)
-        heatmap_model = None if heatmap is None else to_model(heatmap[..., None], plan)[..., 0]
-        return self._restore_conformed(to_model(reference, plan), plan, heatmap=heatmap_model, opacity=opacity)
+        plan = self._plan(*shape)
+        reference_model = to_model(reference, plan)
+        opacity_model = None if opacity is None else to_model(opacity[..., None], plan)[..., 0]
+        if heatmap is None:
+            restored, heatmap_used = self._both_stages(reference_model, opacity_model)
+        else:
+            heatmap_used = to_model(mask_to_video(heatmap), plan)
+            if opacity_model is not None:
+                heatmap_used = _raise_outside_anchors(heatmap_used, opacity_model)
+            with self._progress_bar() as progress:
+                restored = self._stage2(reference_model, heatmap_used, progress)
+        return RestorationResult(
+            frames=from_model(restored, plan).clamp(0, 1),
+            heatmap=from_model(video_to_mask(heatmap_used)[..., None], plan)[..., 0].clamp(0, 1),
+        )
 
     # ------------------------------------------------------------------ stages
 
-    def _restore_conformed(
-        self, reference: Tensor, plan: ConformPlan, heatmap: Tensor | None, opacity: Tensor | None
-    ) -> RestorationResult:
-        z_ref = self._encode(reference)  # shared by both stages
+    def _both_stages(self, reference: Tensor, opacity: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Model-size reference -> (restored frames, RGB heatmap handed to stage 2), both ``F`` frames."""
         with self._progress_bar() as progress:
-            if heatmap is None:
-                heatmap = self._stage1(z_ref, progress)
-            if opacity is not None:
-                heatmap = raise_heatmap_by_opacity(heatmap, to_model(opacity[..., None], plan)[..., 0])
-            restored = self._stage2(z_ref, reference.shape[:3], heatmap, progress)
-        return RestorationResult(
-            frames=from_model(restored, plan).clamp(0, 1),
-            heatmap=from_model(heatmap[..., None], plan)[..., 0].clamp(0, 1),
-        )
+            heatmap, z_ref = self._stage1(reference, progress)
+            heatmap = hand_off_heatmap(heatmap, opacity)
+            restored = self._stage2(reference, heatmap, progress, z_ref=z_ref)
+        return restored, heatmap
 
-    def _stage1(self, z_ref: Tensor, progress: ProgressCallback | None) -> Tensor:
-        """Latent of the DBA reference -> heatmap ``[T, H, W]`` (internal size)."""
+    def _stage1(self, reference: Tensor, progress: ProgressCallback | None) -> tuple[Tensor, Tensor]:
+        """Model-size reference ``[F, h, w, 3]`` -> (decoded RGB heatmap ``[F, h, w, 3]``, ``z_ref``)."""
+        generator, noise = self._stage_start(reference)
+        z_ref = self._encode(reference, generator)
         set_active_adapter(self.transformer, STAGE1_ADAPTER)
         with self._working(self.transformer):
             z_hm = sample_heatmap_latent(
                 self.transformer,
                 self.prompts[STAGE1_ADAPTER],
                 z_ref,
-                self._sigmas(self.settings.heatmap_steps, z_ref),
+                noise,
+                linear_quadratic_sigmas(self.settings.heatmap_steps),
                 self._coords(z_ref),
-                self._generator(),
+                generator,
                 progress,
             )
-        return video_to_mask(self._decode(z_hm)).cpu()
+        return self._decode(z_hm).cpu(), z_ref
 
-    def _stage2(self, z_ref: Tensor, size: tuple[int, int, int], heatmap: Tensor, progress: ProgressCallback | None) -> Tensor:
-        """Latent of the DBA reference + heatmap (internal size) -> restored frames (internal size)."""
-        z_hm = self._encode(mask_to_video(heatmap))
-        z_full, z_null = self.auxiliary_latents(*size, z_ref.shape)
+    def _stage2(
+        self, reference: Tensor, heatmap: Tensor, progress: ProgressCallback | None, z_ref: Tensor | None = None
+    ) -> Tensor:
+        """Model-size reference and RGB heatmap ``[F, h, w, 3]`` -> restored frames ``[F, h, w, 3]``.
+
+        ``z_ref`` from stage 1 is reused: with the same seed the official stage 2 draws the same
+        noise and the same posterior sample for the reference, so only the generator is advanced.
+        """
+        generator, noise = self._stage_start(reference)
+        if z_ref is None:
+            z_ref = self._encode(reference, generator)
+        else:
+            self._skip_posterior_sample(z_ref.shape, generator)
+        z_hm = self._encode(heatmap, generator)
+        z_full, z_null = self.auxiliary_latents(*reference.shape[:3], z_ref.shape)
         set_active_adapter(self.transformer, STAGE2_ADAPTER)
         with self._working(self.transformer):
             z_target = sample_restored_latent(
@@ -351,16 +388,31 @@ class ArtifactRestorer:
                 z_full,
                 z_null,
                 self.settings.schedule,
-                self._sigmas(self.settings.num_inference_steps, z_ref),
+                noise,
+                linear_quadratic_sigmas(self.settings.num_inference_steps),
                 self._coords(z_ref),
-                self._generator(),
+                generator,
                 progress,
             )
         return self._decode(z_target).cpu()
 
-    def _encode(self, video: Tensor) -> Tensor:
+    def _stage_start(self, reference: Tensor) -> tuple[torch.Generator, Tensor]:
+        """A fresh generator (the stage's seed) and the target noise, drawn first as in the official pipeline."""
+        generator = torch.Generator(self.execution_device).manual_seed(self.settings.seed)
+        return generator, initial_noise(self.latent_shape(*reference.shape[:3]), generator, self.execution_device)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
+        """``(1, C, F', h', w')`` of a model-size video (8x time after frame 0, 32x space)."""
+        t, s = self.vae.temporal_compression_ratio, self.vae.spatial_compression_ratio
+        return (1, self.vae.config.latent_channels, (frames - 1) // t + 1, height // s, width // s)
+
+    def _skip_posterior_sample(self, shape: torch.Size, generator: torch.Generator) -> None:
+        """Advance ``generator`` exactly as the VAE posterior sample of a latent of ``shape`` would."""
+        randn_tensor(tuple(shape), generator=generator, device=self.execution_device, dtype=next(self.vae.parameters()).dtype)
+
+    def _encode(self, video: Tensor, generator: torch.Generator) -> Tensor:
         with self._working(self.vae):
-            return encode_video(self.vae, video)
+            return encode_video(self.vae, video, generator)
 
     def _decode(self, latents: Tensor) -> Tensor:
         with self._working(self.vae):
@@ -378,12 +430,21 @@ class ArtifactRestorer:
         yield
 
     def auxiliary_latents(self, frames: int, height: int, width: int, latent_shape: torch.Size) -> tuple[Tensor, Tensor]:
-        """``(z_full, z_null)``: the release's files when their shape fits this clip, else computed with the VAE."""
+        """Unscaled ``(z_full, z_null)``: the release's files when they fit this reference, else computed with the VAE."""
         key = (frames, height, width)
         if key not in self._aux_cache:
-            z_full = load_auxiliary_latent(self.roots, Z_FULL_FILE)
-            z_null = load_auxiliary_latent(self.roots, Z_NULL_FILE)
-            if z_full is None or z_null is None or z_full.shape != latent_shape or z_null.shape != latent_shape:
+            shape = tuple(latent_shape)
+            z_full = load_auxiliary_latent(self.roots, Z_FULL_FILE, shape)
+            z_null = load_auxiliary_latent(self.roots, Z_NULL_FILE, shape)
+            if z_full is None or z_null is None or tuple(z_full.shape) != shape or tuple(z_null.shape) != shape:
+                if not self._aux_note_printed:
+                    found = "are missing" if z_full is None or z_null is None else f"are {tuple(z_full.shape)}"
+                    _console().print(
+                        f"{self.settings.label}The release's auxiliary latents {found}, not {shape} for a "
+                        f"{frames}x{height}x{width} reference; computing z_full / z_null from their definition with the VAE.",
+                        markup=False, soft_wrap=True,
+                    )
+                    self._aux_note_printed = True
                 with self._working(self.vae):
                     z_full, z_null = auxiliary_latents(self.vae, frames, height, width)
             self._aux_cache[key] = (z_full.cpu(), z_null.cpu())
@@ -391,16 +452,12 @@ class ArtifactRestorer:
 
     # ------------------------------------------------------------------ helpers
 
-    def _sigmas(self, steps: int, z_ref: Tensor) -> Tensor:
-        _, _, f, h, w = z_ref.shape
-        return flow_sigmas(self.scheduler, steps, f * h * w)
+    def _plan(self, frames: int, height: int, width: int) -> ConformPlan:
+        return plan_conform(frames, height, width, self.settings.processing_max_side, self.settings.processing_size)
 
     def _coords(self, z_ref: Tensor) -> Tensor:
         _, _, f, h, w = z_ref.shape
         return latent_video_coords(f, h, w, frame_rate=self.settings.frame_rate)
-
-    def _generator(self) -> torch.Generator:
-        return torch.Generator("cpu").manual_seed(self.settings.seed)
 
     @contextlib.contextmanager
     def _progress_bar(self) -> Iterator[ProgressCallback | None]:
@@ -419,6 +476,28 @@ class ArtifactRestorer:
                 bar.update(tasks[stage], completed=done)
 
             yield update
+
+
+def hand_off_heatmap(
+    heatmap: Float[Tensor, "frames height width 3"], opacity: Float[Tensor, "frames height width"] | None = None
+) -> Float[Tensor, "frames height width 3"]:
+    """Stage 1's decoded heatmap as stage 2 receives it (official scripts: PIL frames, last 9 black).
+
+    8-bit levels, then (ours, after ArtiFixer) raised to ``1 - opacity`` on the artifact frames where
+    the render is transparent, then the last 9 frames (anchor B) set to black.
+    """
+    heatmap = quantize_8bit(heatmap)
+    if opacity is not None:
+        heatmap = _raise_outside_anchors(heatmap, opacity)
+    return black_tail(heatmap)
+
+
+def _raise_outside_anchors(heatmap: Tensor, opacity: Tensor) -> Tensor:
+    """``max(h, 1 - opacity)`` on the frames between the anchors; opacity covers the first ``len(opacity)`` frames."""
+    full = torch.ones(heatmap.shape[:3])
+    full[: opacity.shape[0]] = opacity[: heatmap.shape[0]]
+    full[anchor_frame_mask(heatmap.shape[0])] = 1.0
+    return raise_heatmap_by_opacity(heatmap, full)
 
 
 def _console():
@@ -441,6 +520,13 @@ def _check_image(image, name: str, size: tuple[int, int]) -> Tensor:
     if tuple(image.shape) != (*size, 3):
         raise RestorerInputError(f"The {name} must have shape {(*size, 3)} like the frames, got {tuple(image.shape)}.")
     return _check_range(image, name)
+
+
+def _check_heatmap(heatmap, shape: tuple[int, int, int]) -> Tensor:
+    heatmap = torch.as_tensor(heatmap)
+    if heatmap.ndim == 4 and heatmap.shape[-1] == 3 and tuple(heatmap.shape[:3]) == shape:
+        return _check_range(heatmap, "heatmap")
+    return _check_opacity(heatmap, shape, name="heatmap")
 
 
 def _check_opacity(opacity, shape: tuple[int, int, int], name: str = "opacity") -> Tensor | None:

@@ -1,10 +1,13 @@
 """Fixed per-stage prompts and their on-disk T5 embedding cache.
 
-The release README names no prompt text, so each stage uses one fixed prompt
-(below). Its T5 embedding is cached under ``<cache>/prompt_embeddings/`` keyed
-by (text encoder identity, prompt, token length): the tokenizer and text encoder
-are loaded only when an embedding is missing, used for every missing prompt at
-once, and freed right after.
+Each stage uses the official prompt of the release's configs (``configs/stage1_infer.yaml``:
+``predict artifact map``; ``configs/stage2_infer.yaml``: ``remove artifact``), tokenized to 256
+tokens with padding and its attention mask, as the official pipeline does (``max_sequence_length``
+256). There is no guidance, so the negative prompt is never encoded. Each embedding is cached
+under ``<cache>/prompt_embeddings/`` keyed by (text encoder identity, prompt, token length): the
+tokenizer and text encoder are loaded only when an embedding is missing, used for every missing
+prompt at once, and freed right after. Embeddings cached for other prompts or lengths have other
+keys and are never reused.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-STAGE1_PROMPT = "artifact heatmap of the reference video, bright where the 3d gaussian splatting render is broken"
-STAGE2_PROMPT = "a clean, sharp, artifact-free video of a static 3d scene, consistent with the reference views"
+STAGE1_PROMPT = "predict artifact map"
+STAGE2_PROMPT = "remove artifact"
 STAGE_PROMPTS = {"stage1": STAGE1_PROMPT, "stage2": STAGE2_PROMPT}
-MAX_PROMPT_TOKENS = 128
+MAX_PROMPT_TOKENS = 256
 
 
 @dataclass

@@ -1,13 +1,22 @@
-"""Flow-matching Euler sampler shared by both stages (LTX-Video conventions).
+"""Flow-matching Euler sampler shared by both stages, with the official inference conventions.
 
 Flow matching: ``z_s = (1 - s) z0 + s eps``; the transformer predicts the velocity
-``v = eps - z0`` from timestep ``s * 1000``; one Euler step is
-``z <- z + (s_next - s) v``. The sequence is a concatenation of segments of equal
-size (reference, target, and in stage 2 the heatmap); only the target is noisy.
-Per-token timesteps give clean context segments timestep 0 and the target
-``s * 1000`` (the paper's ``t_seq = [0, t, 0]``, Sec. 4.3), and every segment
-reuses the target's (frame, row, column) RoPE coordinates, passed to the
-transformer as ``video_coords``.
+``v = eps - z0`` from timestep ``s * 1000``; one Euler step is ``z <- z + (s_next - s) v``.
+The sequence is a concatenation of segments of equal size (reference, target, and in stage 2
+the heatmap); only the target is denoised. Per-token timesteps give the context segments 0 and
+the target ``s * 1000`` (the paper's ``t_seq = [0, t, 0]``, Sec. 4.3), and every segment reuses
+the target's (frame, row, column) RoPE coordinates, passed to the transformer as ``video_coords``.
+
+What the released adapters expect (official ``stages/stage2/src/ltxv_trainer/ltxv_pipeline.py``,
+commit ``9250e92``; DESIGN.md Sec. 3a):
+
+* **sigmas** -- LTX's linear-quadratic schedule (:func:`linear_quadratic_sigmas`), no resolution shift;
+* **noise** -- one generator seeded per stage; the target noise is drawn first, as ``[1, C, F, h, w]``,
+  then packed (:func:`initial_noise`);
+* **context noise** -- at every step the context tokens are their clean latents plus
+  ``0.15 * s**2`` times fresh noise drawn for the whole sequence, their timestep staying 0
+  (:data:`CONTEXT_NOISE_SCALE`);
+* **no guidance** -- guidance scale 1, so one transformer call per step and no negative prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
 from torch import Tensor
 
@@ -22,6 +32,12 @@ from restorer.prompts import PromptEmbedding
 
 TARGET = "target"
 """Segment role that is denoised; every other role is clean context (timestep 0)."""
+
+CONTEXT_NOISE_SCALE = 0.15
+"""The official ``image_cond_noise_scale``: context tokens get ``0.15 * s**2`` fresh noise each step."""
+
+NUM_TRAIN_TIMESTEPS = 1000
+"""Transformer timestep = ``sigma * 1000`` (the scheduler's ``num_train_timesteps``)."""
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(stage, steps_done, total_steps)``."""
@@ -42,7 +58,7 @@ def latent_video_coords(
 ) -> Float[Tensor, "1 3 tokens"]:
     """RoPE coordinates of one latent segment in pixel units, as LTX pipelines build them.
 
-    Latent frame ``f`` maps to pixel frame ``max(8 f - 7, 0)`` divided by the frame rate,
+    Latent frame ``f`` maps to pixel frame ``max(8 f - 7, 0)`` times ``1 / frame_rate``,
     latent row/column to ``32 * row`` / ``32 * col``.
     """
     f, h, w = torch.meshgrid(
@@ -51,7 +67,7 @@ def latent_video_coords(
         torch.arange(width, dtype=torch.float32),
         indexing="ij",
     )
-    f = (f * temporal + 1 - temporal).clamp(min=0) / frame_rate
+    f = (f * temporal + 1 - temporal).clamp(min=0) * (1.0 / frame_rate)
     return torch.stack([f.flatten(), h.flatten() * spatial, w.flatten() * spatial])[None]
 
 
@@ -62,37 +78,48 @@ def sequence_coords(segment_coords: Float[Tensor, "1 3 tokens"], num_segments: i
 
 def sequence_timesteps(roles: Sequence[str], tokens_per_segment: int, sigma: float) -> Float[Tensor, "1 seq"]:
     """Per-token transformer timesteps: ``sigma * 1000`` on the target segment, 0 on context segments."""
-    values = [torch.full((tokens_per_segment,), sigma * 1000.0 if role == TARGET else 0.0) for role in roles]
+    values = [
+        torch.full((tokens_per_segment,), sigma * NUM_TRAIN_TIMESTEPS if role == TARGET else 0.0) for role in roles
+    ]
     return torch.cat(values)[None]
 
 
-def calculate_shift(seq_len: int, base_seq_len: int, max_seq_len: int, base_shift: float, max_shift: float) -> float:
-    """Resolution-dependent shift ``mu`` (linear in the token count) for dynamically shifted schedules."""
-    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return seq_len * slope + base_shift - slope * base_seq_len
+def linear_quadratic_sigmas(
+    num_steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
+) -> Float[Tensor, "steps_plus_one"]:
+    """LTX-Video's linear-quadratic sigma schedule, ending at 0 (``num_steps + 1`` values).
+
+    Written from its definition (LTX-Video ``ltx_video/schedulers/rf.py``, used by the official
+    pipeline): ``1 - sigma`` rises linearly from 0 to ``threshold_noise`` over the first
+    ``linear_steps = N // 2`` steps, then follows the quadratic that continues it with matching
+    slope and reaches 1 at step ``N``. For 8 steps: 1, .99375, .9875, .98125, .975, .909375, .725,
+    .421875, then 0.
+    """
+    if num_steps < 1:
+        raise ValueError(f"The sampler needs at least 1 step, got {num_steps}.")
+    if num_steps == 1:
+        return torch.tensor([1.0, 0.0])
+    n = num_steps
+    m = n // 2 if linear_steps is None else linear_steps
+    q = n - m
+    # 1 - sigma at step i: linear part i * thr / m; quadratic part a i^2 + b i + c with
+    # value thr and slope thr / m at i = m, and value 1 at i = n.
+    a = (m - threshold_noise * n) / (m * q * q)
+    b = threshold_noise / m - 2 * (m - threshold_noise * n) / (q * q)
+    c = a * m * m
+    rise = [i * threshold_noise / m for i in range(m)] + [a * i * i + b * i + c for i in range(m, n)]
+    return torch.tensor([1.0 - x for x in rise] + [0.0], dtype=torch.float32)
 
 
-def flow_sigmas(scheduler, num_steps: int, tokens_per_segment: int) -> Float[Tensor, "steps_plus_one"]:
-    """The scheduler's sigma schedule for ``num_steps`` steps, ending at 0 (length ``num_steps + 1``)."""
-    kwargs = {}
-    cfg = scheduler.config
-    if getattr(cfg, "use_dynamic_shifting", False):
-        kwargs["mu"] = calculate_shift(
-            tokens_per_segment,
-            cfg.get("base_image_seq_len", 256),
-            cfg.get("max_image_seq_len", 4096),
-            cfg.get("base_shift", 0.5),
-            cfg.get("max_shift", 1.15),
-        )
-    scheduler.set_timesteps(num_inference_steps=num_steps, device="cpu", **kwargs)
-    sigmas = scheduler.sigmas.detach().float().cpu().clone()
-    if sigmas[-1] != 0:
-        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
-    return sigmas
+def initial_noise(
+    latent_shape: tuple[int, int, int, int, int], generator: torch.Generator, device: torch.device
+) -> Float[Tensor, "1 tokens channels"]:
+    """The target's starting noise: drawn as ``[1, C, F, h, w]`` float32 (the official layout), then packed."""
+    return pack_latents(randn_tensor(latent_shape, generator=generator, device=device, dtype=torch.float32))
 
 
 ContextFn = Callable[[int, float], dict[str, Tensor]]
-"""``context(step, sigma) -> {role: tokens}`` for the clean segments at one step."""
+"""``context(step, sigma) -> {role: tokens}``: the clean tokens of every context segment at one step."""
 
 
 @torch.no_grad()
@@ -105,21 +132,27 @@ def euler_sample(
     noise: Float[Tensor, "1 tokens channels"],
     sigmas: Float[Tensor, "steps_plus_one"],
     segment_coords: Float[Tensor, "1 3 tokens"],
+    generator: torch.Generator,
+    context_noise_scale: float = CONTEXT_NOISE_SCALE,
     stage: str = "",
     progress: ProgressCallback | None = None,
 ) -> Float[Tensor, "1 tokens channels"]:
     """Integrate the target segment from noise (``s = sigmas[0]``) to data (``s = 0``).
 
+    Each step: the context segments are ``context(step, s)`` plus ``context_noise_scale * s**2``
+    times noise drawn from ``generator`` for the whole sequence (target positions unused), the
+    transformer predicts the velocity, and only the target takes the Euler step.
+
     Args:
         roles: segment order, e.g. ``("reference", "target")``; exactly one is ``"target"``.
-        context: returns the clean tokens of every non-target role at a step (lets stage 2
-            change its heatmap segment per step, Eq. 2).
-        noise: initial target tokens ``eps``; ``z_{s0} = eps`` (``s0 = 1``) or
-            ``(1 - s0) * 0 + s0 * eps`` when the schedule starts below 1.
+        context: the clean tokens of every non-target role at a step (lets stage 2 change its
+            heatmap segment per step, Eq. 2).
+        noise: initial target tokens ``eps``; ``z_{s0} = s0 * eps`` (``s0 = 1`` by default).
+        generator: the stage's generator, already advanced past the initial noise and encodes.
     """
     param = next(transformer.parameters())
     device, dtype = param.device, param.dtype
-    tokens = noise.shape[1]
+    tokens, channels = noise.shape[1], noise.shape[2]
     target_index = list(roles).index(TARGET)
     target_slice = slice(target_index * tokens, (target_index + 1) * tokens)
     coords = sequence_coords(segment_coords, len(roles)).to(device)
@@ -129,7 +162,14 @@ def euler_sample(
     for step in range(num_steps):
         s, s_next = float(sigmas[step]), float(sigmas[step + 1])
         clean = context(step, s)
-        segments = [z if role == TARGET else clean[role].to(device, torch.float32) for role in roles]
+        fresh = randn_tensor((1, len(roles) * tokens, channels), generator=generator, device=device, dtype=torch.float32)
+        segments = []
+        for index, role in enumerate(roles):
+            if role == TARGET:
+                segments.append(z)
+                continue
+            noisy = clean[role].to(device, torch.float32) + context_noise_scale * fresh[:, index * tokens : (index + 1) * tokens] * (s**2)
+            segments.append(noisy)
         hidden = torch.cat(segments, dim=1).to(dtype)
         velocity = transformer(
             hidden_states=hidden,

@@ -5,14 +5,18 @@ real loading code is exercised end to end::
 
     <root>/weights/stage1_pred_headmap_lora.safetensors    (diffusers keys: transformer.*.lora_A/B)
     <root>/weights/stage2_noisemap_blend_lora.safetensors  (ComfyUI keys: diffusion_model.*.lora_A/B)
-    <root>/weights/auxiliary_latents/z_full.pt, z_null.pt   (VAE-computed for a 49-frame 960x540 clip)
+    <root>/weights/auxiliary_latents/z_full.pt             (official dict: packed 'latents' + sizes)
+    <root>/weights/auxiliary_latents/z_null.pt             (official tensor [C, F, h, w])
     <root>/LTX-Video/{tokenizer,text_encoder,vae}/
+    <root>/LTX-Video/ltxv-13b-0.9.8-distilled.safetensors  (single file, original LTX key names)
     <root>/LTX-Video-0.9.7-dev/{scheduler,transformer}/
 
 Models: an LTX-architecture transformer (2 layers, 2 heads x 8 dims), an LTX VAE
 that keeps 8x temporal / 32x spatial compression with 8 channels everywhere, a
 1-layer T5 encoder (d_model 16) and a word-level tokenizer built from the
-stage prompts. All random with a fixed seed; built offline in about a second.
+stage prompts. The LoRAs target the official modules (to_q, to_k, to_v, to_out.0,
+ff.net.0.proj, ff.net.2) at rank = alpha = 4. All random with a fixed seed; built
+offline in about a second.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from restorer.conform import plan_conform
 from restorer.latents import auxiliary_latents
 from restorer.loading import (
     AUXILIARY_LATENTS_DIR,
+    TRANSFORMER_SINGLE_FILE,
     Z_FULL_FILE,
     Z_NULL_FILE,
     ReleaseRoots,
@@ -35,16 +39,30 @@ from restorer.loading import (
     quiet_hub_progress,
 )
 from restorer.prompts import STAGE_PROMPTS
+from restorer.sampler import pack_latents
 
-TINY_RELEASE_VERSION = "tiny-release-v1"
+TINY_RELEASE_VERSION = "tiny-release-v2"
+TINY_RELEASE_SEED = 0
 UNTRAINED_LABEL = "[tiny preset: UNTRAINED, random weights]"
 TINY_LATENT_CHANNELS = 8
 TINY_TEXT_DIM = 16
 TINY_LORA_RANK = 4
-TINY_LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-                     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
-TINY_AUX_CLIP = (49, 540, 960)
-TINY_PROCESSING_MAX_SIDE = 256
+TINY_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+"""The official LoRA targets (``configs/stage*_infer.yaml``), matched as peft does (name suffixes)."""
+TINY_AUX_REFERENCE = (17, 32, 64)
+"""Reference size (frames, height, width) the tiny release's auxiliary latents are made for."""
+TINY_TRANSFORMER_CONFIG = {
+    "in_channels": TINY_LATENT_CHANNELS,
+    "out_channels": TINY_LATENT_CHANNELS,
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+    "cross_attention_dim": 16,
+    "num_layers": 2,
+    "caption_channels": TINY_TEXT_DIM,
+}
+"""The tiny transformer's configuration (the single file carries none, as the real one)."""
+SINGLE_FILE_KEY_NAMES = {"proj_in": "patchify_proj", "time_embed": "adaln_single", "norm_q": "q_norm", "norm_k": "k_norm"}
+"""diffusers -> original LTX key names (the inverse of diffusers' LTX single-file conversion)."""
 
 
 def tiny_roots(root: Path) -> ReleaseRoots:
@@ -67,7 +85,7 @@ def build_tiny_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=128
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=256
     )
 
 
@@ -98,10 +116,18 @@ def build_tiny_vae():
 def build_tiny_transformer():
     from diffusers import LTXVideoTransformer3DModel
 
-    return LTXVideoTransformer3DModel(
-        in_channels=TINY_LATENT_CHANNELS, out_channels=TINY_LATENT_CHANNELS, num_attention_heads=2,
-        attention_head_dim=8, cross_attention_dim=16, num_layers=2, caption_channels=TINY_TEXT_DIM,
-    ).eval()
+    return LTXVideoTransformer3DModel(**TINY_TRANSFORMER_CONFIG).eval()
+
+
+def original_format_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The transformer's weights under the original LTX checkpoint names (``model.diffusion_model.*``),
+    as in ``ltxv-13b-0.9.8-distilled.safetensors``, so diffusers' ``from_single_file`` path is exercised."""
+    state = {}
+    for key, tensor in transformer.state_dict().items():
+        for new, old in SINGLE_FILE_KEY_NAMES.items():
+            key = key.replace(new, old)
+        state[f"model.diffusion_model.{key}"] = tensor.contiguous()
+    return state
 
 
 def build_tiny_scheduler():
@@ -122,13 +148,15 @@ def random_lora_state_dict(
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, module in transformer.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.") and name.split(".", 2)[2] in targets:
+        if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.") and any(
+            name == t or name.endswith(f".{t}") for t in targets
+        ):
             state[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.3
             state[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.3
     return state
 
 
-def save_tiny_release(root: str | os.PathLike, seed: int = 0) -> ReleaseRoots:
+def save_tiny_release(root: str | os.PathLike, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
     """Write the tiny untrained release (three roots, the release's folder layout) under ``root``."""
     with quiet_hub_progress():
         return _save_tiny_release(Path(root), seed)
@@ -146,20 +174,24 @@ def _save_tiny_release(root: Path, seed: int) -> ReleaseRoots:
     vae.save_pretrained(roots.ltx_main / "vae")
     transformer = build_tiny_transformer()
     transformer.save_pretrained(roots.ltx_097_dev / "transformer")
+    save_file(original_format_state_dict(transformer), str(roots.ltx_main / TRANSFORMER_SINGLE_FILE))
     build_tiny_scheduler().save_pretrained(roots.ltx_097_dev / "scheduler")
 
     roots.weights.mkdir(parents=True, exist_ok=True)
     save_file(random_lora_state_dict(transformer, "diffusers", seed=seed + 1), str(roots.stage1_lora))
     save_file(random_lora_state_dict(transformer, "comfyui", seed=seed + 2), str(roots.stage2_lora))
-    plan = plan_conform(*TINY_AUX_CLIP, max_side=TINY_PROCESSING_MAX_SIDE)
-    z_full, z_null = auxiliary_latents(vae, plan.frames, plan.height, plan.width)
+    z_full, z_null = auxiliary_latents(vae, *TINY_AUX_REFERENCE)
     (roots.weights / AUXILIARY_LATENTS_DIR).mkdir(exist_ok=True)
-    torch.save(z_full, roots.auxiliary_latent(Z_FULL_FILE))
-    torch.save(z_null, roots.auxiliary_latent(Z_NULL_FILE))
+    _, _, frames, height, width = z_full.shape
+    torch.save(
+        {"latents": pack_latents(z_full)[0], "num_frames": frames, "height": height, "width": width},
+        roots.auxiliary_latent(Z_FULL_FILE),
+    )
+    torch.save(z_null[0], roots.auxiliary_latent(Z_NULL_FILE))
     return roots
 
 
-def ensure_tiny_release(base: Path | None = None, seed: int = 0) -> ReleaseRoots:
+def ensure_tiny_release(base: Path | None = None, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
     """Build the tiny release under ``<cache>/tiny-release-v1-seed<seed>`` on first use; return its roots."""
     base = base or cache_dir()
     root = base / f"{TINY_RELEASE_VERSION}-seed{seed}"
