@@ -1,9 +1,11 @@
 """``aw-prepare``: turn benchmark GT / artifact video pairs into DBA reference videos.
 
 This is the release's ``tools/process_videos.py`` job. For every ``NAME.mp4`` present in both
-``--gt-dir`` and ``--artifact-dir`` it writes ``--output-dir/NAME.mp4`` whose frame 0 is the GT first
-frame, whose last ``k`` frames are the GT last frame, and whose other frames are the artifact frames
-(Decoupled Boundary Anchoring, paper Eq. 1). The outputs are the inputs of ``aw-restore``.
+``--gt-dir`` and ``--artifact-dir`` it writes ``--output-dir/NAME.mp4`` in the official layout
+(Decoupled Boundary Anchoring, paper Eq. 1, :func:`restorer.dba.build_reference_video`): the GT first
+frame, the artifact frames ``1 .. T-2``, then the GT last frame 9 times, so a ``T``-frame pair gives a
+``T + 8``-frame reference (89 -> 97, the trained length). The outputs are the inputs of ``aw-restore``,
+which trims its results back to ``T``.
 
 Resumable (existing outputs are skipped), atomic (no partial files), and splits the pairs across the
 processes of an ``accelerate launch`` / ``torchrun`` job.
@@ -42,16 +44,14 @@ class PrepareArgs:
     """Folder of artifact (degraded) videos with the same file names as the GT videos."""
     output_dir: Path
     """Folder for the reference videos (created if missing); each output keeps its pair's file name."""
-    k: int = 8
-    """Number of trailing frames set to the GT last frame (8 = one whole latent chunk of the LTX VAE)."""
     crf: int = DEFAULT_CRF
     """x264 constant rate factor of the written videos (0 = lossless, 18 = visually lossless)."""
     overwrite: bool = False
     """Rewrite outputs that already exist instead of skipping them."""
 
 
-def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, k: int = 8, crf: int = DEFAULT_CRF) -> None:
-    """Build and write the reference video of one GT / artifact pair."""
+def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, crf: int = DEFAULT_CRF) -> None:
+    """Build and write the ``T + 8``-frame reference video of one ``T``-frame GT / artifact pair."""
     from restorer.dba import build_reference_video
 
     gt, fps = read_video(gt_path)
@@ -66,7 +66,9 @@ def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, k: int =
             f"The GT video is {gt.shape[2]}x{gt.shape[1]} but the artifact video is "
             f"{artifact.shape[2]}x{artifact.shape[1]}; a pair must have the same resolution."
         )
-    reference = build_reference_video(artifact, gt[0], gt[-1], k=k)
+    if gt.shape[0] < 2:
+        raise InputError(f"The pair has {gt.shape[0]} frame; DBA needs at least 2 (the two GT anchors).")
+    reference = build_reference_video(artifact, gt[0], gt[-1])
     write_video(out_path, reference, fps, crf=crf)
 
 
@@ -76,8 +78,6 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
     try:
         gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
         artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
-        if args.k < 1:
-            raise InputError(f"--k must be at least 1, got {args.k}.")
         if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
             raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
         if args.output_dir.exists() and not args.output_dir.is_dir():
@@ -106,7 +106,7 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
         out_path = args.output_dir / name
         if out_path.exists() and not args.overwrite:
             return Outcome.SKIPPED
-        prepare_pair(gt_names[name], artifact_names[name], out_path, k=args.k, crf=args.crf)
+        prepare_pair(gt_names[name], artifact_names[name], out_path, crf=args.crf)
         return Outcome.DONE
 
     label = rank_label(rank, world)

@@ -1,9 +1,11 @@
 """``aw-restore``: run both ArtifactWorld stages on every reference video of a folder.
 
-Each ``INPUT/NAME.mp4`` is a prepared reference video (``aw-prepare``): clean anchors at its
-boundaries, artifact frames in between. Stage 1 predicts the artifact heatmap, written to
-``OUTPUT/heatmaps/NAME.mp4`` (grayscale, bright = severe); stage 2 (AATF + DBA) restores the clip,
-written to ``OUTPUT/samples/NAME.mp4``. Both keep the input's name, frame count and resolution.
+Each ``INPUT/NAME.mp4`` is a prepared ``T + 8``-frame reference video (``aw-prepare``, the official
+DBA layout: GT first frame, artifact frames, GT last frame 9 times). Stage 1 predicts the artifact
+heatmap and writes it as the official stage-1 script does, to ``OUTPUT/heatmaps/NAME.mp4``: RGB as
+decoded, ``T + 8`` frames, the last 9 black (bright = severe). Stage 2 (AATF) restores the clip and
+writes ``OUTPUT/samples/NAME.mp4``, trimmed back to the clip's ``T`` frames. Both keep the input's
+name, resolution and frame rate.
 
 ``--heatmap-folder`` reuses existing stage-1 heatmaps (as the release's stage-2 script does with
 ``--noisemap-videos-folder``); ``--heatmap-only`` runs stage 1 alone. Outputs already present are
@@ -38,7 +40,8 @@ from restorer.batch import (
     shard,
 )
 from restorer.errors import RestorerInputError
-from restorer.video_io import DEFAULT_CRF, gray_to_rgb, read_video, rgb_to_gray, write_video
+from restorer.dba import ANCHOR_TAIL_FRAMES, MIN_CLIP_FRAMES, clip_length, is_clip_length, trim_to_clip
+from restorer.video_io import DEFAULT_CRF, read_video, write_video
 
 HEATMAPS_DIR = "heatmaps"
 SAMPLES_DIR = "samples"
@@ -49,7 +52,7 @@ class RestoreArgs:
     """Restore every prepared reference video in a folder with the two ArtifactWorld stages."""
 
     input_folder: Path
-    """Folder of reference videos (*.mp4, e.g. made by aw-prepare): clean anchors at the first frame and last 8 frames."""
+    """Folder of T+8-frame reference videos (*.mp4, made by aw-prepare): GT first frame, artifact frames, GT last frame x 9."""
     output_folder: Path
     """Output folder: restored clips go to OUTPUT/samples/NAME.mp4, stage-1 heatmaps to OUTPUT/heatmaps/NAME.mp4."""
     preset: Literal["tiny", "full"] = "full"
@@ -57,17 +60,19 @@ class RestoreArgs:
     weights_root: Optional[Path] = None
     """Folder with the ArtifactWorld LoRAs and auxiliary_latents/ (default: $ARTIFACTWORLD_WEIGHTS_ROOT, else the cache)."""
     ltx_main_root: Optional[Path] = None
-    """Root of Lightricks/LTX-Video with tokenizer/, text_encoder/, vae/ (default: $ARTIFACTWORLD_LTX_MAIN_ROOT, else the cache)."""
+    """Root of Lightricks/LTX-Video with tokenizer/, text_encoder/, vae/ and ltxv-13b-0.9.8-distilled.safetensors (default: $ARTIFACTWORLD_LTX_MAIN_ROOT, else the cache)."""
     ltx_097_dev_root: Optional[Path] = None
-    """Root of Lightricks/LTX-Video-0.9.7-dev with scheduler/, transformer/ (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
+    """Root of Lightricks/LTX-Video-0.9.7-dev with scheduler/ (and transformer/ for --transformer-source 0.9.7-dev) (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
+    transformer_source: Literal["0.9.8-distilled", "0.9.7-dev"] = "0.9.8-distilled"
+    """Base transformer: 0.9.8-distilled (official, the single file in the LTX-Video root) or the 0.9.7-dev sharded transformer."""
     steps: Optional[int] = None
-    """Euler sampling steps of both stages (default: the preset's, 8). The default heatmap blend schedule (paper Table 5, Exp 7) is scaled to this count; an explicit blend table must have as many rows."""
+    """Euler sampling steps of both stages (default: the preset's, 8). The official heatmap blend table is scaled to this count; an explicit blend table must have as many rows."""
     heatmap_steps: Optional[int] = None
     """Euler sampling steps of stage 1 only; overrides --steps for stage 1."""
     seed: Optional[int] = None
-    """Random seed of the sampler noise (default: the preset's)."""
+    """Random seed of each stage's generator (default: the preset's, 42 as the official configs)."""
     processing_max_side: Optional[int] = None
-    """Cap on the long side the model sees; inputs are resized down and outputs back (default: the preset's; full = native size)."""
+    """Process at the native size capped to this long side instead of the official 960x544 (outputs are resized back)."""
     download: bool = False
     """Download missing weights from the Hugging Face hub (only the needed files; honours HF_HOME and HF_HUB_OFFLINE)."""
     device: Optional[str] = None
@@ -112,6 +117,9 @@ def restorer_overrides(args: RestoreArgs) -> dict[str, Any]:
         overrides["seed"] = args.seed
     if args.processing_max_side is not None:
         overrides["processing_max_side"] = args.processing_max_side
+        overrides["processing_size"] = None
+    if args.transformer_source != "0.9.8-distilled":
+        overrides["transformer_source"] = args.transformer_source
     if args.download:
         overrides["allow_download"] = True
     if args.device is not None:
@@ -136,16 +144,16 @@ def find_heatmap(folder: Path, name: str) -> Path:
 
 
 def load_heatmap(path: Path, frames: int, height: int, width: int):
-    """Read a heatmap video as ``[T, H, W]`` in ``[0, 1]``, resized to the reference's resolution."""
+    """Read a stage-1 heatmap video as ``[F, H, W, 3]`` in ``[0, 1]`` (RGB, as the official stage 2 reads
+    it), resized to the reference's resolution."""
     from restorer.conform import resize_frames
 
     video, _ = read_video(path)
     if video.shape[0] != frames:
         raise InputError(f"The heatmap video {path} has {video.shape[0]} frames but its reference video has {frames}.")
-    heat = rgb_to_gray(video)
-    if heat.shape[1:] != (height, width):
-        heat = resize_frames(heat[..., None], height, width)[..., 0].clamp(0.0, 1.0)
-    return heat
+    if video.shape[1:3] != (height, width):
+        video = resize_frames(video, height, width).clamp(0.0, 1.0)
+    return video
 
 
 def run(args: RestoreArgs, console: Console | None = None) -> int:
@@ -206,11 +214,11 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
             return Outcome.SKIPPED
         reference, fps = read_video(path)
         frames, height, width, _ = reference.shape
-        if frames < 17 or (frames - 1) % 8:
+        if not is_clip_length(frames) or frames < MIN_CLIP_FRAMES + ANCHOR_TAIL_FRAMES:
             print_note(
                 console,
-                f"{name} has {frames} frames, not 8n + 1 >= 17; it is resampled in time, "
-                "which moves its tail anchor (prepare references with 8n + 1 frames to keep DBA exact).",
+                f"{name} has {frames} frames, not 8n + 1 >= 17; it is resampled in time, which moves its tail "
+                "anchor (aw-prepare writes T + 8 = 8n + 1 frames, e.g. 97 for the benchmark's 89-frame clips).",
             )
         heat_out = heat_dir / name
         if args.heatmap_folder is not None:
@@ -218,14 +226,16 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
         elif heat_out.exists() and not args.overwrite:  # resume: stage 1 finished in an earlier run
             heatmap = load_heatmap(heat_out, frames, height, width)
         else:
-            heatmap = get_restorer().predict_heatmap(reference)
-            check_shape("heatmap", tuple(heatmap.shape), (frames, height, width))
-            write_video(heat_out, gray_to_rgb(heatmap), fps, crf=args.crf)
+            from restorer.pipeline import hand_off_heatmap
+
+            heatmap = hand_off_heatmap(get_restorer().predict_heatmap(reference))
+            check_shape("heatmap", tuple(heatmap.shape), (frames, height, width, 3))
+            write_video(heat_out, heatmap, fps, crf=args.crf)
         if args.heatmap_only:
             return Outcome.DONE
         result = get_restorer().restore_reference(reference, heatmap=heatmap)
         check_shape("restored clip", tuple(result.frames.shape), tuple(reference.shape))
-        write_video(sample_dir / name, result.frames, fps, crf=args.crf)
+        write_video(sample_dir / name, trim_to_clip(result.frames, max(clip_length(frames), 1)), fps, crf=args.crf)
         return Outcome.DONE
 
     try:

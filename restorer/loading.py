@@ -318,7 +318,7 @@ def load_transformer(
         except (ValueError, RuntimeError, KeyError) as err:
             raise RestorerInputError(
                 f"The transformer file {path} does not fit the {config_name} configuration "
-                f"({str(err).splitlines()[0][:160]}); it must be {TRANSFORMER_SINGLE_FILE} from {LTX_MAIN_REPO}."
+                f"({str(err).splitlines()[0].split(' If you want')[0].replace('  ', ' ')}); it must be {TRANSFORMER_SINGLE_FILE} from {LTX_MAIN_REPO}."
             ) from None
 
 

@@ -77,12 +77,13 @@ def test_prepare_writes_dba_references_and_lists_bad_pairs(dataset: dict, capsys
 
     for name, (gt, art) in dataset["clips"].items():
         ref, fps = read_video(out_dir / name)
-        assert ref.shape == (T, H, W, 3) and fps == pytest.approx(24.0)
-        # Frame 0 is the GT first frame, frames [T-8, T-1] the GT last frame, the rest artifact frames.
+        # the official layout: T + 8 frames = GT first, artifact 1 .. T-2, GT last x 9
+        assert ref.shape == (T + 8, H, W, 3) and fps == pytest.approx(24.0)
         assert frame_err(ref[0], gt[0]) < 0.02 and frame_err(ref[0], art[0]) > 0.1
-        for i in range(T - 8, T):
-            assert frame_err(ref[i], gt[-1]) < 0.02 and frame_err(ref[i], art[i]) > 0.1
-        for i in range(1, T - 8):
+        for i in range(T - 1, T + 8):
+            assert frame_err(ref[i], gt[-1]) < 0.02
+        assert frame_err(ref[T - 1], art[T - 1]) > 0.1
+        for i in range(1, T - 1):
             assert frame_err(ref[i], art[i]) < 0.02 and frame_err(ref[i], gt[i]) > 0.1
 
 
@@ -163,7 +164,6 @@ def test_prepare_help_documents_every_option(capsys: pytest.CaptureFixture) -> N
         ("--gt-dir", "Folder of ground-truth videos"),
         ("--artifact-dir", "Folder of artifact"),
         ("--output-dir", "Folder for the reference videos"),
-        ("--k", "trailing frames"),
         ("--crf", "constant rate factor"),
         ("--overwrite", "Rewrite outputs"),
     ]:

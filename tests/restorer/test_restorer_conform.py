@@ -1,22 +1,44 @@
 import pytest
 import torch
 
-from restorer.conform import from_model, internal_frame_count, plan_conform, resample_indices, to_model
+from restorer.conform import OFFICIAL_SIZE, from_model, plan_conform, resample_indices, to_model
 
 
-@pytest.mark.parametrize("given,expected", [(2, 17), (9, 17), (17, 17), (18, 25), (49, 49), (50, 57), (121, 121)])
-def test_internal_frame_count(given, expected):
-    assert internal_frame_count(given) == expected
+@pytest.mark.parametrize("given,expected", [(2, 9), (9, 9), (10, 17), (17, 17), (18, 25), (89, 89), (90, 97)])
+def test_clip_frames_are_the_next_8n_plus_1(given, expected):
+    assert plan_conform(given, 64, 64).frames == expected
 
 
 def test_plan_native_and_capped():
     native = plan_conform(49, 540, 960)
-    assert (native.frames, native.height, native.width) == (49, 544, 960)
+    assert (native.frames, native.height, native.width, native.cover) == (49, 544, 960, None)
     capped = plan_conform(49, 540, 960, max_side=256)
     # 540 * 256/960 = 144 -> nearest multiple of 32 is 128 (144/32 = 4.5 rounds to even)
     assert (capped.frames, capped.height, capped.width) == (49, 128, 256)
     tiny = plan_conform(3, 10, 20)
-    assert (tiny.frames, tiny.height, tiny.width) == (17, 32, 32)
+    assert (tiny.frames, tiny.height, tiny.width) == (9, 32, 32)
+
+
+def test_official_size_covers_and_center_crops_benchmark_clips():
+    assert OFFICIAL_SIZE == (544, 960)
+    plan = plan_conform(89, 540, 960, size=OFFICIAL_SIZE)
+    # official: aspect 960/540 > 960/544, so resize_height = 544, resize_width = int(544 * 960 / 540) = 967
+    assert (plan.height, plan.width, plan.cover) == (544, 960, (544, 967))
+    video = torch.rand(2, 540, 960, 3)
+    from torchvision.transforms.functional import center_crop, resize
+
+    official = center_crop(resize(video.permute(0, 3, 1, 2), [544, 967], antialias=True), [544, 960]).permute(0, 2, 3, 1)
+    assert torch.equal(to_model(video[[0, 1]], plan_conform(2, 540, 960, size=OFFICIAL_SIZE))[[0, -1]], official)
+    back = from_model(to_model(video, plan_conform(2, 540, 960, size=OFFICIAL_SIZE)), plan_conform(2, 540, 960, size=OFFICIAL_SIZE))
+    assert back.shape == video.shape
+
+
+def test_other_aspect_ratios_keep_the_whole_frame_at_the_same_token_budget():
+    plan = plan_conform(17, 480, 640, size=OFFICIAL_SIZE)  # 4:3 would lose 24% to the official crop
+    assert plan.cover is None
+    assert (plan.height, plan.width) == (640, 832)  # sqrt(544*960*3/4) = 625.9 -> 640, sqrt(544*960*4/3) = 834.4 -> 832
+    portrait = plan_conform(17, 960, 540, size=OFFICIAL_SIZE)
+    assert portrait.cover is None and (portrait.height, portrait.width) == (960, 544)
 
 
 def test_resample_indices_keep_boundaries():

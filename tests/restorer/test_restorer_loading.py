@@ -57,7 +57,7 @@ def test_missing_ltx_roots_and_offline_hub(tmp_path, tiny_roots, monkeypatch):  
     import huggingface_hub.constants
 
     roots = ReleaseRoots(tiny_roots.weights, tiny_roots.ltx_main, tmp_path / "dev")
-    with pytest.raises(RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "scheduler/\\*"'):
+    with pytest.raises(RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "scheduler/\\*" --local-dir'):
         ensure_roots(roots)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RestorerInputError, match="HF_HUB_OFFLINE is set"):
@@ -71,20 +71,73 @@ def test_dtype_policy():
 
 def test_release_aux_latents_equal_vae_computed_ones(tiny_roots):  # noqa: F811
     restorer = load_tiny(tiny_roots, adapters=())
+    # the tiny release ships z_full as the official packed dict and z_null as a [C, F, h, w] tensor,
+    # both for a 17-frame 32x64 reference (latent 3 x 1 x 2)
     z_full_file = load_auxiliary_latent(tiny_roots, "z_full.pt")
-    # the tiny release ships latents for 49 frames at 128x256 (960x540 capped at 256)
-    z_full, z_null = auxiliary_latents(restorer.vae, 49, 128, 256)
-    assert z_full_file.shape == z_full.shape == (1, 8, 7, 4, 8)
+    z_full, z_null = auxiliary_latents(restorer.vae, 17, 32, 64)
+    assert z_full_file.shape == z_full.shape == (1, 8, 3, 1, 2)
     assert torch.allclose(z_full_file, z_full, atol=1e-6)
     assert torch.allclose(load_auxiliary_latent(tiny_roots, "z_null.pt"), z_null, atol=1e-6)
     assert not torch.allclose(z_full, z_null)
-    # a clip of another size falls back to computing them with the VAE
+    # a reference of another size falls back to computing them with the VAE
     other = restorer.auxiliary_latents(17, 64, 64, torch.Size((1, 8, 3, 2, 2)))
     assert other[0].shape == (1, 8, 3, 2, 2)
     assert torch.allclose(other[1], auxiliary_latents(restorer.vae, 17, 64, 64)[1])
     no_aux = tiny_roots.weights.parent / "weights-noaux"
     shutil.copytree(tiny_roots.weights, no_aux, ignore=shutil.ignore_patterns("auxiliary_latents"))
     assert load_auxiliary_latent(ReleaseRoots(no_aux, tiny_roots.ltx_main, tiny_roots.ltx_097_dev), "z_full.pt") is None
+
+
+def test_every_official_z_file_format_loads(tmp_path, tiny_roots):  # noqa: F811
+    from restorer.sampler import pack_latents
+
+    z = torch.randn(1, 8, 3, 1, 2)
+    weights = tmp_path / "w"
+    (weights / "auxiliary_latents").mkdir(parents=True)
+    roots = ReleaseRoots(weights, tiny_roots.ltx_main, tiny_roots.ltx_097_dev)
+    formats = {
+        "tensor4d.pt": z[0],
+        "tensor5d.pt": z,
+        "packed_with_sizes.pt": {"latents": pack_latents(z)[0], "num_frames": 3, "height": 1, "width": 2},
+        "packed_only.pt": {"latents": pack_latents(z)[0]},  # unpacked with the clip's latent shape
+        "unpacked.pt": {"latents_unpacked": z[0], "num_frames": 3},
+    }
+    for name, value in formats.items():
+        torch.save(value, weights / "auxiliary_latents" / name)
+        assert torch.equal(load_auxiliary_latent(roots, name, (1, 8, 3, 1, 2)), z), name
+    torch.save({"something": [1, 2]}, weights / "auxiliary_latents" / "bad.pt")
+    with pytest.raises(RestorerInputError) as err:
+        load_auxiliary_latent(roots, "bad.pt")
+    assert "bad.pt is not an official z-file" in str(err.value) and str(err.value).count(". ") == 0
+    (weights / "auxiliary_latents" / "garbage.pt").write_bytes(b"not a torch file")
+    with pytest.raises(RestorerInputError, match="garbage.pt could not be read"):
+        load_auxiliary_latent(roots, "garbage.pt")
+
+
+def test_transformer_single_file_with_the_wrong_configuration_is_one_sentence(tiny_roots):  # noqa: F811
+    from restorer.loading import load_transformer
+
+    with pytest.raises(RestorerInputError) as err:
+        load_transformer(tiny_roots, torch.float32, "0.9.8-distilled", "ltxv-13b")
+    message = str(err.value)
+    assert "does not fit the ltxv-13b configuration" in message and "ltxv-13b-0.9.8-distilled.safetensors" in message
+    assert "\n" not in message
+    # both sources load the same tiny weights
+    single = load_transformer(tiny_roots, torch.float32, "0.9.8-distilled", "tiny").state_dict()
+    sharded = load_transformer(tiny_roots, torch.float32, "0.9.7-dev").state_dict()
+    assert single.keys() == sharded.keys() and all(torch.equal(single[k], sharded[k]) for k in single)
+
+
+def test_missing_098_file_names_both_options(tmp_path, tiny_roots):  # noqa: F811
+    main = tmp_path / "main"
+    shutil.copytree(tiny_roots.ltx_main, main, ignore=shutil.ignore_patterns("*.safetensors"))
+    roots = ReleaseRoots(tiny_roots.weights, main, tiny_roots.ltx_097_dev)
+    with pytest.raises(RestorerInputError) as err:
+        ensure_roots(roots)
+    message = str(err.value)
+    assert "ltxv-13b-0.9.8-distilled.safetensors" in message and 'transformer_source="0.9.7-dev"' in message
+    assert "--transformer-source 0.9.7-dev" in message
+    assert ensure_roots(roots, transformer_source="0.9.7-dev") == roots
 
 
 def test_prompt_embeddings_are_cached_and_encoder_loaded_once(tiny_roots, tmp_path, monkeypatch):  # noqa: F811
@@ -130,8 +183,8 @@ def test_allowed_download_fetches_only_needed_files_and_unpacks_weights(tmp_path
     roots = ensure_roots(ReleaseRoots(tmp_path / "w", tmp_path / "main", tmp_path / "dev"), allow_download=True)
     assert calls == [
         ("buaadwxl/ArtifactWorld", ["weights.tar"]),
-        ("Lightricks/LTX-Video", ["tokenizer/*", "text_encoder/*", "vae/*"]),
-        ("Lightricks/LTX-Video-0.9.7-dev", ["scheduler/*", "transformer/*"]),
+        ("Lightricks/LTX-Video", ["tokenizer/*", "text_encoder/*", "vae/*", "ltxv-13b-0.9.8-distilled.safetensors"]),
+        ("Lightricks/LTX-Video-0.9.7-dev", ["scheduler/*"]),
     ]
     assert roots.weights == tmp_path / "w" / "weights"
     assert roots.stage1_lora.exists() and roots.auxiliary_latent("z_null.pt").exists()

@@ -41,8 +41,16 @@ def test_both_key_formats_land_in_the_same_modules(lora_files):
     a, b = _transformer(), _transformer()
     n_a = load_lora_adapter(a, lora_files["diffusers", 1], "stage1")
     n_b = load_lora_adapter(b, lora_files["comfyui", 1], "stage1")
-    expected = {f"transformer_blocks.{i}.{t}" for i in range(2) for t in TINY_LORA_TARGETS}
-    assert n_a == n_b == len(expected) == 16
+    # the official targets (to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2) match by suffix, as in
+    # peft: both attentions' projections and both feed-forward linears of every block
+    expected = {
+        f"transformer_blocks.{i}.{m}"
+        for i in range(2)
+        for m in [f"{attn}.{p}" for attn in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0")]
+        + ["ff.net.0.proj", "ff.net.2"]
+    }
+    assert TINY_LORA_TARGETS == ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+    assert n_a == n_b == len(expected) == 20
     assert lora_modules(a, "stage1") == lora_modules(b, "stage1") == expected
     set_active_adapter(a, "stage1")
     set_active_adapter(b, "stage1")
@@ -117,7 +125,7 @@ def test_mixed_ranks_and_alpha_are_honoured(tmp_path):
     path = tmp_path / "mixed.safetensors"
     save_file(state, str(path))
     transformer = _transformer()
-    assert load_lora_adapter(transformer, path, "stage2") == 16
+    assert load_lora_adapter(transformer, path, "stage2") == 20
     to_v = transformer.get_submodule("transformer_blocks.1.attn2.to_v")
     assert to_v.r["stage2"] == 2 and to_v.scaling["stage2"] == pytest.approx(2 / 2)
     to_q = transformer.get_submodule("transformer_blocks.0.attn1.to_q")

@@ -7,8 +7,11 @@ import torch
 from restorer_fixtures import aw_cache, load_tiny, tiny_roots  # noqa: F401
 
 from restorer import ArtifactRestorer, RestorationResult, RestorerInputError
-from restorer.dba import build_reference_video
+from restorer.dba import build_reference_video, trim_to_clip
+from restorer.latents import video_to_mask
 from restorer.loading import ReleaseRoots
+from restorer.pipeline import hand_off_heatmap
+from restorer.sampler import linear_quadratic_sigmas
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,37 +60,45 @@ def test_restore_returns_input_shape_and_range(restorer):
     assert torch.equal(again.frames, result.frames), "fixed seed -> deterministic"
 
 
-def test_opacity_zero_raises_heatmap_to_one(restorer):
+def test_opacity_zero_raises_heatmap_to_one_between_the_anchors(restorer):
     frames = _clip(17, 64, 64)
     opacity = torch.zeros(17, 64, 64, 1)
     opacity[:, :, 32:] = 1.0
     result = restorer.restore(frames, frames[0], frames[-1], opacity=opacity)
-    assert torch.allclose(result.heatmap[:, :, :30], torch.ones(17, 64, 30))
+    # frames 1..15 are artifact frames: raised to 1 where transparent; frame 16 is anchor B (black tail)
+    assert torch.allclose(result.heatmap[1:16, :, :30], torch.ones(15, 64, 30))
+    assert result.heatmap[16].eq(0).all()
     plain = restorer.restore(frames, frames[0], frames[-1])
     assert torch.allclose(result.heatmap[:, :, 34:], plain.heatmap[:, :, 34:], atol=1e-5)
+    assert torch.equal(result.heatmap[0], plain.heatmap[0]), "anchor A is never raised"
 
 
 def test_predict_heatmap_and_restore_reference_match_restore(restorer):
     frames = _clip(17, 64, 64, seed=3)
     reference = build_reference_video(frames, frames[0], frames[-1])
+    assert reference.shape[0] == 25
     full = restorer.restore(frames, frames[0], frames[-1])
     heatmap = restorer.predict_heatmap(reference)
-    assert torch.allclose(heatmap, full.heatmap, atol=1e-6)
+    assert heatmap.shape == (25, 64, 64, 3), "stage 1 returns the RGB heatmap of the whole reference"
+    handed = hand_off_heatmap(heatmap)
+    assert handed[-9:].eq(0).all()
+    assert torch.allclose(video_to_mask(trim_to_clip(handed, 17)), full.heatmap, atol=1e-6)
     stages = []
     restorer.progress = lambda stage, done, total: stages.append(stage)
     try:
-        stage2_only = restorer.restore_reference(reference, heatmap=heatmap)
+        stage2_only = restorer.restore_reference(reference, heatmap=handed)
     finally:
         restorer.progress = None
     assert all(s.startswith("stage 2") for s in stages) and len(stages) == 8
-    assert torch.allclose(stage2_only.frames, full.frames, atol=1e-5)
+    assert stage2_only.frames.shape == (25, 64, 64, 3)
+    assert torch.allclose(trim_to_clip(stage2_only.frames, 17), full.frames, atol=1e-5)
     both = restorer.restore_reference(reference)
-    assert torch.allclose(both.frames, full.frames, atol=1e-6)
+    assert torch.allclose(trim_to_clip(both.frames, 17), full.frames, atol=1e-6)
 
 
 @pytest.mark.slow
 def test_each_stage_equals_a_run_with_only_its_adapter(restorer, tiny_roots, tmp_path):  # noqa: F811
-    frames = _clip(17, 64, 64, seed=5)
+    frames = _clip(9, 64, 64, seed=5)
     reference = build_reference_video(frames, frames[0], frames[-1])
     heatmap = restorer.predict_heatmap(reference)
     only1 = load_tiny(tiny_roots, adapters=("stage1",))
@@ -140,8 +151,8 @@ def test_tiny_preset_round_trips_49_frames_960x540(capsys):
     assert result.frames.shape == (49, 540, 960, 3)
     assert result.heatmap.shape == (49, 540, 960)
     assert torch.isfinite(result.frames).all()
-    # the release's auxiliary latents were used for this clip size (no VAE fallback needed)
-    z_full, _ = restorer.auxiliary_latents(49, 128, 256, torch.Size((1, 8, 7, 4, 8)))
+    # the release's auxiliary latents are used for the reference size they were made for
+    z_full, _ = restorer.auxiliary_latents(17, 32, 64, torch.Size((1, 8, 3, 1, 2)))
     from restorer.loading import load_auxiliary_latent
 
     assert torch.equal(z_full, load_auxiliary_latent(restorer.roots, "z_full.pt"))
@@ -171,7 +182,7 @@ def test_two_frame_clip_is_the_minimum_and_round_trips(restorer):
 
 
 def test_real_transformer_sees_stage_timestep_layouts_and_shared_coords(restorer):
-    frames = _clip(17, 64, 64, seed=7)
+    frames = _clip(9, 64, 64, seed=7)
     reference = build_reference_video(frames, frames[0], frames[-1])
     seen = []
     hook = restorer.transformer.register_forward_pre_hook(
@@ -183,8 +194,8 @@ def test_real_transformer_sees_stage_timestep_layouts_and_shared_coords(restorer
         restorer.restore_reference(reference, heatmap=torch.zeros(17, 64, 64))
     finally:
         hook.remove()
-    sigmas = torch.cat([torch.linspace(1.0, 0.001, 8), torch.zeros(1)])
-    n = 3 * 2 * 2  # latent tokens of a 17x64x64 clip
+    sigmas = linear_quadratic_sigmas(8)
+    n = 3 * 2 * 2  # latent tokens of a 17x64x64 reference
     assert len(seen) == 16
     for i, (timestep, coords) in enumerate(seen[:8]):
         s = float(sigmas[i]) * 1000
@@ -203,8 +214,10 @@ def test_step_count_must_match_an_explicit_blend_table():
 
 
 def test_default_schedule_follows_the_step_count():
+    # columns (z_full, z_null, heatmap): 1 official first row, round(3*4/8) = 2 heatmap rows, 1 decay row
     restorer = ArtifactRestorer.from_preset("tiny", num_inference_steps=4)
-    assert restorer.settings.schedule.rows == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    assert restorer.settings.schedule.rows == ((0.8, 0.0, 0.2), (0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0))
+    assert ArtifactRestorer.from_preset("tiny").settings.seed == 42
 
 
 def test_model_cpu_offload_keeps_only_the_working_model_on_the_device(restorer, monkeypatch):

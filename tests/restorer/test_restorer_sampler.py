@@ -5,14 +5,15 @@ from restorer.aatf import STAGE2_ROLES
 from restorer.heatmap import STAGE1_ROLES
 from restorer.prompts import PromptEmbedding
 from restorer.sampler import (
+    CONTEXT_NOISE_SCALE,
     euler_sample,
-    flow_sigmas,
+    initial_noise,
     latent_video_coords,
+    linear_quadratic_sigmas,
     pack_latents,
     sequence_timesteps,
     unpack_latents,
 )
-from restorer.tiny import build_tiny_scheduler
 
 
 def test_stage1_timestep_layout_is_zero_then_s():
@@ -44,10 +45,22 @@ def test_latent_video_coords_follow_ltx_convention():
     assert coords[0, 2].tolist() == [0.0, 32.0] * 3
 
 
-def test_flow_sigmas_from_scheduler():
-    sigmas = flow_sigmas(build_tiny_scheduler(), 8, 100)
-    expected = torch.cat([torch.linspace(1.0, 0.001, 8), torch.zeros(1)])
-    assert torch.allclose(sigmas, expected, atol=1e-6)
+def test_official_sigmas_are_ltx_linear_quadratic():
+    # DESIGN.md 3a, computed by hand: 4 linear steps of 0.025/4 in (1 - sigma), then the quadratic
+    # a i^2 + b i + c with a = (4 - 0.2) / 64, b = 0.00625 - 7.6 / 16, c = 16 a, reaching 1 at i = 8.
+    expected = [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0]
+    assert torch.allclose(linear_quadratic_sigmas(8), torch.tensor(expected), atol=1e-7)
+    assert linear_quadratic_sigmas(1).tolist() == [1.0, 0.0]
+    assert linear_quadratic_sigmas(4).tolist()[-1] == 0.0 and len(linear_quadratic_sigmas(4)) == 5
+    # timesteps = sigma x 1000, no resolution shift: the transformer sees 993.75 at step 1
+    assert sequence_timesteps(STAGE1_ROLES, 1, float(linear_quadratic_sigmas(8)[1])).tolist() == [[0.0, 993.75]]
+
+
+def test_initial_noise_is_drawn_as_bcfhw_then_packed():
+    noise = initial_noise((1, 4, 3, 2, 2), torch.Generator().manual_seed(42), torch.device("cpu"))
+    expected = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(42))
+    assert torch.equal(noise, pack_latents(expected))
+    assert not torch.equal(noise, torch.randn(1, 12, 4, generator=torch.Generator().manual_seed(42)))
 
 
 class OracleVelocity(nn.Module):
@@ -78,10 +91,15 @@ def test_euler_sampler_lands_on_data_with_exact_velocity_and_reuses_coords():
     out = euler_sample(
         model, prompt, roles=STAGE1_ROLES, context=lambda step, s: {"reference": ref},
         noise=torch.randn(1, tokens, channels), sigmas=sigmas, segment_coords=coords,
+        generator=torch.Generator().manual_seed(3),
     )
     assert torch.allclose(out, z0, atol=1e-5)
     assert len(model.calls) == 3
+    generator = torch.Generator().manual_seed(3)
     for call, s in zip(model.calls, [1.0, 0.6, 0.3]):
         assert torch.allclose(call["timestep"], torch.tensor([[0.0] * tokens + [s * 1000] * tokens]))
-        assert torch.equal(call["hidden"][:, :tokens], ref)
+        fresh = torch.randn(1, 2 * tokens, channels, generator=generator)
+        # context: clean latent + 0.15 s^2 x fresh noise over the whole sequence, timestep 0
+        assert torch.allclose(call["hidden"][:, :tokens], ref + CONTEXT_NOISE_SCALE * s**2 * fresh[:, :tokens], atol=1e-6)
         assert torch.equal(call["coords"], torch.cat([coords, coords], dim=2))
+    assert CONTEXT_NOISE_SCALE == 0.15
