@@ -59,8 +59,10 @@ class ArtifactWorldDataManagerConfig(FullImageDatamanagerConfig):
     iterations (3000, 6000, ... 15000 of splatfacto's 30000)."""
     clips_per_round: int = 4
     """Clips rendered and restored per round."""
-    clip_frames: int = 25
-    """Frames per clip; must be 8n+1 (17, 25, 33, ...). Both end frames are training views."""
+    clip_frames: int = 89
+    """Frames per clip; must be 8n+1 (17, 25, ..., 89). Both end frames are training views. The restorer lays
+    each clip out as the official T + 8-frame reference; 89 (-> 97) is the length the released adapters
+    were trained on."""
     trajectory: Literal["reference-guided", "progressive"] = "reference-guided"
     """Clip poses: GSFixer's reference-guided sampling, or Difix3D's poses shifted toward the eval views round by round."""
     generated_view_fraction: float = 0.5

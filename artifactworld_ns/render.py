@@ -70,11 +70,11 @@ class RestoreOptions:
     save_comparison: bool = False
     """Also write the raw render and the restored video side by side (OUTPUT_comparison.mp4)."""
     restorer_steps: Optional[int] = None
-    """Euler steps of stage 2 (default: the preset's 8); the paper's 1:3:4 heatmap schedule is scaled to N steps."""
+    """Euler steps of stage 2 (default: the preset's 8); the official heatmap blend table is scaled to N steps."""
     heatmap_steps: Optional[int] = None
     """Euler steps of stage 1 (default: the preset's)."""
     processing_max_side: Optional[int] = None
-    """Cap on the long side the restorer sees (default: the preset's)."""
+    """Process at the native size capped to this long side instead of the preset's (full: the official 960x544)."""
     restorer_device: Optional[str] = None
     """Torch device of the restorer (default: the preset's)."""
 
@@ -105,7 +105,10 @@ class RestoreOptions:
             "processing_max_side": self.processing_max_side,
             "device": self.restorer_device,
         }
-        return {k: v for k, v in overrides.items() if v is not None}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if "processing_max_side" in overrides:
+            overrides["processing_size"] = None  # native size capped, instead of the official 960x544
+        return overrides
 
     # ------------------------------------------------------------------ the replaced last step
 

@@ -45,9 +45,14 @@ class TrajectoryError(ValueError):
 
 
 def check_clip_length(num_frames: int) -> None:
-    """Raise :class:`TrajectoryError` unless ``num_frames`` is ``8n+1`` with ``n >= 1``."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 9 or (num_frames - 1) % 8 != 0:
-        raise TrajectoryError(f"Clip length {num_frames} is not 8n+1 (e.g. 17, 25, 33); the restorer needs 8n+1 frames.")
+    """Raise :class:`TrajectoryError` unless ``num_frames`` is ``8n+1`` with ``n >= 1`` (the restorer's rule)."""
+    from restorer.dba import ClipLengthError
+    from restorer.dba import check_clip_length as restorer_check_clip_length
+
+    try:
+        restorer_check_clip_length(num_frames)
+    except ClipLengthError as err:
+        raise TrajectoryError(str(err)) from None
 
 
 def _as_poses(camera_to_worlds: Tensor, name: str = "poses") -> Float[Tensor, "n 3 4"]:

@@ -42,7 +42,9 @@ class Window:
 
 
 def check_window_frames(window_frames: int) -> None:
-    if window_frames < 9 or (window_frames - 1) % 8 != 0:
+    from restorer.dba import is_clip_length
+
+    if not is_clip_length(window_frames):
         raise WindowPlanError(f"--window-frames must be 8n + 1 with n >= 1 (9, 17, 25, 33, ...), got {window_frames}.")
 
 

@@ -63,7 +63,7 @@ class ThroughputArgs:
     model_cpu_offload: bool = False
     """Measure with model CPU offload between stages (preset option model_cpu_offload)."""
     restorer_steps: Optional[int] = None
-    """Stage-2 Euler steps (fewer-steps option); the paper's 1:3:4 heatmap schedule is scaled to N steps."""
+    """Stage-2 Euler steps (fewer-steps option); the official heatmap blend table is scaled to N steps."""
     decay_thresholds: Optional[tuple[float, float]] = None
     """(tau1, tau2) of Eq. 2's threshold form instead of the scaled paper schedule (e.g. 0.3 0.7)."""
     worker: Optional[str] = None

@@ -6,16 +6,34 @@ Never imports nerfstudio: it runs on any box that only restores videos.
     >>> restorer = ArtifactRestorer.from_preset("tiny")            # or "full"
     >>> result = restorer.restore(frames, first_anchor, last_anchor)  # frames [T, H, W, 3] in [0, 1]
     >>> result.frames, result.heatmap                                 # [T, H, W, 3], [T, H, W]
+
+Clips are ``T = 8n + 1`` frames (89 as trained); their DBA reference is ``T + 8`` frames
+(:mod:`restorer.dba`, where the clip-length rule is stated once).
 """
 
-from restorer.dba import ANCHOR_TAIL_FRAMES, build_reference_video
+from restorer.dba import (
+    ANCHOR_TAIL_FRAMES,
+    TRAINED_CLIP_FRAMES,
+    ClipLengthError,
+    build_reference_video,
+    check_clip_length,
+    is_clip_length,
+    nearest_clip_length,
+    trim_to_clip,
+)
 from restorer.errors import RestorerInputError
 from restorer.pipeline import ArtifactRestorer, RestorationResult
 
 __all__ = [
     "ANCHOR_TAIL_FRAMES",
+    "TRAINED_CLIP_FRAMES",
     "ArtifactRestorer",
+    "ClipLengthError",
     "RestorationResult",
     "RestorerInputError",
     "build_reference_video",
+    "check_clip_length",
+    "is_clip_length",
+    "nearest_clip_length",
+    "trim_to_clip",
 ]

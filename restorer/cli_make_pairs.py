@@ -1,10 +1,10 @@
 """``aw-make-pairs``: clean / degraded video pairs -> LoRA training pairs (see :mod:`restorer.pairs`).
 
-For every ``NAME.mp4`` present in both ``--gt-dir`` (clean) and ``--artifact-dir`` (degraded) it writes
-the DBA reference, the clean target and the stage-1 pseudo-GT heatmap (videos, for inspection) and
-their latents encoded with ``--preset``'s VAE (for ``aw-train-lora``), plus the stage prompts' T5
-embeddings. Resumable (pairs whose latents exist are skipped), atomic, and split over the processes
-of an ``accelerate launch`` / ``torchrun`` job.
+For every ``NAME.mp4`` present in both ``--gt-dir`` (clean) and ``--artifact-dir`` (degraded), a clip of
+``T = 8n + 1`` frames, it writes the ``T + 8``-frame DBA reference, clean target and pseudo-GT heatmap
+(videos, for inspection) and their latents sampled with ``--preset``'s VAE (for ``aw-train-lora``), plus
+the stage prompts' T5 embeddings. Resumable (pairs whose latents exist are skipped), atomic, and split
+over the processes of an ``accelerate launch`` / ``torchrun`` job.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class MakePairsArgs:
     """x264 constant rate factor of the written videos (the latents are encoded from the exact frames)."""
     overwrite: bool = False
     """Rebuild pairs whose latents already exist instead of skipping them."""
+    seed: int = 42
+    """Seed of the VAE posterior sampling (each pair's generator is seeded from it and the pair's name)."""
 
 
 def run(args: MakePairsArgs, console: Console | None = None) -> int:
@@ -79,7 +81,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         if not paired:
             raise InputError(f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty.")
         models = P.resolve_preset(args.preset)
-        meta = P.pairs_meta(models, args.heatmap_metric)
+        meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
         meta_path = args.output_dir / P.META_FILE
         if meta_path.exists() and not args.overwrite:
             import json
@@ -118,12 +120,13 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         clean, fps = read_video(gt_names[name])
         artifact, _ = read_video(artifact_names[name])
         try:
-            pair = P.build_pair(clean, artifact, args.heatmap_metric, models.processing_max_side)
+            pair = P.build_pair(clean, artifact, args.heatmap_metric, models.processing_max_side, models.processing_size)
         except RestorerInputError as err:
             if "AlexNet" in str(err):
                 raise BatchAbort(str(err)) from None
             raise
-        P.write_pair(args.output_dir, stem, pair, P.encode_pair(vae, pair), fps, args.crf)
+        latents = P.encode_pair(vae, pair, P.pair_generator(stem, args.seed), fps)
+        P.write_pair(args.output_dir, stem, pair, latents, fps, args.crf)
         return Outcome.DONE
 
     label = rank_label(rank, world)

@@ -1,11 +1,12 @@
-"""``aw-train-lora``: train the stage-1 (heatmap) or stage-2 (AATF) LoRA adapter (see :mod:`restorer.training`).
+"""``aw-train-lora``: train the stage-1 (heatmap) or stage-2 (AATF) LoRA adapter as the official trainer does.
 
-    aw-train-lora --stage 1 --preset full --data PAIRS --steps 2000 --output-dir runs/stage1
+    aw-train-lora --stage 1 --preset full --data PAIRS --output-dir runs/stage1     # official 7500 steps
     accelerate launch --num_processes 8 -m restorer.cli_train_lora --stage 2 ...   # multi-GPU / multi-node
 
 Writes ``OUTPUT/stage1_pred_headmap_lora.safetensors`` (or ``stage2_noisemap_blend_lora.safetensors``)
-in the release's format plus a JSON of the training config next to it, checkpoints under
-``OUTPUT/checkpoints/step-N`` (``--resume`` continues from the latest) and logs under ``OUTPUT/logs``.
+in the official diffusers format, its ComfyUI copy ``OUTPUT/comfy_<name>``, a JSON of the training
+config next to it, checkpoints under ``OUTPUT/checkpoints/step-N`` (``--resume`` continues from the
+latest) and logs under ``OUTPUT/logs``. See :mod:`restorer.training` for what matches the official trainer.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def run(config: TrainConfig, console: Console | None = None) -> int:
     memory = result.peak_memory_bytes / 2**20
     console.print(
         f"aw-train-lora: stage {config.stage} adapter at step {result.end_step} written to {result.adapter_path} "
-        f"(config {result.config_path.name}); {done} steps this run, {result.steps_per_second:.2f} steps/s, "
+        f"(ComfyUI copy {result.comfy_path.name}, config {result.config_path.name}); {done} steps this run, {result.steps_per_second:.2f} steps/s, "
         f"peak memory {memory:.0f} MiB.",
         highlight=False, markup=False, soft_wrap=True,
     )

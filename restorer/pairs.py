@@ -2,15 +2,27 @@
 
 A *pair* is a clean video and a degraded (artifact) video of the same camera path, same
 length and size: the benchmark's ``gt/`` + ``artifact/`` folders, or a nerfstudio run's
-held-out GT views + the sparse-view renders at the same poses. For each pair,
-:func:`build_pair` does what the restorer does at inference (``ArtifactRestorer.restore``):
+held-out GT views + the sparse-view renders at the same poses. A clip has ``T = 8n + 1``
+frames (:func:`restorer.dba.check_clip_length`; 89 as the release was trained). For each pair
+:func:`build_pair` lays every training video out in the official ``T + 8``-frame DBA layout:
 
-1. conform both videos to the preset's model grid (``8n + 1`` frames, sides multiples of 32,
-   ``processing_max_side``) with :func:`restorer.conform.to_model`,
-2. build the DBA reference (Eq. 1) from the conformed artifact frames and the clean first /
-   last frames with :func:`restorer.dba.build_reference_video`,
-3. compute the stage-1 pseudo-GT heatmap between artifact and clean frames
-   (:func:`heatmap_map`, LPIPS spatial map by default, as the paper does).
+* **reference** -- :func:`restorer.dba.build_reference_video`: ``[A] + artifact[1:-1] + [B] * 9``
+  with the clean first / last frames as anchors A / B (the official ``tools/process_videos.py``);
+* **clean target** (stage 2) -- the clean clip followed by its last frame 8 more times, so the
+  target's appended tail shows the same view B as the reference's (:func:`build_target_video`);
+* **heatmap** (stage-1 target, stage-2 condition) -- the per-pixel artifact severity between the
+  reference and the clean target (:func:`heatmap_map`; LPIPS spatial map by default, as the paper
+  does), as a 3-channel video whose anchor frames are black: frame 0 (the reference shows clean
+  A there) and the last 9 (:func:`restorer.dba.black_tail`, exactly what the official stage-1 ->
+  stage-2 hand-off does to the predicted heatmap).
+
+The official training-data code is not released: neither ``stages/*/src/ltxv_trainer/datasets.py``
+nor ``training_strategies.py`` says what the target and heatmap hold at the 8 appended frames;
+the repeated clean last frame and the black tail above are this project's choice, consistent with
+the reference and with the heatmaps stage 2 is given at inference.
+
+Both videos are resized to the preset's processing size (:func:`conform_space`); frames are
+never resampled in time.
 
 **Heatmap normalization.** Every metric gives a per-pixel distance that is already on a
 ``[0, 1]``-like scale, and it is clipped to ``[0, 1]`` without per-clip rescaling, so a
@@ -21,26 +33,30 @@ heatmap's brightness means the same severity in every clip:
 * ``ssim`` -- ``(1 - SSIM) / 2`` of torchmetrics' full SSIM map (Gaussian window 11, sigma 1.5),
   channel mean, in ``[0, 1]``.
 
-The DBA anchor frames (frame 0 and the last 8) are set to 0: the reference carries clean
-views there, matching ``z_full``'s black boundary frames (:func:`restorer.latents.full_mask_video`).
+**Latents.** Each video is VAE-encoded whole with ``latent_dist.sample(generator)`` (as LTX-Video-
+Trainer's ``scripts/process_videos.py`` precomputes its training latents) and normalized with the
+VAE's latents mean / std; the generator is seeded per pair from ``--seed`` and the pair's name, so a
+rebuilt pair gets the same latents. The source video's frame rate is stored with them: the official
+trainer scales the temporal RoPE coordinate by it.
 
 On-disk layout written by ``aw-make-pairs`` (:func:`write_pair`) and read by ``aw-train-lora``::
 
-    OUT/meta.json                          preset, heatmap metric, processing size, VAE folder
-    OUT/videos/NAME/reference.mp4          DBA reference (model grid size)
-    OUT/videos/NAME/clean.mp4              clean target
-    OUT/videos/NAME/heatmap.mp4            pseudo-GT heatmap (gray)
-    OUT/latents/NAME.pt                    z_ref, z_clean, z_heatmap, z_full, z_null (normalized VAE latents)
+    OUT/meta.json                          format, preset, heatmap metric, processing size, VAE folder, seed
+    OUT/videos/NAME/reference.mp4          DBA reference (T + 8 frames, model grid size)
+    OUT/videos/NAME/clean.mp4              clean target (T + 8 frames)
+    OUT/videos/NAME/heatmap.mp4            pseudo-GT heatmap (T + 8 frames, RGB, black anchors)
+    OUT/latents/NAME.pt                    z_ref, z_clean, z_heatmap (normalized VAE latents), fps
     OUT/prompts.pt                         the stage prompts' T5 embeddings
 
-The latents are computed with the preset's VAE from the in-memory tensors (not from the
-lossy mp4s), so training never runs the VAE or the text encoder.
+The latents are computed from the in-memory tensors (not from the lossy mp4s), so training never
+runs the VAE or the text encoder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,13 +66,20 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.conform import plan_conform, to_model
-from restorer.dba import ANCHOR_TAIL_FRAMES, anchor_frame_mask, build_reference_video
+from restorer.dba import (
+    ANCHOR_TAIL_FRAMES,
+    anchor_frame_mask,
+    black_tail,
+    build_reference_video,
+    check_clip_length,
+)
 from restorer.errors import RestorerInputError
-from restorer.latents import auxiliary_latents, encode_video, mask_to_video
+from restorer.latents import encode_video
 from restorer.loading import (
+    TRANSFORMER_SINGLE_FILE,
     ReleaseRoots,
     cache_dir,
+    check_transformer_source,
     download_command,
     load_text_encoder,
     resolve_roots,
@@ -71,8 +94,12 @@ META_FILE = "meta.json"
 LATENTS_DIR = "latents"
 VIDEOS_DIR = "videos"
 PROMPTS_FILE = "prompts.pt"
-LATENT_KEYS = ("z_ref", "z_clean", "z_heatmap", "z_full", "z_null")
-PAIRS_FORMAT = "artifactworld-pairs-v1"
+LATENT_KEYS = ("z_ref", "z_clean", "z_heatmap")
+PAIRS_FORMAT = "artifactworld-pairs-v2"
+"""v2: official T + 8 DBA layout, sampled VAE latents, fps stored (v1 folders must be rebuilt)."""
+DEFAULT_FPS = 24.0
+"""Frame rate assumed for latents without one (the official trainer's ``DEFAULT_FPS``)."""
+DEFAULT_SEED = 42
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -85,17 +112,23 @@ class PresetModels:
     name: str
     roots: ReleaseRoots
     processing_max_side: int | None
+    processing_size: tuple[int, int] | None
+    """The preset's official ``(H, W)`` (cover-resize + center-crop), or None for a plain resize."""
     max_prompt_tokens: int
     frame_rate: float
     device: str | None
     untrained: bool
+    transformer_source: str = "0.9.8-distilled"
+    """Base transformer the adapters train on (the official ``model_source``: LTX-Video 0.9.8-distilled)."""
+    transformer_config: str = "ltxv-13b"
+    """Configuration of the single-file transformer (``ltxv-13b``, or ``tiny`` for the tiny preset)."""
 
 
 def resolve_preset(name: str, **overrides) -> PresetModels:
     """Roots and settings of a restorer preset (``tiny`` builds its untrained release in the cache on first use).
 
-    Unlike inference, training needs only the LTX roots (VAE, text encoder, transformer,
-    scheduler), not the released LoRA files.
+    Unlike inference, training needs only the LTX roots (VAE, text encoder, base transformer),
+    not the released LoRA files (:func:`check_training_roots`).
     """
     from method_configs.restorer_presets import get_preset
 
@@ -106,21 +139,41 @@ def resolve_preset(name: str, **overrides) -> PresetModels:
     if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
         from restorer.tiny import ensure_tiny_release
 
-        roots = ensure_tiny_release(seed=preset.seed)
+        roots = ensure_tiny_release()
     else:
         roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
-    for what, folder in (("ltx_main", roots.ltx_main / "vae"), ("ltx_main", roots.ltx_main / "text_encoder"),
-                         ("ltx_097_dev", roots.ltx_097_dev / "transformer")):
-        if not folder.exists():
-            root = roots.ltx_main if what == "ltx_main" else roots.ltx_097_dev
-            raise RestorerInputError(
-                f"The {what} root {root} has no {folder.name}/ folder; fetch it with `{download_command(what, root)}`."
-            )
+    check_training_roots(roots, preset.transformer_source)
     return PresetModels(
         name=name, roots=roots, processing_max_side=preset.processing_max_side,
+        processing_size=_tuple_or_none(preset.processing_size),
         max_prompt_tokens=preset.max_prompt_tokens, frame_rate=preset.frame_rate, device=preset.device,
-        untrained=preset.untrained,
+        untrained=preset.untrained, transformer_source=preset.transformer_source,
+        transformer_config=preset.transformer_config,
     )
+
+
+def check_training_roots(roots: ReleaseRoots, transformer_source: str) -> None:
+    """One sentence (with the fetch command) unless the roots hold the VAE, the text encoder and the base transformer.
+
+    Training needs no released LoRA file and no scheduler; the transformer is the single file
+    ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root (the official ``model_source``)
+    or, with ``transformer_source="0.9.7-dev"``, the 0.9.7-dev root's ``transformer/``.
+    """
+    check_transformer_source(transformer_source)
+    need = [("ltx_main", roots.ltx_main / "vae"), ("ltx_main", roots.ltx_main / "text_encoder")]
+    if transformer_source == "0.9.7-dev":
+        need.append(("ltx_097_dev_transformer", roots.ltx_097_dev / "transformer"))
+    else:
+        need.append(("ltx_main", roots.ltx_main / TRANSFORMER_SINGLE_FILE))
+    for what, path in need:
+        if not path.exists():
+            root = roots.ltx_main if what == "ltx_main" else roots.ltx_097_dev
+            raise RestorerInputError(f"The {what.replace('_transformer', '')} root {root} has no {path.name}; "
+                                     f"fetch it with `{download_command(what, root)}`.")
+
+
+def _tuple_or_none(size) -> tuple[int, int] | None:
+    return None if size is None else (int(size[0]), int(size[1]))
 
 
 def load_vae(models: PresetModels, device: torch.device | str, dtype: torch.dtype = torch.float32):
@@ -205,20 +258,37 @@ def heatmap_map(
     return torch.cat(maps).clamp(0.0, 1.0)
 
 
+def heatmap_video(
+    reference: Float[Tensor, "frames height width 3"],
+    target: Float[Tensor, "frames height width 3"],
+    metric: HeatmapMetric = "lpips",
+) -> Float[Tensor, "frames height width 3"]:
+    """The pseudo-GT heatmap of a ``T + 8``-frame pair as an RGB video with black anchor frames.
+
+    Frame 0 and the last 9 show clean anchors in the reference, so they are black; the tail is
+    blackened with :func:`restorer.dba.black_tail`, as the official stage 1 does before stage 2.
+    """
+    gray = heatmap_map(reference, target, metric)
+    gray[anchor_frame_mask(gray.shape[0])] = 0.0
+    return black_tail(gray[..., None].expand(*gray.shape, 3).contiguous())
+
+
 # ---------------------------------------------------------------------------------------------- pairs
 
 
 @dataclass
 class PairVideos:
-    """One pair at the model grid size: DBA reference, clean target, pseudo-GT heatmap."""
+    """One pair at the model grid size, every video ``T + 8`` frames: DBA reference, clean target, heatmap."""
 
     reference: Float[Tensor, "frames height width 3"]
     clean: Float[Tensor, "frames height width 3"]
-    heatmap: Float[Tensor, "frames height width"]
+    heatmap: Float[Tensor, "frames height width 3"]
+    clip_frames: int
+    """``T``, the clip's own length (the videos are ``T + 8``)."""
 
 
 def check_pair(clean: Tensor, artifact: Tensor) -> None:
-    """One sentence when a clean / artifact pair does not match in length or size."""
+    """One sentence when a clean / artifact pair does not match in length or size, or is not ``8n + 1`` frames."""
     if clean.shape[0] != artifact.shape[0]:
         raise RestorerInputError(
             f"The clean video has {clean.shape[0]} frames but the artifact video has {artifact.shape[0]}; "
@@ -229,10 +299,26 @@ def check_pair(clean: Tensor, artifact: Tensor) -> None:
             f"The clean video is {clean.shape[2]}x{clean.shape[1]} but the artifact video is "
             f"{artifact.shape[2]}x{artifact.shape[1]}; a pair must have the same resolution."
         )
-    if clean.shape[0] < ANCHOR_TAIL_FRAMES + 1:
-        raise RestorerInputError(
-            f"The pair has {clean.shape[0]} frames; DBA needs at least {ANCHOR_TAIL_FRAMES + 1}."
-        )
+    check_clip_length(int(clean.shape[0]))
+
+
+def conform_space(
+    video: Float[Tensor, "frames height width 3"], max_side: int | None = None, size: tuple[int, int] | None = None
+) -> Tensor:
+    """Bring a clip to the model's frame size exactly as inference conforms its inputs, keeping every frame.
+
+    ``size`` (the preset's official ``(H, W)``): cover-resize and center-crop; otherwise a plain
+    resize to multiples of 32 capped by ``max_side`` (:func:`restorer.conform.plan_conform`).
+    """
+    from restorer.conform import plan_conform, to_model_space
+
+    plan = plan_conform(*video.shape[:3], max_side=max_side, size=size)
+    return to_model_space(video.float().clamp(0, 1), plan)
+
+
+def build_target_video(clean: Float[Tensor, "frames height width 3"]) -> Float[Tensor, "frames_plus_8 height width 3"]:
+    """The ``T + 8``-frame clean target: the clip, then its last frame 8 more times (see module doc)."""
+    return torch.cat([clean, clean[-1:].expand(ANCHOR_TAIL_FRAMES, *clean.shape[1:])]).clone()
 
 
 def build_pair(
@@ -240,44 +326,46 @@ def build_pair(
     artifact: Float[Tensor, "frames height width 3"],
     metric: HeatmapMetric = "lpips",
     processing_max_side: int | None = None,
+    processing_size: tuple[int, int] | None = None,
 ) -> PairVideos:
-    """Conform a clean / artifact pair to the model grid and build reference, target and heatmap."""
+    """Resize a ``T``-frame clean / artifact pair to the model grid and build its ``T + 8``-frame videos."""
     check_pair(clean, artifact)
-    plan = plan_conform(*clean.shape[:3], processing_max_side)
-    clean_m = to_model(clean.float().clamp(0, 1), plan)
-    artifact_m = to_model(artifact.float().clamp(0, 1), plan)
+    clean_m = conform_space(clean, processing_max_side, processing_size)
+    artifact_m = conform_space(artifact, processing_max_side, processing_size)
     reference = build_reference_video(artifact_m, clean_m[0], clean_m[-1])
-    heatmap = heatmap_map(artifact_m, clean_m, metric)
-    heatmap[anchor_frame_mask(heatmap.shape[0])] = 0.0
-    return PairVideos(reference=reference, clean=clean_m, heatmap=heatmap)
+    target = build_target_video(clean_m)
+    return PairVideos(reference=reference, clean=target, heatmap=heatmap_video(reference, target, metric),
+                      clip_frames=int(clean.shape[0]))
+
+
+def pair_generator(name: str, seed: int = DEFAULT_SEED) -> torch.Generator:
+    """The VAE-sampling generator of one pair: seeded from ``seed`` and the pair's name (stable across runs)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
 
 
 @torch.no_grad()
-def encode_pair(vae, pair: PairVideos) -> dict[str, Tensor]:
-    """The pair's normalized VAE latents (``[1, C, F, h, w]`` each, CPU float32).
-
-    The heatmap is encoded as the restorer encodes heatmaps (gray mask -> 3-channel video);
-    ``z_full`` / ``z_null`` are the AATF auxiliary latents for this clip size.
-    """
-    z_full, z_null = auxiliary_latents(vae, *pair.reference.shape[:3])
+def encode_pair(vae, pair: PairVideos, generator: torch.Generator | None = None, fps: float = DEFAULT_FPS) -> dict:
+    """The pair's normalized VAE latents (``[1, C, F, h, w]`` each, CPU float32, sampled with ``generator``) and fps."""
     latents = {
-        "z_ref": encode_video(vae, pair.reference),
-        "z_clean": encode_video(vae, pair.clean),
-        "z_heatmap": encode_video(vae, mask_to_video(pair.heatmap)),
-        "z_full": z_full,
-        "z_null": z_null,
+        "z_ref": encode_video(vae, pair.reference, generator=generator),
+        "z_clean": encode_video(vae, pair.clean, generator=generator),
+        "z_heatmap": encode_video(vae, pair.heatmap, generator=generator),
     }
-    return {k: v.float().cpu().contiguous() for k, v in latents.items()}
+    out: dict = {k: v.float().cpu().contiguous() for k, v in latents.items()}
+    out["fps"] = float(fps)
+    return out
 
 
-def pairs_meta(models: PresetModels, metric: str) -> dict:
+def pairs_meta(models: PresetModels, metric: str, seed: int = DEFAULT_SEED) -> dict:
     """What a pairs folder was built with; training checks it against its own preset."""
     return {
         "format": PAIRS_FORMAT,
         "preset": models.name,
         "heatmap_metric": metric,
         "processing_max_side": models.processing_max_side,
+        "processing_size": list(models.processing_size) if models.processing_size else None,
         "vae": str((models.roots.ltx_main / "vae").resolve()),
+        "seed": seed,
     }
 
 
@@ -295,14 +383,14 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_pair(out_dir: Path, name: str, pair: PairVideos, latents: dict[str, Tensor], fps: float, crf: int) -> None:
+def write_pair(out_dir: Path, name: str, pair: PairVideos, latents: dict, fps: float, crf: int) -> None:
     """Write the pair's videos and then (last, so its presence means the pair is complete) its latents."""
-    from restorer.video_io import gray_to_rgb, write_video
+    from restorer.video_io import write_video
 
     folder = out_dir / VIDEOS_DIR / name
     write_video(folder / "reference.mp4", pair.reference, fps, crf=crf)
     write_video(folder / "clean.mp4", pair.clean, fps, crf=crf)
-    write_video(folder / "heatmap.mp4", gray_to_rgb(pair.heatmap), fps, crf=crf)
+    write_video(folder / "heatmap.mp4", pair.heatmap, fps, crf=crf)
     _atomic_torch_save(latents, out_dir / LATENTS_DIR / f"{name}.pt")
 
 
@@ -325,11 +413,12 @@ class PairsDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def __getitem__(self, index: int) -> dict:
         return load_latents(self.files[index])
 
 
-def load_latents(path: Path) -> dict[str, Tensor]:
+def load_latents(path: Path) -> dict:
+    """One pair's latents (``z_ref``, ``z_clean``, ``z_heatmap``, float32) and its ``fps`` (float)."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     missing = [k for k in LATENT_KEYS if k not in data]
     if missing:
@@ -337,11 +426,13 @@ def load_latents(path: Path) -> dict[str, Tensor]:
     shapes = {tuple(data[k].shape) for k in LATENT_KEYS}
     if len(shapes) != 1:
         raise RestorerInputError(f"The latent file {path} holds latents of different shapes {sorted(shapes)}; rebuild it.")
-    return {k: data[k].float() for k in LATENT_KEYS}
+    out: dict = {k: data[k].float() for k in LATENT_KEYS}
+    out["fps"] = float(data.get("fps", DEFAULT_FPS))
+    return out
 
 
 def open_pairs(root: str | os.PathLike, preset: str | None = None) -> PairsDataset:
-    """Open a folder written by ``aw-make-pairs``; one sentence when it is missing, empty or built for another preset."""
+    """Open a folder written by ``aw-make-pairs``; one sentence when it is missing, empty, old or built for another preset."""
     root = Path(root)
     if not root.is_dir():
         raise RestorerInputError(f"The pairs folder {root} does not exist; build it with aw-make-pairs.")
@@ -349,6 +440,11 @@ def open_pairs(root: str | os.PathLike, preset: str | None = None) -> PairsDatas
     if not meta_path.exists():
         raise RestorerInputError(f"The folder {root} has no {META_FILE}, so it was not written by aw-make-pairs.")
     meta = json.loads(meta_path.read_text())
+    if meta.get("format") != PAIRS_FORMAT:
+        raise RestorerInputError(
+            f"The pairs in {root} have format {meta.get('format')!r}, not {PAIRS_FORMAT!r} (the official T+8 DBA layout); "
+            "rebuild them with aw-make-pairs --overwrite."
+        )
     if preset is not None and meta.get("preset") != preset:
         raise RestorerInputError(
             f"The pairs in {root} were encoded with the {meta.get('preset')!r} preset's VAE, not {preset!r}; "
@@ -369,9 +465,11 @@ __all__ = [
     "PairVideos",
     "PairsDataset",
     "build_pair",
+    "build_target_video",
     "check_lpips_weights",
     "encode_pair",
     "heatmap_map",
+    "heatmap_video",
     "open_pairs",
     "resolve_preset",
 ]

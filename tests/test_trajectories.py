@@ -109,7 +109,7 @@ def test_fit_sphere_rejects_degenerate_input():
 def test_clip_length_must_be_8n_plus_1(num_frames):
     with pytest.raises(TrajectoryError) as info:
         reference_guided_clip(sphere_pose(0), sphere_pose(90), CENTER, 3.0, num_frames)
-    assert str(info.value) == f"Clip length {num_frames} is not 8n+1 (e.g. 17, 25, 33); the restorer needs 8n+1 frames."
+    assert str(info.value) == f"Clip length {num_frames} is not 8n+1 (e.g. 17, 25, 33, or 89 as trained); the restorer needs 8n+1 frames."
 
 
 def test_clip_between_views_on_the_sphere_is_an_even_arc():

@@ -10,12 +10,25 @@ import torch
 from restorer_fixtures import aw_cache  # noqa: F401
 
 from restorer import cli_make_pairs
-from restorer.dba import anchor_frame_mask
+from restorer.dba import ClipLengthError, anchor_frame_mask
 from restorer.errors import RestorerInputError
-from restorer.pairs import ALEXNET_WEIGHTS_FILE, LATENT_KEYS, build_pair, heatmap_map, open_pairs
+from restorer.pairs import (
+    ALEXNET_WEIGHTS_FILE,
+    LATENT_KEYS,
+    PAIRS_FORMAT,
+    build_pair,
+    build_target_video,
+    encode_pair,
+    heatmap_map,
+    load_vae,
+    open_pairs,
+    pair_generator,
+    resolve_preset,
+)
 from restorer.video_io import read_video, write_video
 
 T, S = 17, 64
+F_REF = T + 8  # the official DBA layout appends 8 frames of anchor B
 
 
 def clean_clip(phase: float, frames: int = T, size: int = S) -> torch.Tensor:
@@ -69,21 +82,28 @@ def test_make_pairs_writes_references_targets_heatmaps_and_cached_latents(folder
     meta = json.loads((out / "meta.json").read_text())
     assert meta["preset"] == "tiny" and meta["heatmap_metric"] == "l1"
 
+    assert meta["format"] == PAIRS_FORMAT
+
     dataset = open_pairs(out, preset="tiny")
     assert [p.stem for p in dataset.files] == ["pair0", "pair1"]
     assert set(dataset.prompts) == {"stage1", "stage2"}  # prompt embeddings cached with the pairs
     latents = dataset[0]
-    assert set(latents) == set(LATENT_KEYS)
-    assert latents["z_ref"].shape == (1, 8, 3, 2, 2)  # 17 x 64 x 64 -> 3 x 2 x 2 latent frames/rows/cols, 8 channels
+    assert set(latents) == {*LATENT_KEYS, "fps"} and latents["fps"] == 24.0
+    assert latents["z_ref"].shape == (1, 8, 4, 2, 2)  # 25 x 64 x 64 -> 4 x 2 x 2 latent frames/rows/cols, 8 channels
+    assert latents["z_clean"].shape == latents["z_heatmap"].shape == latents["z_ref"].shape
     assert not torch.allclose(latents["z_heatmap"], latents["z_clean"])
 
     clean = clean_clip(0.0)
     ref, _ = read_video(out / "videos" / "pair0" / "reference.mp4")
-    assert (ref[0] - clean[0]).abs().mean() < 0.03 and (ref[-8:] - clean[-1]).abs().mean() < 0.03  # DBA anchors
+    target, _ = read_video(out / "videos" / "pair0" / "clean.mp4")
+    assert ref.shape[0] == target.shape[0] == F_REF
+    assert (ref[0] - clean[0]).abs().mean() < 0.03 and (ref[-9:] - clean[-1]).abs().mean() < 0.03  # DBA anchors
+    assert (target[:T] - clean).abs().mean() < 0.03 and (target[T:] - clean[-1]).abs().mean() < 0.03
     heat, _ = read_video(out / "videos" / "pair0" / "heatmap.mp4")
+    assert heat.shape[0] == F_REF
     heat = heat.mean(-1)
-    anchors = anchor_frame_mask(T)
-    assert heat[anchors].max() < 0.03  # anchor frames are clean
+    anchors = anchor_frame_mask(F_REF)
+    assert heat[anchors].max() < 0.03  # frame 0 and the last 9 are black
     middle = heat[~anchors]
     assert middle[:, :, : S // 2].mean() > 0.1 > middle[:, :, S // 2 :].mean() + 0.05  # bright where degraded
 
@@ -101,9 +121,12 @@ def test_bad_pairs_are_listed_with_one_sentence_each(folders, capsys) -> None:
     write_video(folders["art"] / "short.mp4", clean_clip(3.0, frames=T - 4), 24, crf=0)
     write_video(folders["gt"] / "small.mp4", clean_clip(4.0), 24, crf=0)
     write_video(folders["art"] / "small.mp4", clean_clip(4.0, size=32), 24, crf=0)
+    write_video(folders["gt"] / "odd.mp4", clean_clip(5.0, frames=12), 24, crf=0)
+    write_video(folders["art"] / "odd.mp4", clean_clip(5.0, frames=12), 24, crf=0)
     assert make_pairs(folders, "--heatmap-metric", "ssim") == 2
     out = capsys.readouterr().out
-    assert "2 written, 0 skipped (outputs already present), 2 failed" in out
+    assert "2 written, 0 skipped (outputs already present), 3 failed" in out
+    assert "odd.mp4: Clip length 12 is not 8n+1" in out
     assert "short.mp4: The clean video has 17 frames but the artifact video has 13; a pair must have the same length." in out
     assert "small.mp4: The clean video is 64x64 but the artifact video is 32x32; a pair must have the same resolution." in out
     assert sorted(p.name for p in (folders["out"] / "latents").iterdir()) == ["pair0.pt", "pair1.pt"]
@@ -138,10 +161,44 @@ def test_heatmap_metrics_are_zero_on_identical_frames_and_in_unit_range() -> Non
         heatmap_map(clean, clean, "psnr")  # type: ignore[arg-type]
 
 
-def test_build_pair_conforms_to_the_model_grid() -> None:
-    clean = clean_clip(0.0, frames=12, size=40)
+def test_build_pair_uses_the_official_t_plus_8_layout() -> None:
+    clean = clean_clip(0.0, frames=T, size=40)
+    artifact = degrade_left_half(clean, 1)
+    pair = build_pair(clean, artifact, "l1")  # 40 -> 32 (nearest multiple of 32), every frame kept
+    assert pair.clip_frames == T
+    assert pair.reference.shape == pair.clean.shape == pair.heatmap.shape == (F_REF, 32, 32, 3)
+    clean32 = pair.clean[:T]
+    assert torch.equal(pair.reference[0], clean32[0])  # [A] + artifact[1:-1] + [B] x 9
+    assert torch.equal(pair.reference[-9:], clean32[-1:].expand(9, 32, 32, 3))
+    assert not torch.allclose(pair.reference[1 : T - 1], clean32[1 : T - 1])
+    assert torch.equal(pair.clean[T:], clean32[-1:].expand(8, 32, 32, 3))  # target tail: clean last frame
+    assert torch.equal(build_target_video(clean32), pair.clean)
+    heat = pair.heatmap
+    assert torch.equal(heat[..., 0], heat[..., 1]) and torch.equal(heat[..., 0], heat[..., 2])  # 3-channel video
+    assert heat[0].abs().max() == 0 and heat[-9:].abs().max() == 0  # black anchor frames (black_tail)
+    assert heat[1 : T - 1, :, :16].mean() > 3 * heat[1 : T - 1, :, 16:].mean()
+
+    with pytest.raises(ClipLengthError, match="Clip length 12 is not 8n\\+1"):
+        build_pair(clean[:12], artifact[:12], "l1")
+    with pytest.raises(RestorerInputError, match="a pair must have the same length"):
+        build_pair(clean, artifact[:9], "l1")
+
+
+def test_pair_latents_are_sampled_reproducibly_per_pair() -> None:
+    models = resolve_preset("tiny")
+    vae = load_vae(models, "cpu")
+    clean = clean_clip(0.0, frames=9, size=32)
     pair = build_pair(clean, degrade_left_half(clean, 1), "l1")
-    assert pair.reference.shape == (17, 32, 32, 3) and pair.clean.shape == (17, 32, 32, 3)
-    assert pair.heatmap.shape == (17, 32, 32)
-    with pytest.raises(RestorerInputError, match="needs at least 9"):
-        build_pair(clean[:5], clean[:5], "l1")
+    first = encode_pair(vae, pair, pair_generator("a"), fps=30.0)
+    again = encode_pair(vae, pair, pair_generator("a"), fps=30.0)
+    other = encode_pair(vae, pair, pair_generator("b"), fps=30.0)
+    assert first["fps"] == 30.0 and first["z_ref"].shape == (1, 8, 3, 1, 1)  # 17 reference frames
+    assert all(torch.equal(first[k], again[k]) for k in LATENT_KEYS)  # same name and seed: same latents
+    assert not torch.equal(first["z_ref"], other["z_ref"])  # posterior samples, not the mode
+
+
+def test_pairs_in_the_old_layout_are_refused_in_one_sentence(tmp_path) -> None:
+    (tmp_path / "latents").mkdir()
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "artifactworld-pairs-v1", "preset": "tiny"}))
+    with pytest.raises(RestorerInputError, match="rebuild them with aw-make-pairs --overwrite"):
+        open_pairs(tmp_path, preset="tiny")

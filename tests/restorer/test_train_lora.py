@@ -1,8 +1,10 @@
-"""aw-train-lora: masked flow matching (Eq. 3) on the tiny preset, release-format adapters, checkpoints and resume."""
+"""aw-train-lora: the official trainer's sequences, timesteps, first-frame conditioning, LR schedule and
+adapter files on the tiny preset; checkpoints and resume."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -13,16 +15,22 @@ from safetensors.torch import load_file, save_file
 from test_make_pairs import clean_clip, degrade_left_half
 
 from restorer import cli_make_pairs, cli_train_lora
-from restorer.aatf import PAPER_BEST_SCHEDULE, PiecewiseDecay
+from restorer.errors import RestorerInputError
 from restorer.lora import load_lora_adapter, set_active_adapter
 from restorer.pairs import open_pairs, resolve_preset
 from restorer.tiny import save_tiny_release
 from restorer.training import (
     TrainConfig,
+    add_trainable_lora,
     build_flow_batch,
+    draw_first_frame_conditioning,
     evaluate_loss,
-    heatmap_weights_at,
+    load_training_transformer,
+    logit_normal_shift,
+    make_lr_scheduler,
     masked_flow_matching_loss,
+    sample_sigma,
+    save_release_adapter,
     train,
 )
 from restorer.video_io import write_video
@@ -53,9 +61,7 @@ def config(pairs_dir: Path, out: Path, **kw) -> TrainConfig:
 
 def tiny_transformer_with(adapter_file: Path | None, adapter: str):
     """The tiny preset's backbone (as training loads it) with the saved adapter loaded through restorer/lora.py."""
-    from restorer.loading import load_backbone
-
-    transformer = load_backbone(resolve_preset("tiny").roots, "cpu", torch.float32).transformer
+    transformer = load_training_transformer(resolve_preset("tiny"), "cpu", torch.float32)
     if adapter_file is not None:
         load_lora_adapter(transformer, adapter_file, adapter)
         set_active_adapter(transformer, adapter)
@@ -69,7 +75,7 @@ def test_training_loss_falls_and_the_release_file_reproduces_it(stage, pairs_dir
     result = train(config(pairs_dir, out, stage=stage, log_with="tensorboard"))
     assert result.end_step == 40 and len(result.losses) == 40
     first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
-    assert last < 0.75 * first, (first, last)
+    assert last < 0.95 * first, (first, last)  # noisy: s is drawn per step (the tiny model's floor is near 2)
 
     name = {1: "stage1_pred_headmap_lora", 2: "stage2_noisemap_blend_lora"}[stage]
     assert result.adapter_path == out / f"{name}.safetensors"
@@ -87,50 +93,164 @@ def test_training_loss_falls_and_the_release_file_reproduces_it(stage, pairs_dir
     prompt = dataset.prompts[adapter]
     bare = evaluate_loss(tiny_transformer_with(None, adapter), stage, items, prompt)
     trained = evaluate_loss(tiny_transformer_with(result.adapter_path, adapter), stage, items, prompt)
-    assert trained < 0.75 * bare, (bare, trained)
+    assert trained < 0.92 * bare, (bare, trained)  # deterministic: about 0.82 (stage 1) and 0.88 (stage 2)
+    assert load_file(str(out / f"comfy_{name}.safetensors")).keys() == {k.replace("transformer.", "diffusion_model.", 1) for k in keys}
 
 
-def test_loss_ignores_the_reference_and_heatmap_slices(pairs_dir) -> None:
+def tokens_of(latent: torch.Tensor) -> torch.Tensor:
+    return latent.flatten(2).transpose(1, 2)
+
+
+def test_stage2_sequence_is_ref_noisy_target_and_scaled_heatmap(pairs_dir) -> None:
     latents = open_pairs(pairs_dir, "tiny")[0]
-    tokens = latents["z_ref"][0, 0].numel()
+    n = latents["z_ref"][0, 0].numel()  # tokens per segment (4 x 2 x 2)
     noise = torch.randn(latents["z_ref"].shape, generator=torch.Generator().manual_seed(0))
-    batch = build_flow_batch(2, latents, 0.6, noise, heatmap_weights=(0.0, 0.5, 0.5))
-    assert batch.target == slice(tokens, 2 * tokens) and batch.hidden.shape == (1, 3 * tokens, 8)
-    assert torch.equal(batch.timesteps[0, :tokens], torch.zeros(tokens))  # reference: clean context
-    assert torch.allclose(batch.timesteps[0, tokens : 2 * tokens], torch.full((tokens,), 600.0))
-    assert torch.equal(batch.timesteps[0, 2 * tokens :], torch.zeros(tokens))  # heatmap: clean context
-    z_clean = latents["z_clean"].flatten(2).transpose(1, 2)
-    assert torch.allclose(batch.hidden[:, tokens : 2 * tokens], 0.4 * z_clean + 0.6 * noise.flatten(2).transpose(1, 2), atol=1e-6)
-    assert torch.allclose(batch.coords[..., :tokens], batch.coords[..., tokens : 2 * tokens])  # shared RoPE positions
-
-    prediction = torch.randn(batch.hidden.shape, requires_grad=True)
-    loss = masked_flow_matching_loss(prediction, batch)
-    changed = prediction.detach().clone()
-    changed[:, :tokens] += 100.0
-    changed[:, 2 * tokens :] -= 50.0
-    assert torch.equal(masked_flow_matching_loss(changed, batch), loss.detach())
-    loss.backward()
-    assert prediction.grad[:, :tokens].abs().max() == 0 and prediction.grad[:, 2 * tokens :].abs().max() == 0
-    assert prediction.grad[:, tokens : 2 * tokens].abs().max() > 0
-    perfect = prediction.detach().clone()
-    perfect[:, batch.target] = batch.velocity
-    assert masked_flow_matching_loss(perfect, batch) == 0
+    batch = build_flow_batch(2, latents, 0.6004, noise)
+    assert batch.target == slice(n, 2 * n) and batch.hidden.shape == (1, 3 * n, 8)
+    # [ref, noisy target, heatmap x 0.05]; context exactly clean (no context noise, no AATF blending)
+    assert torch.equal(batch.hidden[:, :n], tokens_of(latents["z_ref"]))
+    z_clean, eps = tokens_of(latents["z_clean"]), tokens_of(noise)
+    assert torch.allclose(batch.hidden[:, n : 2 * n], (1 - 0.6004) * z_clean + 0.6004 * eps, atol=1e-6)
+    assert torch.allclose(batch.hidden[:, 2 * n :], 0.05 * tokens_of(latents["z_heatmap"]))
+    # timesteps [0, round(1000 s), 0]; the velocity target eps - z0
+    assert torch.equal(batch.timesteps[0], torch.cat([torch.zeros(n), torch.full((n,), 600.0), torch.zeros(n)]))
+    assert torch.allclose(batch.velocity, eps - z_clean)
+    assert batch.conditioning[0].tolist() == [True] * n + [False] * n + [True] * n
+    # every segment on the same RoPE coordinates: (frame * 8 / fps, row * 32, col * 32), fps from the pair
+    coords = batch.coords[0]
+    assert torch.equal(coords[:, :n], coords[:, n : 2 * n]) and torch.equal(coords[:, :n], coords[:, 2 * n :])
+    assert coords[:, n - 1].tolist() == pytest.approx([3 * 8 / 24, 32.0, 32.0]) and coords[:, 4].tolist() == pytest.approx([8 / 24, 0, 0])
+    # the context does not depend on s (nothing is blended or noised by time)
+    other = build_flow_batch(2, latents, 0.1, noise)
+    assert torch.equal(other.hidden[:, :n], batch.hidden[:, :n]) and torch.equal(other.hidden[:, 2 * n :], batch.hidden[:, 2 * n :])
+    assert torch.equal(build_flow_batch(2, latents, 0.6, noise, noisemap_feature_scale=1.0).hidden[:, 2 * n :],
+                       tokens_of(latents["z_heatmap"]))
 
     stage1 = build_flow_batch(1, latents, 0.3, noise)
-    assert stage1.hidden.shape == (1, 2 * tokens, 8) and stage1.target == slice(tokens, 2 * tokens)
-    z_hm = latents["z_heatmap"].flatten(2).transpose(1, 2)
-    assert torch.allclose(stage1.velocity, noise.flatten(2).transpose(1, 2) - z_hm)
+    assert stage1.hidden.shape == (1, 2 * n, 8) and stage1.target == slice(n, 2 * n)
+    assert torch.equal(stage1.hidden[:, :n], tokens_of(latents["z_ref"]))
+    assert torch.allclose(stage1.velocity, eps - tokens_of(latents["z_heatmap"]))
+    assert torch.equal(stage1.timesteps[0], torch.cat([torch.zeros(n), torch.full((n,), 300.0)]))
 
 
-def test_stage2_heatmap_follows_the_inference_schedule_at_s() -> None:
-    sigmas = torch.linspace(1.0, 0.0, 9)  # 8 steps
-    assert heatmap_weights_at(PAPER_BEST_SCHEDULE, sigmas, 0.95) == (1.0, 0.0, 0.0)  # step 0: z_full
-    assert heatmap_weights_at(PAPER_BEST_SCHEDULE, sigmas, 0.7) == (0.0, 1.0, 0.0)  # steps 1-3: z_hm
-    assert heatmap_weights_at(PAPER_BEST_SCHEDULE, sigmas, 0.45) == (0.0, 0.75, 0.25)  # step 4: (0.375, 0.5]
-    assert heatmap_weights_at(PAPER_BEST_SCHEDULE, sigmas, 0.01) == (0.0, 0.0, 1.0)  # step 7: z_null
-    decay = PiecewiseDecay(0.3, 0.8)
-    assert heatmap_weights_at(decay, sigmas, 0.9) == pytest.approx((0.5, 0.5, 0.0))
-    assert heatmap_weights_at(decay, sigmas, 0.15) == pytest.approx((0.0, 0.5, 0.5))
+def test_loss_covers_only_the_target_and_first_frame_conditioning_excludes_its_first_frame(pairs_dir) -> None:
+    latents = open_pairs(pairs_dir, "tiny")[0]
+    n, frame = latents["z_ref"][0, 0].numel(), 4  # 4 tokens per latent frame (2 x 2)
+    noise = torch.randn(latents["z_ref"].shape, generator=torch.Generator().manual_seed(1))
+    plain = build_flow_batch(2, latents, 0.7, noise)
+    cond = build_flow_batch(2, latents, 0.7, noise, first_frame=True)
+    z_clean = tokens_of(latents["z_clean"])
+    # the target's first latent frame stays clean, at timestep 0, and is marked as conditioning
+    assert torch.equal(cond.hidden[:, n : n + frame], z_clean[:, :frame])
+    assert torch.equal(cond.hidden[:, n + frame : 2 * n], plain.hidden[:, n + frame : 2 * n])
+    assert cond.timesteps[0, n : n + frame].abs().max() == 0 and (cond.timesteps[0, n + frame : 2 * n] == 700).all()
+    assert cond.conditioning[0, n : 2 * n].tolist() == [True] * frame + [False] * (n - frame)
+
+    prediction = torch.randn(cond.hidden.shape, requires_grad=True)
+    loss = masked_flow_matching_loss(prediction, cond)
+    rest = (prediction[:, n + frame : 2 * n] - cond.velocity[:, frame:]).pow(2).mean()
+    assert torch.allclose(loss, rest)  # mean over the unmasked target tokens (official mul(mask).div(mask.mean()))
+    assert torch.allclose(masked_flow_matching_loss(prediction, plain), (prediction[:, n : 2 * n] - plain.velocity).pow(2).mean())
+    changed = prediction.detach().clone()
+    changed[:, :n] += 100.0  # reference
+    changed[:, n : n + frame] -= 30.0  # conditioned first frame
+    changed[:, 2 * n :] -= 50.0  # heatmap
+    assert torch.equal(masked_flow_matching_loss(changed, cond), loss.detach())
+    loss.backward()
+    grad = prediction.grad[0].abs().sum(-1)
+    assert grad[: n + frame].max() == 0 and grad[2 * n :].max() == 0 and (grad[n + frame : 2 * n] > 0).all()
+
+    # a target of a single latent frame is never conditioned away (official: h * w < sequence length)
+    one = {k: (v[:, :, :1] if torch.is_tensor(v) else v) for k, v in latents.items()}
+    single = build_flow_batch(1, one, 0.5, torch.randn(one["z_ref"].shape), first_frame=True)
+    assert not single.conditioning[0, frame:].any()
+
+
+def test_first_frame_conditioning_is_drawn_with_probability_p() -> None:
+    generator = torch.Generator().manual_seed(0)
+    draws = [draw_first_frame_conditioning(0.2, generator) for _ in range(20000)]
+    assert abs(sum(draws) / len(draws) - 0.2) < 0.01
+    state = generator.get_state()
+    assert not any(draw_first_frame_conditioning(0.0, generator) for _ in range(10))
+    assert torch.equal(generator.get_state(), state)  # p = 0 draws nothing, as the official short-circuit
+    assert TrainConfig(stage=2, data=Path("."), output_dir=Path(".")).first_frame_conditioning_p == 0.2
+
+
+def test_shifted_logit_normal_follows_ltx_video_trainer() -> None:
+    # shift(L) = 0.95 + (2.05 - 0.95) (L - 1024) / (4096 - 1024), not clamped
+    assert logit_normal_shift(1024) == pytest.approx(0.95)
+    assert logit_normal_shift(4096) == pytest.approx(2.05)
+    assert logit_normal_shift(2560) == pytest.approx(1.5)
+    assert logit_normal_shift(6630) == pytest.approx(2.957356770833, abs=1e-9)  # 97 x 544 x 960 -> 13 x 17 x 30
+    assert logit_normal_shift(16) == pytest.approx(0.95 - 1.1 * 1008 / 3072)  # the toy pairs' 16 tokens
+    n = float(torch.randn((), generator=torch.Generator().manual_seed(3)))
+    s = sample_sigma("shifted_logit_normal", 6630, torch.Generator().manual_seed(3))
+    assert s == pytest.approx(1.0 / (1.0 + math.exp(-(n + logit_normal_shift(6630)))), rel=1e-6)
+    s2 = sample_sigma("shifted_logit_normal", 1024, torch.Generator().manual_seed(3), std=2.0)
+    assert s2 == pytest.approx(1.0 / (1.0 + math.exp(-(2.0 * n + 0.95))), rel=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    samples = torch.tensor([sample_sigma("shifted_logit_normal", 4096, generator) for _ in range(4000)])
+    assert float(samples.median()) == pytest.approx(1.0 / (1.0 + math.exp(-2.05)), abs=0.02)
+    u = sample_sigma("uniform", 4096, torch.Generator().manual_seed(3))
+    assert u == float(torch.rand((), generator=torch.Generator().manual_seed(3)))
+
+
+def test_learning_rate_decays_linearly_from_1_to_0_1() -> None:
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([param], lr=2e-4)
+    config = TrainConfig(stage=2, data=Path("."), output_dir=Path("."))
+    assert (config.learning_rate, config.max_grad_norm, config.weight_decay) == (2e-4, 1.0, 0.01)
+    scheduler = make_lr_scheduler(optimizer, config, steps=10)
+    seen = [optimizer.param_groups[0]["lr"]]
+    for _ in range(12):
+        optimizer.step()
+        scheduler.step()
+        seen.append(optimizer.param_groups[0]["lr"])
+    expected = [2e-4 * (1.0 - 0.9 * min(k, 10) / 10) for k in range(13)]  # LinearLR(1.0 -> 0.1, total_iters=10)
+    assert seen == pytest.approx(expected, rel=1e-9)
+    assert make_lr_scheduler(optimizer, TrainConfig(stage=2, data=Path("."), output_dir=Path("."), lr_schedule="constant"), 10) is None
+
+
+@pytest.mark.parametrize("alpha", [4.0, 8.0])
+def test_saved_adapter_and_comfy_copy_reload_to_the_trained_layers(alpha, tmp_path) -> None:
+    models = resolve_preset("tiny")
+    trained = load_training_transformer(models, "cpu", torch.float32)
+    add_trainable_lora(trained, "stage2", 4, alpha, ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    path = tmp_path / "stage2_noisemap_blend_lora.safetensors"
+    comfy = save_release_adapter(trained, "stage2", path)
+    assert comfy == tmp_path / "comfy_stage2_noisemap_blend_lora.safetensors"
+    official, comfy_state = load_file(str(path)), load_file(str(comfy))
+    assert all(k.startswith("transformer.transformer_blocks.") for k in official)
+    assert {k.replace("transformer.", "diffusion_model.", 1) for k in official} == set(comfy_state)
+    key = "transformer.transformer_blocks.0.ff.net.2.lora_B.weight"
+    raw = trained.get_submodule("transformer_blocks.0.ff.net.2").lora_B["stage2"].weight
+    assert torch.equal(official[key], raw * (alpha / 4))  # folded only when alpha != rank
+    assert {k.split(".lora_")[0].split(".", 3)[3] for k in official} == {
+        "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+        "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"}
+
+    batch = build_flow_batch(2, {"z_ref": torch.randn(1, 8, 2, 2, 2), "z_clean": torch.randn(1, 8, 2, 2, 2),
+                                 "z_heatmap": torch.randn(1, 8, 2, 2, 2)}, 0.5, torch.randn(1, 8, 2, 2, 2))
+    prompt = open_pairs_prompt(models)
+    with torch.no_grad():
+        want = trained(hidden_states=batch.hidden, encoder_hidden_states=prompt.embeds, timestep=batch.timesteps,
+                       encoder_attention_mask=prompt.mask, video_coords=batch.coords, return_dict=False)[0]
+        for file in (path, comfy):
+            loaded = tiny_transformer_with(file, "stage2")
+            got = loaded(hidden_states=batch.hidden, encoder_hidden_states=prompt.embeds, timestep=batch.timesteps,
+                         encoder_attention_mask=prompt.mask, video_coords=batch.coords, return_dict=False)[0]
+            assert torch.allclose(got, want, atol=1e-5)
+
+
+def open_pairs_prompt(models):
+    from restorer.pairs import prompt_embeddings
+
+    return prompt_embeddings(models)["stage2"]
 
 
 @pytest.mark.slow
@@ -165,6 +285,19 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
 
     done = train(config(pairs_dir, interrupted, steps=6, resume=True))  # nothing left to do
     assert (done.start_step, done.end_step, done.losses) == (6, 6, [])
+
+    # the LR schedule resumed too: LinearLR reached its end factor (0.1) at the last step of both runs
+    for run in ("straight", "interrupted"):
+        state = torch.load(tmp_path / run / "checkpoints" / "step-6" / "optimizer.pt", weights_only=False)
+        assert state["param_groups"][0]["lr"] == pytest.approx(1e-2 * 0.1)
+    mid = torch.load(tmp_path / "straight" / "checkpoints" / "step-3" / "optimizer.pt", weights_only=False)
+    assert mid["param_groups"][0]["lr"] == pytest.approx(1e-2 * (1 - 0.9 * 3 / 6))
+
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-3", old / "checkpoints" / "step-3")
+    (old / "checkpoints" / "step-3" / "scheduler.pt").unlink()
+    with pytest.raises(RestorerInputError, match="has no scheduler.pt"):
+        train(config(pairs_dir, old, steps=6, resume=True))
 
 
 @pytest.mark.parametrize(
@@ -202,4 +335,7 @@ def test_cli_trains_and_reports_speed_and_memory(pairs_dir, tmp_path, capsys) ->
     assert code == 0, err
     assert "UNTRAINED" in err and "steps/s" in err and "peak memory" in err
     assert (out / "stage1_pred_headmap_lora.safetensors").exists() and (out / "stage1_pred_headmap_lora.json").exists()
+    comfy = load_file(str(out / "comfy_stage1_pred_headmap_lora.safetensors"))  # the official ComfyUI copy
+    assert comfy and all(k.startswith("diffusion_model.transformer_blocks.") for k in comfy)
+    assert "comfy_stage1_pred_headmap_lora.safetensors" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
