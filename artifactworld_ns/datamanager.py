@@ -31,6 +31,7 @@ from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, View
 from torch import Tensor
 
 from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
+from artifactworld_ns.resume import load_random_extra_state, random_extra_state
 from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
 from artifactworld_ns.view_selection import ViewSelectionError, select_train_views
 
@@ -102,6 +103,16 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             name="ArtifactWorld: show bank cameras", default_value=False, cb_hook=lambda _: self.show_bank_in_viewer(),
             hint="Frustums of the restored views in the pseudo-view bank, with their images.",
         )
+
+    # ------------------------------------------------------------------ resuming (see artifactworld_ns/resume.py)
+
+    def get_extra_state(self) -> dict:
+        """Checkpointed with the pipeline: the training-view order and every generator the next steps draw from."""
+        return random_extra_state(self.train_unseen_cameras, self._rng, getattr(self, "random_generator", None))
+
+    def set_extra_state(self, state: dict) -> None:
+        if state:
+            self.train_unseen_cameras = load_random_extra_state(state, self._rng, getattr(self, "random_generator", None))
 
     # ------------------------------------------------------------------ sparse-view protocol
 

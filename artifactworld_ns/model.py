@@ -15,6 +15,12 @@ from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoMode
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 
+from artifactworld_ns.resume import (
+    ResumeError,
+    load_strategy_extra_state,
+    rebind_optimizers,
+    strategy_extra_state,
+)
 from artifactworld_ns.torch_rasterizer import rasterization
 
 
@@ -66,6 +72,27 @@ class ArtifactWorldModel(SplatfactoModel):
             dc = torch.logit(normalized, eps=1e-10)
         self.gauss_params["features_dc"].data.copy_(dc)
         self.gauss_params["features_rest"].data.zero_()
+
+    # ------------------------------------------------------------------ resuming (see artifactworld_ns/resume.py)
+
+    def get_training_callbacks(self, training_callback_attributes):
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        # nerfstudio asks for callbacks after it has loaded a resumed run's checkpoint: the optimizers
+        # still hold the construction-time Gaussians, so point them at the loaded ones.
+        if training_callback_attributes.optimizers is not None:
+            try:
+                rebind_optimizers(self.gauss_params, training_callback_attributes.optimizers.optimizers)
+            except ResumeError as error:
+                CONSOLE.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+                raise SystemExit(2) from None
+        return callbacks
+
+    def get_extra_state(self) -> dict:
+        """Checkpointed with the weights: the densification strategy's running statistics."""
+        return {"strategy_state": strategy_extra_state(self.strategy_state)}
+
+    def set_extra_state(self, state: dict) -> None:
+        load_strategy_extra_state(self.strategy_state, state.get("strategy_state", {}), self.device)
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
         """Splatfacto's losses; on a generated view the photometric loss becomes ``lambda * L_gen``.

@@ -133,7 +133,7 @@ class ArtifactRestorer:
         except (KeyError, TypeError) as err:
             raise RestorerInputError(str(err.args[0])) from None
         label = "[tiny preset: UNTRAINED, random weights] " if preset.untrained else ""
-        with quiet_hub_progress(enabled=preset.untrained):
+        with quiet_hub_progress(enabled=preset.untrained), torch.random.fork_rng(devices=[]):
             restorer = cls._from_preset(preset, label, progress)
         if preset.untrained:
             _console().print(
@@ -210,10 +210,20 @@ class ArtifactRestorer:
         transformer_source: str = "0.9.8-distilled",
         transformer_config: str = "ltxv-13b",
     ) -> "ArtifactRestorer":
-        """Load the backbone, the requested LoRA adapters and the cached prompt embeddings from three roots."""
+        """Load the backbone, the requested LoRA adapters and the cached prompt embeddings from three roots.
+
+        Loading leaves torch's global random state as it was (peft initialises the adapter layers
+        randomly before their weights are copied in), so a training run that loads the restorer
+        mid-way draws the same random numbers as one that loaded it earlier or resumed.
+        """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or default_dtype(device)
         roots = ensure_roots(roots, allow_download=allow_download, transformer_source=transformer_source)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return cls._load(roots, settings, device, dtype, adapters, max_prompt_tokens, progress, transformer_source, transformer_config)
+
+    @classmethod
+    def _load(cls, roots, settings, device, dtype, adapters, max_prompt_tokens, progress, transformer_source, transformer_config):
         backbone = load_backbone(roots, device, dtype, transformer_source, transformer_config)
         lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
         for adapter in adapters:

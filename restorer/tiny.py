@@ -157,8 +157,11 @@ def random_lora_state_dict(
 
 
 def save_tiny_release(root: str | os.PathLike, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
-    """Write the tiny untrained release (three roots, the release's folder layout) under ``root``."""
-    with quiet_hub_progress():
+    """Write the tiny untrained release (three roots, the release's folder layout) under ``root``.
+
+    Seeds its own draws and leaves torch's global random state as it was.
+    """
+    with quiet_hub_progress(), torch.random.fork_rng(devices=[]):
         return _save_tiny_release(Path(root), seed)
 
 
