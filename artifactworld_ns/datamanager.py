@@ -31,6 +31,14 @@ from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, View
 from torch import Tensor
 
 from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
+from artifactworld_ns.reference_restorers import (
+    IDENTITY_LABEL,
+    ORACLE_LABEL,
+    IdentityRestorer,
+    OracleRestorer,
+    ReferenceRestorerError,
+    SceneToDataparser,
+)
 from artifactworld_ns.resume import load_random_extra_state, random_extra_state
 from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
 from artifactworld_ns.view_selection import ViewSelectionError, select_train_views
@@ -41,17 +49,20 @@ class ArtifactWorldDataManagerConfig(FullImageDatamanagerConfig):
     """Full-image datamanager of the ArtifactWorld method: sparse views and the closed loop."""
 
     _target: Type = field(default_factory=lambda: ArtifactWorldDataManager)
-    restorer_preset: Literal["full", "tiny"] = "full"
-    """Restorer preset of the method's restoration rounds: 'full' (released ArtifactWorld weights on
-    LTX-Video 0.9.7) or 'tiny' (random weights, untrained; for CPU demos and CI)."""
+    restorer_preset: Literal["full", "tiny", "identity", "oracle"] = "full"
+    """Restorer of the method's restoration rounds: 'full' (the released ArtifactWorld weights on LTX-Video
+    0.9.8-distilled 13B), 'tiny' (random weights, untrained; for CPU demos and CI), or a reference restorer
+    for research and tests: 'identity' (returns the renders, a lower bound) or 'oracle' (returns the ground
+    truth; only for aw-demo-scene scenes, an upper bound)."""
     restorer_steps: Optional[int] = None
     """Sampling steps of the restorer (default: the preset's, 8); fewer is faster."""
     train_view_ratio: Optional[float] = None
     """Sparse-view protocol: train on this fraction of the views (e.g. 0.05, 0.1, 0.15); the others are eval views."""
     num_train_views: Optional[int] = None
     """Sparse-view protocol: train on exactly this many views (e.g. 3); the others are eval views."""
-    view_selection: Literal["farthest", "even"] = "farthest"
-    """How training views are chosen: farthest-point sampling on camera positions, or evenly along the capture order."""
+    view_selection: Literal["even", "farthest"] = "even"
+    """How training views are chosen: evenly along the capture order (the paper's protocol, as GSFixer's), or
+    farthest-point sampling on the camera positions."""
     restore_steps: Optional[Tuple[int, ...]] = None
     """Iterations at which a restoration round runs (render clips, restore them, add them to the bank);
     default: at --pipeline.datamanager.restore-fractions of the run."""
@@ -70,6 +81,9 @@ class ArtifactWorldDataManagerConfig(FullImageDatamanagerConfig):
     """Once the bank has views, the share of training steps that draw a generated view instead of a real one."""
     seed: int = 0
     """Seed of the draws between real and generated views."""
+
+
+REFERENCE_RESTORERS = {"identity": IDENTITY_LABEL, "oracle": ORACLE_LABEL}
 
 
 class ArtifactWorldDataManager(FullImageDatamanager):
@@ -94,6 +108,12 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         self.restore_steps: Tuple[int, ...] = ()
         """The run's round schedule, resolved when training starts."""
         self._rng = random.Random(config.seed)
+        if config.restorer_preset in REFERENCE_RESTORERS:
+            CONSOLE.print(f"[yellow]ArtifactWorld: {REFERENCE_RESTORERS[config.restorer_preset]} restores the rounds; for research and tests only.")
+            try:
+                self._restorer = self._reference_restorer()
+            except ReferenceRestorerError as error:
+                _stop(str(error))
         if config.restorer_preset == "tiny":
             CONSOLE.print("[yellow]ArtifactWorld: restorer preset 'tiny' has random weights (untrained); use it for demos and CI only.")
         # Viewer elements (nerfstudio's viewer finds them on the pipeline's modules).
@@ -148,7 +168,10 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         # already live on the training device, which is what "gpu" caching does.
         if torch.device(self.device).type == "cpu":
             cache_images_device = "gpu"
-        return super()._load_images(split, cache_images_device=cache_images_device)
+        try:
+            return super()._load_images(split, cache_images_device=cache_images_device)
+        except OSError as error:  # PIL's UnidentifiedImageError, truncated files, unreadable files
+            _stop(f"An image of the {split} views cannot be read ({error}); replace the file or remove its frame from transforms.json.")
 
     # ------------------------------------------------------------------ training
 
@@ -241,7 +264,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         """Render clips, restore them, add them to the bank. A failure is logged and skipped."""
         assert self._pipeline is not None and self.bank_dir is not None, "run_round needs the training callbacks set up"
         record = RoundRecord(round=self.bank.next_round, step=step, status="ok")
-        CONSOLE.print(f"ArtifactWorld: restoration round {record.round} at step {step} ({self.config.restorer_preset} restorer)")
+        label = REFERENCE_RESTORERS.get(self.config.restorer_preset, f"{self.config.restorer_preset} restorer")
+        CONSOLE.print(f"ArtifactWorld: restoration round {record.round} at step {step} ({label})")
         try:
             started = time.perf_counter()
             clips = self._plan_clips(record.round)
@@ -253,7 +277,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             results = []
             for clip, (rgb, accumulation) in zip(clips, renders):
                 first, last = (self._training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last))
-                results.append(restorer.restore(rgb, first, last, opacity=accumulation))
+                extra = {"cameras": self._clip_cameras(clip)} if getattr(restorer, "needs_cameras", False) else {}
+                results.append(restorer.restore(rgb, first, last, opacity=accumulation, **extra))
             if torch.device(self.device).type == "cuda":
                 restorer.offload()
             record.seconds["restore"] = time.perf_counter() - started
@@ -296,10 +321,13 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         return plan_clips(train_poses, self.config.clips_per_round, self.config.clip_frames, mode="reference_guided")
 
     @torch.no_grad()
+    def _clip_cameras(self, clip: ClipPlan) -> Cameras:
+        """The clip's cameras: its poses with the first anchor's intrinsics."""
+        return _pinhole_cameras(clip.camera_to_worlds.float(), _camera_record(None, self.train_dataset.cameras[clip.anchor_first]))
+
     def _render_clip(self, clip: ClipPlan) -> Tuple[Float[Tensor, "frames height width 3"], Float[Tensor, "frames height width"]]:
         model = self._pipeline().model
-        anchor = self.train_dataset.cameras[clip.anchor_first]
-        cameras = _pinhole_cameras(clip.camera_to_worlds.float(), _camera_record(None, anchor))
+        cameras = self._clip_cameras(clip)
         was_training = model.training
         model.eval()
         try:
@@ -314,6 +342,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         return anchor_image(self.cached_train[index]["image"].cpu(), size)
 
     def _get_restorer(self):
+        if self._restorer is None and self.config.restorer_preset in REFERENCE_RESTORERS:
+            self._restorer = self._reference_restorer()
         if self._restorer is None:
             from restorer import ArtifactRestorer
 
@@ -324,6 +354,14 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         elif torch.device(self.device).type == "cuda":
             self._restorer.to(self.device)
         return self._restorer
+
+    def _reference_restorer(self):
+        """The identity or oracle reference restorer (research and tests; never a default)."""
+        if self.config.restorer_preset == "identity":
+            return IdentityRestorer()
+        outputs = self.train_dataparser_outputs
+        to_scene = SceneToDataparser(outputs.dataparser_transform.float(), float(outputs.dataparser_scale))
+        return OracleRestorer.from_scene(self.config.data, to_scene)
 
     def _log_round(self, step: int, record: RoundRecord, renders, results) -> None:
         for clip_index, ((rgb, _), result) in enumerate(zip(renders, results)):
@@ -398,6 +436,13 @@ def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
         _stop(f"--pipeline.datamanager.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1.")
     if config.clips_per_round < 1:
         _stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
+    if config.restorer_preset in ("full", "tiny") and (config.restore_steps is None or len(config.restore_steps) > 0):
+        from restorer import ArtifactRestorer, RestorerInputError
+
+        try:
+            ArtifactRestorer.check_weights(config.restorer_preset)
+        except RestorerInputError as error:
+            _stop(f"{error} (Or train without restoration rounds: --pipeline.datamanager.restore-steps with no steps.)")
 
 
 def _stop(message: str) -> None:

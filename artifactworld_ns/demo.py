@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 import tyro
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.panel import Panel
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
 from method_configs.artifactworld import TINY_UNTRAINED_NOTE
+from restorer.video_io import environment_with_ffmpeg
 
 CONSOLE = Console()
 
@@ -31,8 +33,8 @@ class DemoArgs:
     """Training iterations."""
     train_view_ratio: float = 0.25
     """Sparse-view protocol: the share of the views trained on (the rest are eval views)."""
-    restore_step: int = 150
-    """The iteration of the demo's one restoration round."""
+    restore_step: Optional[int] = None
+    """The iteration of the demo's one restoration round (default: half of --max-num-iterations)."""
     num_views: int = 36
     """Views of a newly written demo scene."""
     width: int = 160
@@ -41,8 +43,26 @@ class DemoArgs:
     """Image height of a newly written demo scene."""
 
 
+class DemoError(ValueError):
+    """Bad aw-demo arguments; the message is one sentence."""
+
+
+def round_step(args: DemoArgs) -> int:
+    """The round's iteration: ``--restore-step`` or half the run; it must fall inside the run."""
+    if args.max_num_iterations < 2:
+        raise DemoError(f"--max-num-iterations {args.max_num_iterations} is too short for a restoration round; use at least 2.")
+    step = args.max_num_iterations // 2 if args.restore_step is None else args.restore_step
+    if not 0 < step < args.max_num_iterations:
+        raise DemoError(
+            f"--restore-step {step} is outside the run's {args.max_num_iterations} iterations; choose 1 to "
+            f"{args.max_num_iterations - 1} or leave it out (half the run)."
+        )
+    return step
+
+
 def run_demo(args: DemoArgs) -> Path:
     """Returns the run's config.yml."""
+    step = round_step(args)
     CONSOLE.print(f"[bold yellow]Note:[/] this demo uses the {TINY_UNTRAINED_NOTE}.")
     if (args.scene_dir / "transforms.json").is_file():
         CONSOLE.print(f"Reusing the demo scene in {args.scene_dir}")
@@ -60,13 +80,13 @@ def run_demo(args: DemoArgs) -> Path:
         "--machine.device-type", "cpu",
         "--max-num-iterations", str(args.max_num_iterations),
         "--pipeline.datamanager.train-view-ratio", str(args.train_view_ratio),
-        "--pipeline.datamanager.restore-steps", str(args.restore_step),
+        "--pipeline.datamanager.restore-steps", str(step),
         "--vis", "tensorboard",
         "--viewer.quit-on-train-completion", "True",
     ]
     CONSOLE.print("Running: ns-train " + " ".join(command[1:]))
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=environment_with_ffmpeg())
     minutes = (time.perf_counter() - started) / 60
     run_dir = args.output_dir / "demo" / "artifactworld-tiny" / timestamp
     config = run_dir / "config.yml"
@@ -94,7 +114,7 @@ def entrypoint() -> None:
     args = tyro.cli(DemoArgs)
     try:
         run_demo(args)
-    except DemoSceneError as error:
+    except (DemoSceneError, DemoError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
     except subprocess.CalledProcessError as error:

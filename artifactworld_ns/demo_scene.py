@@ -3,8 +3,9 @@
 A procedural Gaussian scene (a checkered floor, three coloured objects and a sky dome) is rendered
 with the PyTorch rasterizer from cameras on an orbit. The output is a standard nerfstudio-data
 folder: ``transforms.json`` (OPENCV pinhole, OpenGL camera-to-world poses), ``images/*.png`` (ground
-truth for every view) and ``sparse_pc.ply`` (a noisy subset of the Gaussian centres, standing in for
-the SfM points a real capture would have).
+truth for every view), ``sparse_pc.ply`` (a noisy subset of the Gaussian centres, standing in for
+the SfM points a real capture would have) and ``ground_truth_gaussians.pt`` (the scene's Gaussians, so
+the oracle reference restorer can render the ground truth from any camera).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from torch import Tensor
 from artifactworld_ns.torch_rasterizer import rasterization_torch
 
 MIN_SIDE, MAX_SIDE = 16, 4096
+BACKGROUND = 0.5
+"""Grey behind the Gaussians (the oracle restorer composites the same)."""
 MAX_VIEWS = 2000
 
 
@@ -145,7 +148,7 @@ def render_views(scene: Dict[str, Tensor], camera_to_worlds: Tensor, width: int,
                 means=scene["means"], quats=scene["quats"], scales=scene["scales"], opacities=scene["opacities"],
                 colors=scene["colors"], viewmats=viewmat[None], Ks=K[None], width=width, height=height,
             )
-            images.append(image[0] + (1 - alpha[0]) * 0.5)  # grey where nothing is (rare: the dome covers it)
+            images.append(image[0] + (1 - alpha[0]) * BACKGROUND)  # grey where nothing is (rare: the dome covers it)
     return torch.stack(images).clamp(0, 1)
 
 
@@ -194,6 +197,7 @@ def write_demo_scene(args: DemoSceneArgs) -> Path:
         points = object_points[chosen] + rng.normal(scale=0.02, size=(len(chosen), 3))
         colors = np.clip(scene["colors"].numpy()[chosen] * 255 + rng.normal(scale=8, size=(len(chosen), 3)), 0, 255).astype(np.uint8)
         write_ply(staging / "sparse_pc.ply", points, colors)
+        torch.save({**scene, "background": BACKGROUND}, staging / "ground_truth_gaussians.pt")
         f = focal_length(args.width)
         transforms = {
             "camera_model": "OPENCV",

@@ -418,6 +418,9 @@ def run(command) -> int:
 
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``aw-render``."""
+    from restorer.video_io import put_ffmpeg_on_path
+
+    put_ffmpeg_on_path()  # nerfstudio's rendering calls `ffmpeg` by name
     tyro.extras.set_accent_color("bright_yellow")
     sys.exit(run(cli(argv)))
 

@@ -7,7 +7,9 @@ same arguments train on the same views.
 
 Two methods:
 
-- ``"farthest"`` (default): farthest-point sampling on the camera positions. It starts from the
+- ``"even"`` (default, the paper's protocol as GSFixer's: views sampled uniformly over the capture):
+  see below.
+- ``"farthest"``: farthest-point sampling on the camera positions. It starts from the
   camera nearest the centroid of all camera positions, then repeatedly adds the camera whose
   distance to the nearest already chosen camera is largest. Ties (within a relative ``1e-6`` of the
   scene size) go to the lowest index, so the result does not depend on float32 noise.
@@ -167,7 +169,7 @@ def select_train_views(
     *,
     ratio: Optional[float] = None,
     count: Optional[int] = None,
-    method: SelectionMethod = "farthest",
+    method: SelectionMethod = "even",
     ratio_flag: str = "--pipeline.datamanager.train-view-ratio",
     count_flag: str = "--pipeline.datamanager.num-train-views",
 ) -> Tuple[Int[Tensor, " k"], Int[Tensor, " m"]]:
@@ -177,7 +179,7 @@ def select_train_views(
         camera_positions: camera centres in capture order (e.g. ``camera_to_worlds[:, :3, 3]``).
         ratio: fraction of the views to train on, in (0, 1]; exactly one of ratio/count.
         count: exact number of views to train on; exactly one of ratio/count.
-        method: ``"farthest"`` (farthest-point sampling) or ``"even"`` (evenly along capture order).
+        method: ``"even"`` (evenly along capture order, the paper's protocol) or ``"farthest"`` (farthest-point sampling).
         ratio_flag, count_flag: option names quoted in error messages.
 
     Returns:

@@ -9,12 +9,12 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
 from artifactworld_ns.model import ArtifactWorldModelConfig
+from artifactworld_ns.preflight import ArtifactWorldTrainerConfig
 
 TINY_UNTRAINED_NOTE = "tiny restorer preset: random weights, UNTRAINED - for CPU demos and CI, not for results"
 
@@ -43,10 +43,10 @@ def splatfacto_optimizers(max_steps: int) -> dict:
     }
 
 
-def artifactworld_config() -> TrainerConfig:
+def artifactworld_config() -> ArtifactWorldTrainerConfig:
     """The real method: splatfacto's schedule, the full restorer preset."""
     max_steps = 30000
-    return TrainerConfig(
+    return ArtifactWorldTrainerConfig(
         method_name="artifactworld",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
@@ -68,10 +68,10 @@ def artifactworld_config() -> TrainerConfig:
     )
 
 
-def artifactworld_tiny_config() -> TrainerConfig:
+def artifactworld_tiny_config() -> ArtifactWorldTrainerConfig:
     """Same method, CPU-friendly: short schedule, early densification, the untrained tiny restorer."""
     max_steps = 600
-    return TrainerConfig(
+    return ArtifactWorldTrainerConfig(
         method_name="artifactworld-tiny",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,

@@ -143,6 +143,22 @@ class ArtifactRestorer:
             )
         return restorer
 
+    @staticmethod
+    def check_weights(name: str = "full", **overrides) -> None:
+        """Raise :class:`RestorerInputError` (one sentence with the download command) unless the preset's
+        weights are on disk or may be downloaded; loads nothing. The tiny preset builds its own."""
+        from method_configs.restorer_presets import get_preset
+
+        try:
+            preset = get_preset(name, **overrides)
+        except (KeyError, TypeError) as err:
+            raise RestorerInputError(str(err.args[0])) from None
+        if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
+            return
+        roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
+        if not preset.allow_download:
+            ensure_roots(roots, allow_download=False, transformer_source=preset.transformer_source)
+
     @classmethod
     def _from_preset(cls, preset, label: str, progress: ProgressCallback | None) -> "ArtifactRestorer":
         roots = None

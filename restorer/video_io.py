@@ -74,6 +74,35 @@ def find_ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def environment_with_ffmpeg(env: dict | None = None) -> dict:
+    """A copy of ``env`` (default: this process's) whose PATH finds an ``ffmpeg``: the one already on it,
+    else the binary bundled with imageio-ffmpeg, linked as ``ffmpeg`` under the cache folder.
+
+    nerfstudio's ``ns-render`` and mediapy call ``ffmpeg`` by name, so our CLIs work even when the
+    venv's ``bin/`` (where set-up links it) is not on PATH.
+    """
+    env = dict(os.environ if env is None else env)
+    if shutil.which("ffmpeg", path=env.get("PATH")):
+        return env
+    from restorer.loading import cache_dir
+
+    folder = cache_dir() / "bin"
+    link = folder / "ffmpeg"
+    if not link.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".ffmpeg-{os.getpid()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(find_ffmpeg())
+        os.replace(temporary, link)
+    env["PATH"] = f"{folder}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def put_ffmpeg_on_path() -> None:
+    """Make ``ffmpeg`` findable by name in this process (see :func:`environment_with_ffmpeg`)."""
+    os.environ["PATH"] = environment_with_ffmpeg()["PATH"]
+
+
 def _last_error_line(stderr: bytes | None) -> str:
     lines = [ln.strip() for ln in (stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
     # Skip ffmpeg's generic trailer lines; the specific reason is usually just before them.

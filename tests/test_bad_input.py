@@ -1,0 +1,203 @@
+"""Bad input to ns-train artifactworld(-tiny) and aw-demo: one sentence, exit status 2, no traceback.
+
+Most cases run nerfstudio's own ``ns-train`` main function in-process on a method config (the path
+``ns-train`` takes after parsing its flags); two run the installed commands as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from method_configs.artifactworld import artifactworld_config, artifactworld_tiny_config
+
+
+def ns_train(config, capsys) -> str:
+    """Run ns-train's main on ``config``; return what it printed, asserting exit status 2 and no traceback."""
+    from nerfstudio.scripts.train import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(config)
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    text = " ".join((captured.out + captured.err).split())
+    assert "Traceback" not in text and "error:" in text
+    return text
+
+
+def tiny(data, out: Path, **datamanager):
+    config = artifactworld_tiny_config()
+    config.data = None
+    config.pipeline.datamanager.data = data
+    config.output_dir = out
+    config.vis = "tensorboard"
+    config.max_num_iterations = 4
+    config.pipeline.datamanager.restore_steps = ()
+    for key, value in datamanager.items():
+        setattr(config.pipeline.datamanager, key, value)
+    return config
+
+
+@pytest.fixture
+def scene_copy(small_demo_scene, tmp_path) -> Path:
+    target = tmp_path / "scene"
+    shutil.copytree(small_demo_scene, target)
+    return target
+
+
+def edit_transforms(scene: Path, change) -> None:
+    path = scene / "transforms.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_missing_data_folder(tmp_path, capsys):
+    text = ns_train(tiny(tmp_path / "nowhere", tmp_path / "out"), capsys)
+    assert f"The scene {tmp_path / 'nowhere'} does not exist" in text
+
+
+def test_folder_without_transforms(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    text = ns_train(tiny(tmp_path / "empty", tmp_path / "out"), capsys)
+    assert "has no transforms.json" in text and "ns-process-data" in text
+
+
+def test_corrupt_transforms(scene_copy, tmp_path, capsys):
+    (scene_copy / "transforms.json").write_text('{"frames": [ {"file_path": ')
+    text = ns_train(tiny(scene_copy, tmp_path / "out"), capsys)
+    assert "is not valid JSON at line 1" in text
+
+
+def test_transforms_without_frames(scene_copy, tmp_path, capsys):
+    edit_transforms(scene_copy, lambda meta: meta.update(frames=[]))
+    text = ns_train(tiny(scene_copy, tmp_path / "out"), capsys)
+    assert "lists no frames" in text
+
+
+def test_missing_image_files(scene_copy, tmp_path, capsys):
+    for name in ("frame_00003.png", "frame_00007.png"):
+        (scene_copy / "images" / name).unlink()
+    text = ns_train(tiny(scene_copy, tmp_path / "out"), capsys)
+    assert "2 of the 12 images listed" in text and "frame_00003.png" in text
+
+
+def test_frame_without_pose(scene_copy, tmp_path, capsys):
+    edit_transforms(scene_copy, lambda meta: meta["frames"][5].pop("transform_matrix"))
+    text = ns_train(tiny(scene_copy, tmp_path / "out"), capsys)
+    assert "frame 5 (1 in all) lacks" in text
+
+
+def test_unreadable_image_is_one_sentence(scene_copy, tmp_path, capsys):
+    (scene_copy / "images" / "frame_00002.png").write_bytes(b"not a png")
+    text = ns_train(tiny(scene_copy, tmp_path / "out"), capsys)
+    assert "An image of the train views cannot be read" in text and "frame_00002.png" in text
+
+
+def test_load_dir_that_is_not_a_folder(small_demo_scene, tmp_path, capsys):
+    config = tiny(small_demo_scene, tmp_path / "out")
+    config.load_dir = tmp_path / "missing" / "nerfstudio_models"
+    text = ns_train(config, capsys)
+    assert "is not a folder" in text and "nerfstudio_models" in text
+
+
+def test_load_dir_without_checkpoint(small_demo_scene, tmp_path, capsys):
+    config = tiny(small_demo_scene, tmp_path / "out")
+    config.load_dir = tmp_path / "models"
+    config.load_dir.mkdir()
+    text = ns_train(config, capsys)
+    assert "holds no step-*.ckpt checkpoint" in text
+
+
+def test_load_step_not_in_the_folder(small_demo_scene, tmp_path, capsys):
+    config = tiny(small_demo_scene, tmp_path / "out")
+    config.load_dir = tmp_path / "models"
+    config.load_dir.mkdir()
+    (config.load_dir / "step-000000099.ckpt").write_bytes(b"")
+    config.load_step = 50
+    text = ns_train(config, capsys)
+    assert "--load-step 50 is not in" in text and "99" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this case is about a machine without CUDA")
+def test_full_method_without_cuda_names_the_cpu_method(small_demo_scene, tmp_path, capsys):
+    config = artifactworld_config()
+    config.pipeline.datamanager.data = small_demo_scene
+    config.output_dir = tmp_path / "out"
+    config.vis = "tensorboard"
+    text = ns_train(config, capsys)
+    assert "needs a CUDA GPU" in text and "artifactworld-tiny --machine.device-type cpu" in text
+
+
+def test_read_only_output_folder(small_demo_scene, tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    # CI runs as root, whom permission bits do not stop: report the folder as the kernel would to a user
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real_access(path, mode))
+    try:
+        text = ns_train(tiny(small_demo_scene, locked / "runs"), capsys)
+    finally:
+        locked.chmod(0o755)
+    assert f"The output folder {locked} is not writable" in text
+
+
+def test_output_path_under_a_file(small_demo_scene, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    text = ns_train(tiny(small_demo_scene, tmp_path / "a_file" / "runs"), capsys)
+    assert "which is a file" in text
+
+
+def test_full_preset_without_weights_fails_before_training(small_demo_scene, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
+    config = tiny(small_demo_scene, tmp_path / "out", restorer_preset="full")
+    config.pipeline.datamanager.restore_steps = None  # the default schedule: rounds will run
+    text = ns_train(config, capsys)
+    assert "hf download buaadwxl/ArtifactWorld" in text and "restore-steps with no steps" in text
+    assert not list((tmp_path / "out").rglob("step-*.ckpt")), "nothing was trained"
+
+
+def test_oracle_on_a_scene_without_ground_truth(scene_copy, tmp_path, capsys):
+    (scene_copy / "ground_truth_gaussians.pt").unlink()
+    config = tiny(scene_copy, tmp_path / "out", restorer_preset="oracle", train_view_ratio=0.34)
+    text = ns_train(config, capsys)
+    assert "The oracle restorer needs the scene's ground truth" in text
+
+
+def test_installed_ns_train_on_a_missing_folder(tmp_path, run_cli):
+    result = run_cli("ns-train", "artifactworld-tiny", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "out"), "--vis", "tensorboard")
+    assert result.returncode == 2
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "Traceback" not in text and "does not exist" in text
+
+
+def test_aw_demo_rejects_a_round_outside_the_run(tmp_path, run_cli):
+    result = run_cli("aw-demo", "--scene-dir", str(tmp_path / "scene"), "--max-num-iterations", "50", "--restore-step", "80")
+    assert result.returncode == 2
+    text = " ".join(result.stderr.split())
+    assert "--restore-step 80 is outside the run's 50 iterations" in text and "Traceback" not in text
+
+
+def test_aw_demo_round_scales_to_the_iterations():
+    from artifactworld_ns.demo import DemoArgs, round_step
+
+    assert round_step(DemoArgs(max_num_iterations=50)) == 25
+    assert round_step(DemoArgs()) == 150
+
+
+def test_bundled_ffmpeg_is_found_without_the_venv_on_path(tmp_path, monkeypatch):
+    import subprocess
+
+    from restorer.video_io import environment_with_ffmpeg
+
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
+    env = environment_with_ffmpeg({"PATH": str(tmp_path / "empty-bin")})
+    found = shutil.which("ffmpeg", path=env["PATH"])
+    assert found and Path(found).parent == tmp_path / "cache" / "bin"
+    assert subprocess.run([found, "-version"], capture_output=True).returncode == 0
