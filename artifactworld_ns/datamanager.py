@@ -26,6 +26,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from rich.markup import escape
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl
 from torch import Tensor
@@ -109,7 +110,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         """The run's round schedule, resolved when training starts."""
         self._rng = random.Random(config.seed)
         if config.restorer_preset in REFERENCE_RESTORERS:
-            CONSOLE.print(f"[yellow]ArtifactWorld: {REFERENCE_RESTORERS[config.restorer_preset]} restores the rounds; for research and tests only.")
+            CONSOLE.print(f"[yellow]ArtifactWorld: {escape(REFERENCE_RESTORERS[config.restorer_preset])} restores the rounds; for research and tests only.")
             try:
                 self._restorer = self._reference_restorer()
             except ReferenceRestorerError as error:
@@ -265,7 +266,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         assert self._pipeline is not None and self.bank_dir is not None, "run_round needs the training callbacks set up"
         record = RoundRecord(round=self.bank.next_round, step=step, status="ok")
         label = REFERENCE_RESTORERS.get(self.config.restorer_preset, f"{self.config.restorer_preset} restorer")
-        CONSOLE.print(f"ArtifactWorld: restoration round {record.round} at step {step} ({label})")
+        CONSOLE.print(f"ArtifactWorld: restoration round {record.round} at step {step} ({escape(label)})")
         try:
             started = time.perf_counter()
             clips = self._plan_clips(record.round)

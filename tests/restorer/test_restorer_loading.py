@@ -188,3 +188,19 @@ def test_allowed_download_fetches_only_needed_files_and_unpacks_weights(tmp_path
     ]
     assert roots.weights == tmp_path / "w" / "weights"
     assert roots.stage1_lora.exists() and roots.auxiliary_latent("z_null.pt").exists()
+
+
+def test_official_prompts_padded_to_256_tokens_with_mask(tiny_roots, tmp_path, monkeypatch):  # noqa: F811
+    from restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, cache_key
+
+    # configs/stage1_infer.yaml and stage2_infer.yaml, `validation.prompts`
+    assert STAGE_PROMPTS == {"stage1": "predict artifact map", "stage2": "remove artifact"}
+    assert MAX_PROMPT_TOKENS == 256
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
+    restorer = load_tiny(tiny_roots, adapters=())
+    for stage, words in (("stage1", 3), ("stage2", 2)):
+        prompt = restorer.prompts[stage]
+        assert prompt.embeds.shape[:2] == (1, 256) and prompt.mask.shape == (1, 256)
+        assert int(prompt.mask.sum()) == words + 1  # the words and </s>; the rest is padding, masked out
+    # embeddings cached for another prompt text or token length have other keys: never reused
+    assert len({cache_key("enc", "remove artifact", 256), cache_key("enc", "remove artifact", 128), cache_key("enc", "other", 256)}) == 3
