@@ -15,7 +15,10 @@ a Gaussian reaches only the pixels of its tile rectangle, pixel centres sit at `
 clamped to 0.999, pairs with ``sigma < 0`` or ``alpha < 1/255`` are skipped, and a pixel stops at
 the first Gaussian that would drop its transmittance to ``1e-4`` or below. Instead of dense tiles
 it composites the sparse list of (pixel, Gaussian) pairs that pass those rules (:func:`find_pairs`,
-:func:`composite_pairs`), so the work follows the Gaussians' real footprints.
+:func:`composite_pairs`), so the work follows the Gaussians' real footprints. Like the kernel, it
+stops early: pairs are found front to back in depth-sorted chunks of Gaussians, a pixel is dropped
+from later chunks once its transmittance is at the cut-off, and a Gaussian whose rectangle holds no
+live pixel is skipped; those pairs would get no weight, so images and gradients are unchanged.
 
 The returned ``meta`` holds what splatfacto's densification strategy reads (``means2d`` with
 gradients, ``radii``, ``width``, ``height``, ``n_cameras``, ``gaussian_ids``) and, when ``absgrad``
@@ -40,8 +43,12 @@ ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
 TRANSMITTANCE_MIN = 1e-4
 
-# Candidate (pixel, Gaussian) pairs examined at once while finding pairs; bounds peak memory.
-_CHUNK_ELEMENTS = 1 << 22
+# Candidate (pixel, Gaussian) pairs examined at once while finding pairs; bounds peak memory and
+# sets how often saturated pixels are dropped.
+_CHUNK_ELEMENTS = 1 << 20
+# A pixel is done once its log-transmittance is below log(1e-4) by more than float64 rounding:
+# every later Gaussian would leave T <= 1e-4, so the compositor gives it no weight.
+_LOG_TRANSMITTANCE_DONE = math.log(TRANSMITTANCE_MIN) - 1e-9
 
 
 @torch.no_grad()
@@ -60,6 +67,19 @@ def tile_rectangles(
     tile_mins = torch.minimum(torch.floor(tile_means - tile_radii).long().clamp(min=0), limits)
     tile_maxs = torch.minimum(torch.ceil(tile_means + tile_radii).long().clamp(min=0), limits)
     return tile_mins, tile_maxs
+
+
+def _summed_area(mask: Tensor) -> Tensor:
+    """``[C, H + 1, W + 1]`` summed-area table of a ``[C, H, W]`` mask."""
+    table = torch.zeros(mask.shape[0], mask.shape[1] + 1, mask.shape[2] + 1, dtype=torch.int32, device=mask.device)
+    table[:, 1:, 1:] = mask.to(torch.int32).cumsum(1).cumsum(2)
+    return table
+
+
+def _live_pixels_in_rectangles(table: Tensor, cameras: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Live pixels inside each inclusive rectangle ``[lo, hi]`` (x, y) of camera ``cameras``."""
+    x0, y0, x1, y1 = lo[:, 0], lo[:, 1], hi[:, 0] + 1, hi[:, 1] + 1
+    return table[cameras, y1, x1] - table[cameras, y0, x1] - table[cameras, y1, x0] + table[cameras, y0, x0]
 
 
 @dataclass
@@ -84,11 +104,14 @@ def find_pairs(
     height: int,
     tile_size: int,
 ) -> PixelGaussianPairs:
-    """The pairs with ``sigma >= 0`` and ``alpha >= 1/255`` inside the Gaussian's tile rectangle.
+    """The pairs with ``sigma >= 0`` and ``alpha >= 1/255`` inside the Gaussian's tile rectangle, up to
+    the pixel's saturation.
 
     All other pairs are skipped by the kernel, so compositing only these gives the same image.
     Candidates are the pixels of the ellipse ``sigma <= log(255 o)`` (where ``alpha >= 1/255`` can
-    hold) clipped to the tile rectangle and the image, enumerated in chunks to bound memory.
+    hold) clipped to the tile rectangle and the image, enumerated front to back in chunks of at most
+    ``_CHUNK_ELEMENTS`` candidates; after each chunk the pixels whose transmittance reached the
+    cut-off are dropped from the later chunks (their later pairs would get no weight).
     """
     num_cameras, num_gaussians = means2d.shape[:2]
     device = means2d.device
@@ -112,28 +135,45 @@ def find_pairs(
     depth_rank.scatter_(1, torch.argsort(depths, dim=1, stable=True), torch.arange(num_gaussians, device=device).expand(num_cameras, -1).contiguous())
     depth_rank = depth_rank.reshape(-1)
 
+    # Front to back: candidates in depth order (each camera's own), so that a pixel whose
+    # transmittance has reached the cut-off can be dropped from every later chunk, and a Gaussian
+    # whose rectangle holds no live pixel is never enumerated (the kernel's early termination).
     candidates = torch.nonzero(counts, as_tuple=True)[0]
-    cumulative = torch.cumsum(counts[candidates], 0)
-    total = int(cumulative[-1]) if candidates.numel() else 0
-    cuts = torch.searchsorted(cumulative, torch.arange(_CHUNK_ELEMENTS, max(total, _CHUNK_ELEMENTS), _CHUNK_ELEMENTS, device=device), right=True)
-    bounds = sorted({0, candidates.numel(), *cuts.tolist()})
+    candidates = candidates[torch.argsort(depth_rank[candidates], stable=True)]
+    log_transmittance = torch.zeros(num_cameras * height * width, dtype=torch.float64, device=device)
+    alive = torch.ones(num_cameras * height * width, dtype=torch.bool, device=device)
+    live_counts: Optional[Tensor] = None  # summed-area table of ``alive``, rebuilt when pixels die
     pixel_parts, gaussian_parts = [], []
-    for begin, end in zip(bounds[:-1], bounds[1:]):
+    cumulative = torch.cumsum(counts[candidates], 0)
+    begin = 0
+    while begin < candidates.numel():
+        spent = int(cumulative[begin - 1]) if begin else 0
+        end = max(begin + 1, int(torch.searchsorted(cumulative, spent + _CHUNK_ELEMENTS, right=True)))
         ids = candidates[begin:end]
+        begin = end
+        if live_counts is not None:
+            ids = ids[_live_pixels_in_rectangles(live_counts, ids // num_gaussians, lo[ids], hi[ids]) > 0]
+            if ids.numel() == 0:
+                continue
         gaussian = torch.repeat_interleave(ids, counts[ids])
         local = torch.arange(gaussian.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts[ids], 0) - counts[ids], counts[ids])
         span_x = span[gaussian, 0]
         x = lo[gaussian, 0] + local % span_x
         y = lo[gaussian, 1] + local // span_x
+        pixel = (gaussian // num_gaussians) * (height * width) + y * width + x
         delta_x = flat_means[gaussian, 0] - (x + 0.5)
         delta_y = flat_means[gaussian, 1] - (y + 0.5)
         conic = flat_conics[gaussian]
         sigma = 0.5 * (conic[:, 0] * delta_x**2 + conic[:, 2] * delta_y**2) + conic[:, 1] * delta_x * delta_y
         alpha = torch.clamp_max(flat_opacities[gaussian] * torch.exp(-sigma), ALPHA_MAX)
-        keep = (sigma >= 0) & (alpha >= ALPHA_MIN)
-        camera = gaussian[keep] // num_gaussians
-        pixel_parts.append(camera * (height * width) + y[keep] * width + x[keep])
+        keep = (sigma >= 0) & (alpha >= ALPHA_MIN) & alive[pixel]
+        pixel_parts.append(pixel[keep])
         gaussian_parts.append(gaussian[keep])
+        log_transmittance.index_add_(0, pixel[keep], torch.log1p(-alpha[keep].double()))
+        dying = alive & (log_transmittance <= _LOG_TRANSMITTANCE_DONE)
+        if bool(dying.any()):
+            alive &= ~dying
+            live_counts = _summed_area(alive.view(num_cameras, height, width))
     if not pixel_parts:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return PixelGaussianPairs(empty, empty)

@@ -238,3 +238,38 @@ def test_unsupported_option_is_refused_in_one_sentence():
     scene = random_scene(seed=0)
     with pytest.raises(NotImplementedError, match="does not support packed=True"):
         rasterization_torch(**scene, packed=True)
+
+
+def saturating_scene(seed, num_gaussians, opacity, scale, width=48, height=40):
+    """Many large Gaussians: with ``opacity`` near 1 most pixels saturate within a few layers."""
+    scene = random_scene(num_gaussians=num_gaussians, width=width, height=height, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    scene["scales"] = torch.rand(num_gaussians, 3, generator=g, dtype=torch.float64) * scale + scale
+    scene["opacities"] = torch.full((num_gaussians,), opacity, dtype=torch.float64)
+    return scene
+
+
+@pytest.mark.parametrize(
+    "opacity, scale, count, saturates",
+    [(0.98, 0.4, 150, True), (0.95, 0.5, 300, True), (0.04, 0.4, 150, False)],
+    ids=["opaque-large", "opaque-many", "never-saturates"],
+)
+def test_early_stop_matches_brute_force_and_skips_pairs(opacity, scale, count, saturates, monkeypatch):
+    import artifactworld_ns.torch_rasterizer as rasterizer
+
+    scene = saturating_scene(seed=11, num_gaussians=count, opacity=opacity, scale=scale)
+    monkeypatch.setattr(rasterizer, "_CHUNK_ELEMENTS", 4096)  # many chunks: pixels die between them
+    image, alpha, grads = render_and_grads(ours, scene)
+    ref_image, ref_alpha, ref_grads = render_and_grads(brute_force_rasterization, scene)
+    torch.testing.assert_close(image, ref_image, atol=1e-4, rtol=0)
+    torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
+    for name in PARAMS:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    _, _, meta = rasterization_torch(**scene)
+    monkeypatch.setattr(rasterizer, "_LOG_TRANSMITTANCE_DONE", -math.inf)  # early stop off: every pair
+    _, _, meta_all = rasterization_torch(**scene)
+    saturated = (alpha > 1 - 1e-4 * 1.5).float().mean()
+    if saturates:  # measured: 0.42 and 0.17 of the pairs
+        assert saturated > 0.1 and meta["n_pairs"] < 0.7 * meta_all["n_pairs"]
+    else:
+        assert saturated == 0 and meta["n_pairs"] == meta_all["n_pairs"]
