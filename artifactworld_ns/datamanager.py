@@ -109,7 +109,10 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         self.restore_steps: Tuple[int, ...] = ()
         """The run's round schedule, resolved when training starts."""
         self._rng = random.Random(config.seed)
-        if config.restorer_preset in REFERENCE_RESTORERS:
+        training = self.test_mode == "val"  # ns-eval, ns-render and the viewer load runs with other modes
+        if training:
+            _check_restorer_weights(config)
+        if training and config.restorer_preset in REFERENCE_RESTORERS:
             CONSOLE.print(f"[yellow]ArtifactWorld: {escape(REFERENCE_RESTORERS[config.restorer_preset])} restores the rounds; for research and tests only.")
             try:
                 self._restorer = self._reference_restorer()
@@ -437,6 +440,10 @@ def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
         _stop(f"--pipeline.datamanager.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1.")
     if config.clips_per_round < 1:
         _stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
+
+
+def _check_restorer_weights(config: ArtifactWorldDataManagerConfig) -> None:
+    """Before training: a preset whose weights are missing fails now, not at each round."""
     if config.restorer_preset in ("full", "tiny") and (config.restore_steps is None or len(config.restore_steps) > 0):
         from restorer import ArtifactRestorer, RestorerInputError
 

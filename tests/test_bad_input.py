@@ -201,3 +201,16 @@ def test_bundled_ffmpeg_is_found_without_the_venv_on_path(tmp_path, monkeypatch)
     found = shutil.which("ffmpeg", path=env["PATH"])
     assert found and Path(found).parent == tmp_path / "cache" / "bin"
     assert subprocess.run([found, "-version"], capture_output=True).returncode == 0
+
+
+def test_evaluating_a_full_preset_run_needs_no_weights(small_demo_scene, tmp_path, monkeypatch):
+    """ns-eval, ns-render and the viewer load a run's datamanager in test mode: no weights check there."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
+
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
+    config = ArtifactWorldDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=small_demo_scene), train_view_ratio=0.5)
+    assert config.restorer_preset == "full"
+    datamanager = config.setup(device="cpu", test_mode="test")
+    assert len(datamanager.train_dataset) == 6
