@@ -45,7 +45,7 @@ TRANSMITTANCE_MIN = 1e-4
 
 # Candidate (pixel, Gaussian) pairs examined at once while finding pairs; bounds peak memory and
 # sets how often saturated pixels are dropped.
-_CHUNK_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS = 1 << 18
 # A pixel is done once its log-transmittance is below log(1e-4) by more than float64 rounding:
 # every later Gaussian would leave T <= 1e-4, so the compositor gives it no weight.
 _LOG_TRANSMITTANCE_DONE = math.log(TRANSMITTANCE_MIN) - 1e-9
