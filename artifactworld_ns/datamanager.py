@@ -40,6 +40,7 @@ from artifactworld_ns.reference_restorers import (
     ReferenceRestorerError,
     SceneToDataparser,
 )
+from artifactworld_ns.preflight import stop
 from artifactworld_ns.resume import load_random_extra_state, random_extra_state
 from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
 from artifactworld_ns.view_selection import ViewSelectionError, select_train_views
@@ -117,7 +118,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             try:
                 self._restorer = self._reference_restorer()
             except ReferenceRestorerError as error:
-                _stop(str(error))
+                stop(str(error))
         if config.restorer_preset == "tiny":
             CONSOLE.print("[yellow]ArtifactWorld: restorer preset 'tiny' has random weights (untrained); use it for demos and CI only.")
         # Viewer elements (nerfstudio's viewer finds them on the pipeline's modules).
@@ -153,7 +154,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
                     positions, ratio=self.config.train_view_ratio, count=self.config.num_train_views, method=self.config.view_selection
                 )
             except ViewSelectionError as error:
-                _stop(str(error))
+                stop(str(error))
             CONSOLE.print(
                 f"ArtifactWorld sparse-view protocol: training on {len(train_indices)} of {len(positions)} views "
                 f"({self.config.view_selection}: {train_indices.tolist()}); the other {len(eval_indices)} are eval views."
@@ -175,7 +176,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         try:
             return super()._load_images(split, cache_images_device=cache_images_device)
         except OSError as error:  # PIL's UnidentifiedImageError, truncated files, unreadable files
-            _stop(f"An image of the {split} views cannot be read ({error}); replace the file or remove its frame from transforms.json.")
+            stop(f"An image of the {split} views cannot be read ({error}); replace the file or remove its frame from transforms.json.")
 
     # ------------------------------------------------------------------ training
 
@@ -195,7 +196,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             self.restore_steps = tuple(self.config.restore_steps)
         late = [s for s in self.restore_steps if s > last]
         if late:
-            _stop(
+            stop(
                 f"--pipeline.datamanager.restore-steps {late[0]} is beyond the last iteration ({last}); "
                 "choose steps that training reaches (it stops after --max-num-iterations more steps)."
             )
@@ -205,7 +206,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             try:
                 self.bank = PseudoViewBank.load(source)
             except BankError as error:
-                _stop(str(error))
+                stop(str(error))
             self.bank.copy_files_to(source, self.bank_dir)
             CONSOLE.print(f"ArtifactWorld: resumed the pseudo-view bank from {source} ({len(self.bank)} views, {len(self.bank.rounds)} rounds).")
         else:
@@ -273,15 +274,16 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         try:
             started = time.perf_counter()
             clips = self._plan_clips(record.round)
-            renders = [self._render_clip(clip) for clip in clips]
+            clip_cameras = [self._clip_cameras(clip) for clip in clips]
+            renders = [self._render(cameras) for cameras in clip_cameras]
             record.seconds["render"] = time.perf_counter() - started
 
             started = time.perf_counter()
             restorer = self._get_restorer()
             results = []
-            for clip, (rgb, accumulation) in zip(clips, renders):
+            for clip, cameras, (rgb, accumulation) in zip(clips, clip_cameras, renders):
                 first, last = (self._training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last))
-                extra = {"cameras": self._clip_cameras(clip)} if getattr(restorer, "needs_cameras", False) else {}
+                extra = {"cameras": cameras} if getattr(restorer, "needs_cameras", False) else {}
                 results.append(restorer.restore(rgb, first, last, opacity=accumulation, **extra))
             if torch.device(self.device).type == "cuda":
                 restorer.offload()
@@ -329,13 +331,13 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         """The clip's cameras: its poses with the first anchor's intrinsics."""
         return _pinhole_cameras(clip.camera_to_worlds.float(), _camera_record(None, self.train_dataset.cameras[clip.anchor_first]))
 
-    def _render_clip(self, clip: ClipPlan) -> Tuple[Float[Tensor, "frames height width 3"], Float[Tensor, "frames height width"]]:
+    def _render(self, cameras: Cameras) -> Tuple[Float[Tensor, "frames height width 3"], Float[Tensor, "frames height width"]]:
+        """RGB and accumulation of a clip's cameras, rendered in eval mode."""
         model = self._pipeline().model
-        cameras = self._clip_cameras(clip)
         was_training = model.training
         model.eval()
         try:
-            outputs = [model.get_outputs_for_camera(cameras[i : i + 1]) for i in range(len(clip.camera_to_worlds))]
+            outputs = [model.get_outputs_for_camera(cameras[i : i + 1]) for i in range(cameras.shape[0])]
         finally:
             model.train(was_training)
         rgb = torch.stack([o["rgb"] for o in outputs]).float().cpu()
@@ -346,8 +348,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         return anchor_image(self.cached_train[index]["image"].cpu(), size)
 
     def _get_restorer(self):
-        if self._restorer is None and self.config.restorer_preset in REFERENCE_RESTORERS:
-            self._restorer = self._reference_restorer()
+        """The round's restorer; a reference restorer was already built when training started."""
         if self._restorer is None:
             from restorer import ArtifactRestorer
 
@@ -433,13 +434,13 @@ def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
     try:
         check_clip_length(config.clip_frames)
     except TrajectoryError as error:
-        _stop(f"--pipeline.datamanager.clip-frames: {error}")
+        stop(f"--pipeline.datamanager.clip-frames: {error}")
     if not 0.0 <= config.generated_view_fraction <= 1.0:
-        _stop(f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1.")
+        stop(f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1.")
     if any(not 0.0 < f < 1.0 for f in config.restore_fractions):
-        _stop(f"--pipeline.datamanager.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1.")
+        stop(f"--pipeline.datamanager.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1.")
     if config.clips_per_round < 1:
-        _stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
+        stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
 
 
 def _check_restorer_weights(config: ArtifactWorldDataManagerConfig) -> None:
@@ -450,10 +451,4 @@ def _check_restorer_weights(config: ArtifactWorldDataManagerConfig) -> None:
         try:
             ArtifactRestorer.check_weights(config.restorer_preset)
         except RestorerInputError as error:
-            _stop(f"{error} (Or train without restoration rounds: --pipeline.datamanager.restore-steps with no steps.)")
-
-
-def _stop(message: str) -> None:
-    """Bad command-line input: one sentence, no traceback (ns-train runs inside our callbacks)."""
-    CONSOLE.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    raise SystemExit(2)
+            stop(f"{error} (Or train without restoration rounds: --pipeline.datamanager.restore-steps with no steps.)")

@@ -15,6 +15,7 @@ from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoMode
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 
+from artifactworld_ns.preflight import stop
 from artifactworld_ns.resume import (
     ResumeError,
     load_strategy_extra_state,
@@ -83,8 +84,7 @@ class ArtifactWorldModel(SplatfactoModel):
             try:
                 rebind_optimizers(self.gauss_params, training_callback_attributes.optimizers.optimizers)
             except ResumeError as error:
-                CONSOLE.print(f"[bold red]error:[/] {error}", soft_wrap=True)
-                raise SystemExit(2) from None
+                stop(str(error))
         return callbacks
 
     def get_extra_state(self) -> dict:

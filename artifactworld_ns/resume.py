@@ -52,13 +52,13 @@ def rebind_optimizers(params: Mapping[str, torch.nn.Parameter], optimizers: Mapp
             state = optimizer.state.pop(stale, None)
             group["params"] = [param]
             if state:
-                for key, value in state.items():
+                for value in state.values():
                     if torch.is_tensor(value) and value.ndim > 0 and value.shape != param.shape:
                         raise ResumeError(
                             f"The checkpoint's optimizer state for '{name}' has shape {tuple(value.shape)} but the loaded "
                             f"Gaussians have {tuple(param.shape)}; resume from a checkpoint written by one run."
                         )
-                optimizer.state[param] = {k: (v.to(param.device) if torch.is_tensor(v) and v.ndim > 0 else v) for k, v in state.items()}
+                optimizer.state[param] = state  # load_state_dict already put it on the parameters' device
             rebound += 1
     return rebound
 

@@ -412,8 +412,6 @@ def _auxiliary_tensor(value, latent_shape: tuple[int, ...] | None) -> torch.Tens
             return unpack_latents(packed[:1], *dims)
         if latent_shape is not None and packed.shape[1] == math.prod(latent_shape[2:]) and packed.shape[2] == latent_shape[1]:
             return unpack_latents(packed[:1], *latent_shape[2:])
-        unpacked = value.get("latents_unpacked")
-        return _auxiliary_tensor(unpacked, latent_shape) if isinstance(unpacked, torch.Tensor) else None
     unpacked = value.get("latents_unpacked")
     return _auxiliary_tensor(unpacked, latent_shape) if isinstance(unpacked, torch.Tensor) else None
 

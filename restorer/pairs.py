@@ -369,7 +369,7 @@ def pairs_meta(models: PresetModels, metric: str, seed: int = DEFAULT_SEED) -> d
     }
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -391,11 +391,11 @@ def write_pair(out_dir: Path, name: str, pair: PairVideos, latents: dict, fps: f
     write_video(folder / "reference.mp4", pair.reference, fps, crf=crf)
     write_video(folder / "clean.mp4", pair.clean, fps, crf=crf)
     write_video(folder / "heatmap.mp4", pair.heatmap, fps, crf=crf)
-    _atomic_torch_save(latents, out_dir / LATENTS_DIR / f"{name}.pt")
+    atomic_torch_save(latents, out_dir / LATENTS_DIR / f"{name}.pt")
 
 
 def save_prompts(out_dir: Path, prompts: dict[str, PromptEmbedding]) -> None:
-    _atomic_torch_save({k: {"embeds": p.embeds, "mask": p.mask} for k, p in prompts.items()}, out_dir / PROMPTS_FILE)
+    atomic_torch_save({k: {"embeds": p.embeds, "mask": p.mask} for k, p in prompts.items()}, out_dir / PROMPTS_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- reading

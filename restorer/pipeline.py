@@ -133,7 +133,7 @@ class ArtifactRestorer:
         except (KeyError, TypeError) as err:
             raise RestorerInputError(str(err.args[0])) from None
         label = "[tiny preset: UNTRAINED, random weights] " if preset.untrained else ""
-        with quiet_hub_progress(enabled=preset.untrained), torch.random.fork_rng(devices=[]):
+        with quiet_hub_progress(enabled=preset.untrained):
             restorer = cls._from_preset(preset, label, progress)
         if preset.untrained:
             _console().print(
@@ -153,7 +153,7 @@ class ArtifactRestorer:
             preset = get_preset(name, **overrides)
         except (KeyError, TypeError) as err:
             raise RestorerInputError(str(err.args[0])) from None
-        if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
+        if _builds_tiny_release(preset):
             return
         roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
         if not preset.allow_download:
@@ -161,12 +161,11 @@ class ArtifactRestorer:
 
     @classmethod
     def _from_preset(cls, preset, label: str, progress: ProgressCallback | None) -> "ArtifactRestorer":
-        roots = None
-        if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
+        if _builds_tiny_release(preset):
             from restorer.tiny import ensure_tiny_release
 
             roots = ensure_tiny_release()
-        if roots is None:
+        else:
             roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
         if preset.decay_thresholds is not None:
             schedule: HeatmapSchedule = PiecewiseDecay(*preset.decay_thresholds)
@@ -236,22 +235,18 @@ class ArtifactRestorer:
         dtype = dtype or default_dtype(device)
         roots = ensure_roots(roots, allow_download=allow_download, transformer_source=transformer_source)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return cls._load(roots, settings, device, dtype, adapters, max_prompt_tokens, progress, transformer_source, transformer_config)
-
-    @classmethod
-    def _load(cls, roots, settings, device, dtype, adapters, max_prompt_tokens, progress, transformer_source, transformer_config):
-        backbone = load_backbone(roots, device, dtype, transformer_source, transformer_config)
-        lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
-        for adapter in adapters:
-            load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
-        prompts = cached_prompt_embeddings(
-            STAGE_PROMPTS,
-            text_encoder_identity(roots),
-            lambda: load_text_encoder(roots, device, dtype),
-            cache_dir(),
-            max_tokens=max_prompt_tokens,
-        )
-        return cls(backbone.transformer, backbone.vae, backbone.scheduler, prompts, roots, settings or RestorerSettings(), progress)
+            backbone = load_backbone(roots, device, dtype, transformer_source, transformer_config)
+            lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
+            for adapter in adapters:
+                load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
+            prompts = cached_prompt_embeddings(
+                STAGE_PROMPTS,
+                text_encoder_identity(roots),
+                lambda: load_text_encoder(roots, device, dtype),
+                cache_dir(),
+                max_tokens=max_prompt_tokens,
+            )
+            return cls(backbone.transformer, backbone.vae, backbone.scheduler, prompts, roots, settings or RestorerSettings(), progress)
 
     # ------------------------------------------------------------------ devices
 
@@ -502,6 +497,11 @@ class ArtifactRestorer:
                 bar.update(tasks[stage], completed=done)
 
             yield update
+
+
+def _builds_tiny_release(preset) -> bool:
+    """The tiny preset builds its own release in the cache, unless the user points it at roots."""
+    return preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root))
 
 
 def hand_off_heatmap(

@@ -62,6 +62,7 @@ from restorer.aatf import NOISEMAP_FEATURE_SCALE, STAGE2_ADAPTER
 from restorer.errors import RestorerInputError
 from restorer.heatmap import STAGE1_ADAPTER
 from restorer.loading import STAGE1_LORA_FILE, STAGE2_LORA_FILE
+from restorer.pairs import atomic_torch_save
 from restorer.prompts import PromptEmbedding
 from restorer.sampler import pack_latents as pack
 
@@ -345,12 +346,11 @@ def add_trainable_lora(transformer: nn.Module, adapter: str, rank: int, alpha: f
     inject_adapter_in_model(config, transformer, adapter_name=adapter)
     transformer.requires_grad_(False)
     params = []
-    for module in transformer.modules():
-        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict) and adapter in module.lora_A:
-            for layer in (module.lora_A[adapter], module.lora_B[adapter]):
-                layer.float()
-                layer.weight.requires_grad_(True)
-                params.append(layer.weight)
+    for _, module in _lora_layers(transformer, adapter):
+        for layer in (module.lora_A[adapter], module.lora_B[adapter]):
+            layer.float()
+            layer.weight.requires_grad_(True)
+            params.append(layer.weight)
     return params
 
 
@@ -440,13 +440,6 @@ def _save_file_atomic(state: dict[str, Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _torch_save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def config_dict(config: TrainConfig, **extra) -> dict:
     data = {k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)) for k, v in asdict(config).items()}
     data.update(extra)
@@ -455,7 +448,7 @@ def config_dict(config: TrainConfig, **extra) -> dict:
 
 def save_sampling_state(folder: Path, process_index: int, generator: torch.Generator, pending: list[int]) -> None:
     """Each process's data/noise sampling state (its generator and the epoch's pairs it has not used yet)."""
-    _torch_save_atomic({"generator": generator.get_state(), "pending": list(pending)}, folder / f"sampling-rank{process_index}.pt")
+    atomic_torch_save({"generator": generator.get_state(), "pending": list(pending)}, folder / f"sampling-rank{process_index}.pt")
 
 
 def save_checkpoint(output_dir: Path, step: int, transformer: nn.Module, adapter: str, optimizer, scheduler, config: TrainConfig) -> Path:
@@ -463,8 +456,8 @@ def save_checkpoint(output_dir: Path, step: int, transformer: nn.Module, adapter
     folder = Path(output_dir) / CHECKPOINTS_DIR / f"step-{step}"
     folder.mkdir(parents=True, exist_ok=True)
     _save_file_atomic(adapter_state_dict(transformer, adapter, release=False), folder / "adapter.safetensors")
-    _torch_save_atomic(optimizer.state_dict(), folder / "optimizer.pt")
-    _torch_save_atomic(scheduler.state_dict() if scheduler is not None else None, folder / "scheduler.pt")
+    atomic_torch_save(optimizer.state_dict(), folder / "optimizer.pt")
+    atomic_torch_save(scheduler.state_dict() if scheduler is not None else None, folder / "scheduler.pt")
     (folder / "state.json").write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
     return folder
 

@@ -31,3 +31,36 @@ def small_demo_scene(tmp_path_factory) -> Path:
     from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
 
     return write_demo_scene(DemoSceneArgs(tmp_path_factory.mktemp("scenes") / "demo", num_views=12, width=96, height=72))
+
+
+def tiny_trainer(
+    scene: Path, out: Path, *, steps: int, timestamp: str = "run", restore_steps=(40,), load_dir=None,
+    experiment: str = "loop", eval_every: int | None = None, **datamanager,
+):
+    """An ``artifactworld-tiny`` trainer set up as ``ns-train`` sets it up (seeded, config.yml written).
+
+    ``datamanager`` sets ``--pipeline.datamanager.*`` options; ``restore_steps=()`` trains without rounds.
+    """
+    from nerfstudio.scripts.train import _set_random_seed
+
+    from method_configs.artifactworld import artifactworld_tiny_config
+
+    config = artifactworld_tiny_config()
+    config.pipeline.datamanager.data = scene
+    config.pipeline.datamanager.restore_steps = restore_steps
+    for key, value in datamanager.items():
+        setattr(config.pipeline.datamanager, key, value)
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    if eval_every is not None:
+        config.steps_per_eval_image = eval_every
+    config.vis = "tensorboard"
+    config.output_dir = out
+    config.experiment_name = experiment
+    config.timestamp = timestamp
+    config.load_dir = load_dir
+    _set_random_seed(config.machine.seed)
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer

@@ -8,26 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from method_configs.artifactworld import artifactworld_tiny_config
+import conftest
 
 
-def tiny_trainer(scene: Path, out: Path, *, steps: int, restore_steps=(40,), load_dir=None, timestamp="run", **datamanager):
-    config = artifactworld_tiny_config()
-    config.pipeline.datamanager.data = scene
-    config.pipeline.datamanager.train_view_ratio = 0.34
-    config.pipeline.datamanager.restore_steps = restore_steps
-    for key, value in datamanager.items():
-        setattr(config.pipeline.datamanager, key, value)
-    config.max_num_iterations = steps
-    config.vis = "tensorboard"
-    config.output_dir = out
-    config.experiment_name = "loop"
-    config.timestamp = timestamp
-    config.load_dir = load_dir
-    config.steps_per_save = steps
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    return trainer
+def tiny_trainer(scene: Path, out: Path, **options):
+    """The loop's runs: a third of the 12 demo views train the model."""
+    return conftest.tiny_trainer(scene, out, **{"train_view_ratio": 0.34, **options})
 
 
 @pytest.fixture(scope="module")

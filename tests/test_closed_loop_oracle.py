@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from method_configs.artifactworld import artifactworld_tiny_config
+from conftest import tiny_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -25,26 +25,12 @@ MARGIN_DB = 1.0
 
 
 def train(scene: Path, out: Path, restorer: str | None):
-    from nerfstudio.scripts.train import _set_random_seed
-
-    config = artifactworld_tiny_config()
-    config.pipeline.datamanager.data = scene
-    config.pipeline.datamanager.num_train_views = 3
-    if restorer is None:
-        config.pipeline.datamanager.restore_steps = ()
-    else:
-        config.pipeline.datamanager.restorer_preset = restorer
-        config.pipeline.datamanager.restore_steps = ROUND_STEPS
-    config.max_num_iterations = ITERATIONS
-    config.steps_per_save = ITERATIONS
-    config.steps_per_eval_image = ITERATIONS + 1
-    config.vis = "tensorboard"
-    config.output_dir = out
-    config.experiment_name = "oracle"
-    config.timestamp = restorer or "none"
-    _set_random_seed(config.machine.seed)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    """No rounds (``restorer=None``) or rounds at ROUND_STEPS with a reference restorer."""
+    options = {} if restorer is None else {"restorer_preset": restorer}
+    trainer = tiny_trainer(
+        scene, out, steps=ITERATIONS, timestamp=restorer or "none", restore_steps=ROUND_STEPS if restorer else (),
+        experiment="oracle", eval_every=ITERATIONS + 1, num_train_views=3, **options,
+    )
     trainer.train()
     return trainer
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from gsplat.strategy import DefaultStrategy
 
-from method_configs.artifactworld import artifactworld_tiny_config
+from conftest import tiny_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -23,24 +23,10 @@ ROUNDS = (40, 120)
 
 
 def trainer(scene: Path, out: Path, steps: int, timestamp: str, restore_steps, load_dir=None):
-    from nerfstudio.scripts.train import _set_random_seed
-
-    config = artifactworld_tiny_config()
-    config.pipeline.datamanager.data = scene
-    config.pipeline.datamanager.train_view_ratio = 0.34
-    config.pipeline.datamanager.restore_steps = restore_steps
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.vis = "tensorboard"
-    config.output_dir = out
-    config.experiment_name = "resume"
-    config.timestamp = timestamp
-    config.load_dir = load_dir
-    _set_random_seed(config.machine.seed)  # as ns-train does
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    return trainer
+    return tiny_trainer(
+        scene, out, steps=steps, timestamp=timestamp, restore_steps=restore_steps, load_dir=load_dir, experiment="resume",
+        train_view_ratio=0.34,
+    )
 
 
 @pytest.fixture(scope="module")
