@@ -58,6 +58,11 @@ class ArtifactWorldDataManagerConfig(FullImageDatamanagerConfig):
     truth; only for aw-demo-scene scenes, an upper bound)."""
     restorer_steps: Optional[int] = None
     """Sampling steps of the restorer (default: the preset's, 8); fewer is faster."""
+    restorer_profile: Optional[Literal["80gb", "40gb", "24gb"]] = None
+    """GPU memory profile of the restorer (full preset): 80gb, 40gb or 24gb chooses fp8 storage, transformer
+    offload and VAE tiling for a GPU of that size; prints the predicted peak and refuses a smaller GPU."""
+    restorer_force: bool = False
+    """Load --pipeline.datamanager.restorer-profile even when the detected GPU is smaller than its predicted peak."""
     train_view_ratio: Optional[float] = None
     """Sparse-view protocol: train on this fraction of the views (e.g. 0.05, 0.1, 0.15); the others are eval views."""
     num_train_views: Optional[int] = None
@@ -355,6 +360,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             overrides = {"device": str(self.device)}
             if self.config.restorer_steps is not None:
                 overrides["num_inference_steps"] = self.config.restorer_steps
+            if self.config.restorer_profile is not None:
+                overrides.update(memory_profile=self.config.restorer_profile, force_memory_profile=self.config.restorer_force)
             self._restorer = ArtifactRestorer.from_preset(self.config.restorer_preset, **overrides)
         elif torch.device(self.device).type == "cuda":
             self._restorer.to(self.device)
@@ -449,6 +456,7 @@ def _check_restorer_weights(config: ArtifactWorldDataManagerConfig) -> None:
         from restorer import ArtifactRestorer, RestorerInputError
 
         try:
-            ArtifactRestorer.check_weights(config.restorer_preset)
+            profile = {"memory_profile": config.restorer_profile, "force_memory_profile": config.restorer_force}
+            ArtifactRestorer.check_weights(config.restorer_preset, **profile)
         except RestorerInputError as error:
             stop(f"{error} (Or train without restoration rounds: --pipeline.datamanager.restore-steps with no steps.)")

@@ -77,6 +77,10 @@ class RestoreOptions:
     """Process at the native size capped to this long side instead of the preset's (full: the official 960x544)."""
     restorer_device: Optional[str] = None
     """Torch device of the restorer (default: the preset's)."""
+    profile: Optional[Literal["80gb", "40gb", "24gb"]] = None
+    """GPU memory profile: 80gb, 40gb or 24gb chooses fp8 storage, transformer offload and VAE tiling for a GPU of that size (see docs/restorer.md, "Which GPU do I need"); prints the predicted peak and refuses a smaller GPU (default: everything resident, as 80gb)."""
+    force: bool = False
+    """Run --profile even when the detected GPU is smaller than its predicted peak."""
 
     # ------------------------------------------------------------------ checks before any loading
 
@@ -104,10 +108,13 @@ class RestoreOptions:
             "heatmap_steps": self.heatmap_steps,
             "processing_max_side": self.processing_max_side,
             "device": self.restorer_device,
+            "memory_profile": self.profile,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if "processing_max_side" in overrides:
             overrides["processing_size"] = None  # native size capped, instead of the official 960x544
+        if self.force:
+            overrides["force_memory_profile"] = True
         return overrides
 
     # ------------------------------------------------------------------ the replaced last step

@@ -60,8 +60,10 @@ class ThroughputArgs:
     """Measure with VAE tiling (preset option vae_tiling)."""
     fp8_transformer_storage: bool = False
     """Measure with fp8 storage of the transformer weights (preset option fp8_transformer_storage)."""
-    model_cpu_offload: bool = False
-    """Measure with model CPU offload between stages (preset option model_cpu_offload)."""
+    group_offload: bool = False
+    """Measure with the transformer group-offloaded block by block (preset option group_offload)."""
+    profile: Optional[str] = None
+    """Measure a memory profile: 80gb, 40gb or 24gb (preset option memory_profile; sets the three options above)."""
     restorer_steps: Optional[int] = None
     """Stage-2 Euler steps (fewer-steps option); the official heatmap blend table is scaled to N steps."""
     decay_thresholds: Optional[tuple[float, float]] = None
@@ -95,8 +97,10 @@ def options_overrides(args: ThroughputArgs) -> dict:
         overrides["vae_tiling"] = True
     if args.fp8_transformer_storage:
         overrides["fp8_transformer_storage"] = True
-    if args.model_cpu_offload:
-        overrides["model_cpu_offload"] = True
+    if args.group_offload:
+        overrides["group_offload"] = True
+    if args.profile is not None:
+        overrides["memory_profile"] = args.profile
     if args.restorer_steps is not None:
         overrides["num_inference_steps"] = args.restorer_steps
     if args.decay_thresholds is not None:
@@ -108,6 +112,7 @@ def run_worker(args: ThroughputArgs) -> dict:
     import torch
 
     from restorer import ArtifactRestorer
+    from restorer.sampler import compute_dtype
 
     preset, resolution = args.worker.split(":")
     width, height = parse_resolution(resolution)
@@ -143,9 +148,9 @@ def run_worker(args: ThroughputArgs) -> dict:
         "resolution": f"{width}x{height}",
         "frames": args.frames,
         "device": str(device),
-        "dtype": str(next(restorer.transformer.parameters()).dtype),
+        "dtype": str(compute_dtype(restorer.transformer)),
         "processing_max_side": settings.processing_max_side,
-        "options": {k: v for k, v in options_overrides(args).items() if k in ("vae_tiling", "fp8_transformer_storage", "model_cpu_offload")},
+        "options": {k: v for k, v in options_overrides(args).items() if k in ("vae_tiling", "fp8_transformer_storage", "group_offload", "memory_profile")},
         "stage1_steps": settings.heatmap_steps,
         "stage2_steps": settings.num_inference_steps,
         "load_s": load_s,
@@ -174,8 +179,10 @@ def spawn(args: ThroughputArgs, preset: str, resolution: str) -> dict:
         cmd += ["--vae-tiling"]
     if args.fp8_transformer_storage:
         cmd += ["--fp8-transformer-storage"]
-    if args.model_cpu_offload:
-        cmd += ["--model-cpu-offload"]
+    if args.group_offload:
+        cmd += ["--group-offload"]
+    if args.profile is not None:
+        cmd += ["--profile", args.profile]
     if args.restorer_steps is not None:
         cmd += ["--restorer-steps", str(args.restorer_steps)]
     if args.decay_thresholds is not None:

@@ -64,16 +64,27 @@ class RestorerPreset:
     show_progress: bool = True
     """Rich progress bars for the sampling steps when no progress callback is given."""
     vae_tiling: bool = False
-    """Encode/decode with the VAE in spatial tiles (diffusers ``enable_tiling``): lower peak memory at large
-    sizes, small seams possible. Off by default: not yet measured on a GPU (see benchmarks/README.md)."""
+    """Encode/decode with the VAE in spatial tiles (diffusers ``enable_tiling``): at 97 x 544 x 960 the VAE's
+    peak activations fall from 6.6 to 3.8 GB for 27 % more VAE FLOPs (traced, benchmarks/full_scale.py);
+    small seams possible. Off by default; the 40gb and 24gb memory profiles turn it on."""
     fp8_transformer_storage: bool = False
     """Store the transformer's linear/conv weights as float8_e4m3fn and upcast each layer to the compute
     dtype when it runs (diffusers ``enable_layerwise_casting``; norms, embeddings and LoRA weights stay in
-    the compute dtype). About halves the transformer's weight memory in bf16; off by default (not measured)."""
-    model_cpu_offload: bool = False
-    """Keep only the model that is working on the GPU: the transformer waits in CPU memory while the VAE
-    encodes/decodes and the VAE while the transformer samples. Frees the transformer's weights for the VAE's
-    peak at large sizes, at the cost of moving them each stage; off by default (not measured)."""
+    the compute dtype). Halves the blocks' weights (25.8 -> 12.9 GB, counted); rounds them, so outputs change.
+    Off by default and in every memory profile (they keep bf16 numbers)."""
+    group_offload: bool = False
+    """Keep the transformer's weights in CPU memory and move them to the GPU one block at a time when they run
+    (diffusers ``enable_group_offload``, block level, prefetched on a CUDA stream when there is one). Same
+    outputs; needs about 30 GB of host memory for the 13B transformer."""
+    memory_profile: str | None = None
+    """``80gb``, ``40gb`` or ``24gb``: sets ``fp8_transformer_storage``, ``group_offload`` and ``vae_tiling`` for
+    a GPU of that size (``restorer/memory_profiles.py``); prints the predicted peak and refuses a smaller GPU."""
+    force_memory_profile: bool = False
+    """Run a memory profile even when the detected GPU is smaller than its predicted peak."""
+    torch_dtype: str | None = None
+    """``bfloat16`` or ``float32`` for the transformer and VAE; None -> bf16 on CUDA, float32 elsewhere."""
+    transformer_num_layers: int | None = None
+    """Load only this many of the transformer's blocks (full-width checks at reduced depth); None = all."""
 
 
 PRESETS: dict[str, RestorerPreset] = {

@@ -77,6 +77,10 @@ class RestoreArgs:
     """Download missing weights from the Hugging Face hub (only the needed files; honours HF_HOME and HF_HUB_OFFLINE)."""
     device: Optional[str] = None
     """Torch device, e.g. cuda:0 or cpu (default: the tiny preset uses cpu; full uses cuda:LOCAL_RANK when CUDA is available, else cpu)."""
+    profile: Optional[Literal["80gb", "40gb", "24gb"]] = None
+    """GPU memory profile: 80gb, 40gb or 24gb chooses fp8 storage, transformer offload and VAE tiling for a GPU of that size (see docs/restorer.md, "Which GPU do I need"); prints the predicted peak and refuses a smaller GPU (default: everything resident, as 80gb)."""
+    force: bool = False
+    """Run --profile even when the detected GPU is smaller than its predicted peak."""
     heatmap_folder: Optional[Path] = None
     """Reuse stage-1 heatmap videos from this folder (NAME.mp4 directly in it or in its heatmaps/ subfolder) instead of predicting them; only samples are written."""
     heatmap_only: bool = False
@@ -122,6 +126,9 @@ def restorer_overrides(args: RestoreArgs) -> dict[str, Any]:
         overrides["transformer_source"] = args.transformer_source
     if args.download:
         overrides["allow_download"] = True
+    if args.profile is not None:
+        overrides["memory_profile"] = args.profile
+        overrides["force_memory_profile"] = args.force
     if args.device is not None:
         overrides["device"] = args.device
     elif args.preset != "tiny":

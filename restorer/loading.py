@@ -89,6 +89,34 @@ LTXV_13B_CONFIG = {
 }
 """The LTX-Video 13B transformer's diffusers configuration (the single file carries none; DESIGN.md Sec. 4)."""
 
+LTXV_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": (128, 256, 512, 1024, 2048),
+    "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
+    "decoder_block_out_channels": (256, 512, 1024),
+    "layers_per_block": (4, 6, 6, 2, 2),
+    "decoder_layers_per_block": (5, 5, 5, 5),
+    "spatio_temporal_scaling": (True, True, True, True),
+    "decoder_spatio_temporal_scaling": (True, True, True),
+    "decoder_inject_noise": (False, False, False, False),
+    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    "upsample_residual": (True, True, True),
+    "upsample_factor": (2, 2, 2),
+    "timestep_conditioning": True,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "scaling_factor": 1.0,
+    "encoder_causal": True,
+    "decoder_causal": False,
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+}
+"""The VAE architecture of LTX-Video 0.9.7 / 0.9.8 (the 0.9.5 VAE; diffusers' LTX conversion script,
+version ``0.9.7``), for full-size checks with random weights."""
+
 
 def cache_dir() -> Path:
     """The restorer's cache directory (``$ARTIFACTWORLD_CACHE`` or ``~/.cache/artifactworld``)."""
@@ -297,9 +325,16 @@ def transformer_config(name: str) -> dict:
 
 
 def load_transformer(
-    roots: ReleaseRoots, dtype: torch.dtype, source: str = "0.9.8-distilled", config_name: str = "ltxv-13b"
+    roots: ReleaseRoots,
+    dtype: torch.dtype,
+    source: str = "0.9.8-distilled",
+    config_name: str = "ltxv-13b",
+    num_layers: int | None = None,
 ) -> torch.nn.Module:
-    """The base transformer: the 0.9.8-distilled single file with the 13B configuration, or the 0.9.7-dev shards."""
+    """The base transformer: the 0.9.8-distilled single file with the 13B configuration, or the 0.9.7-dev shards.
+
+    ``num_layers`` overrides the configuration's depth (full-width checks at reduced depth, e.g. 1 of 48 blocks).
+    """
     from diffusers import LTXVideoTransformer3DModel
 
     check_transformer_source(source)
@@ -310,6 +345,8 @@ def load_transformer(
         config_dir = Path(folder) / "transformer"
         config_dir.mkdir()
         config = {"_class_name": "LTXVideoTransformer3DModel", **transformer_config(config_name)}
+        if num_layers is not None:
+            config["num_layers"] = num_layers
         (config_dir / "config.json").write_text(json.dumps(config))
         try:
             return LTXVideoTransformer3DModel.from_single_file(
@@ -328,17 +365,22 @@ def load_backbone(
     dtype: torch.dtype,
     transformer_source: str = "0.9.8-distilled",
     transformer_config_name: str = "ltxv-13b",
+    transformer_num_layers: int | None = None,
+    transformer_device: torch.device | str | None = None,
 ) -> Backbone:
-    """Load the transformer (see :func:`load_transformer`), the 0.9.7-dev scheduler and the LTX-Video VAE."""
+    """Load the transformer (see :func:`load_transformer`), the 0.9.7-dev scheduler and the LTX-Video VAE.
+
+    Both go to ``device``; the transformer to ``transformer_device`` when given (the CPU, for group offloading).
+    """
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
 
-    transformer = load_transformer(roots, dtype, transformer_source, transformer_config_name)
+    transformer = load_transformer(roots, dtype, transformer_source, transformer_config_name, transformer_num_layers)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(roots.ltx_097_dev, subfolder="scheduler")
     vae = AutoencoderKLLTXVideo.from_pretrained(roots.ltx_main, subfolder="vae", torch_dtype=dtype)
-    for module in (transformer, vae):
+    for module, target in ((transformer, transformer_device or device), (vae, device)):
         module.requires_grad_(False)
         module.eval()
-        module.to(device)
+        module.to(target)
     return Backbone(transformer=transformer, vae=vae, scheduler=scheduler)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -59,8 +59,16 @@ from restorer.loading import (
     text_encoder_identity,
 )
 from restorer.lora import load_lora_adapter, set_active_adapter
+from restorer.memory_profiles import check_gpu_fits, get_profile
 from restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
-from restorer.sampler import ProgressCallback, initial_noise, latent_video_coords, linear_quadratic_sigmas
+from restorer.sampler import (
+    ProgressCallback,
+    compute_dtype,
+    execution_device,
+    initial_noise,
+    latent_video_coords,
+    linear_quadratic_sigmas,
+)
 
 
 FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
@@ -88,7 +96,6 @@ class RestorerSettings:
     seed: int = 42
     label: str = ""
     show_progress: bool = True
-    model_cpu_offload: bool = False
 
 
 class ArtifactRestorer:
@@ -113,8 +120,8 @@ class ArtifactRestorer:
         self.progress = progress
         self._aux_cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
         self._aux_note_printed = False
-        self.execution_device = next(transformer.parameters()).device
-        """Where the models compute; with ``model_cpu_offload`` each waits on the CPU while the other works."""
+        self.execution_device = execution_device(transformer)
+        """Where the models compute (under group offloading the transformer's weights wait on the CPU)."""
 
     # ------------------------------------------------------------------ construction
 
@@ -133,6 +140,8 @@ class ArtifactRestorer:
         except (KeyError, TypeError) as err:
             raise RestorerInputError(str(err.args[0])) from None
         label = "[tiny preset: UNTRAINED, random weights] " if preset.untrained else ""
+        if preset.memory_profile is not None:
+            preset = _apply_memory_profile(preset)
         with quiet_hub_progress(enabled=preset.untrained):
             restorer = cls._from_preset(preset, label, progress)
         if preset.untrained:
@@ -146,13 +155,16 @@ class ArtifactRestorer:
     @staticmethod
     def check_weights(name: str = "full", **overrides) -> None:
         """Raise :class:`RestorerInputError` (one sentence with the download command) unless the preset's
-        weights are on disk or may be downloaded; loads nothing. The tiny preset builds its own."""
+        weights are on disk or may be downloaded, or when its memory profile does not fit the GPU; loads
+        nothing. The tiny preset builds its own weights."""
         from method_configs.restorer_presets import get_preset
 
         try:
             preset = get_preset(name, **overrides)
         except (KeyError, TypeError) as err:
             raise RestorerInputError(str(err.args[0])) from None
+        if preset.memory_profile is not None:
+            _apply_memory_profile(preset)
         if _builds_tiny_release(preset):
             return
         roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
@@ -188,26 +200,40 @@ class ArtifactRestorer:
             seed=preset.seed,
             label=label,
             show_progress=preset.show_progress,
-            model_cpu_offload=preset.model_cpu_offload,
         )
         restorer = cls.from_roots(
-            roots, settings=settings, device=preset.device, allow_download=preset.allow_download,
-            max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
+            roots, settings=settings, device=preset.device, dtype=_torch_dtype(preset.torch_dtype),
+            allow_download=preset.allow_download, max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
             transformer_source=preset.transformer_source, transformer_config=preset.transformer_config,
+            transformer_num_layers=preset.transformer_num_layers, group_offload=preset.group_offload,
         )
         restorer.apply_memory_options(vae_tiling=preset.vae_tiling, fp8_transformer_storage=preset.fp8_transformer_storage)
         return restorer
 
-    def apply_memory_options(self, vae_tiling: bool = False, fp8_transformer_storage: bool = False) -> "ArtifactRestorer":
-        """VAE tiling and fp8 weight storage for the transformer (see ``RestorerPreset``)."""
+    def apply_memory_options(
+        self, vae_tiling: bool = False, fp8_transformer_storage: bool = False, group_offload: bool = False
+    ) -> "ArtifactRestorer":
+        """VAE tiling, fp8 weight storage and group offloading of the transformer (see ``RestorerPreset``).
+
+        All three are diffusers' own: ``enable_tiling``, ``enable_layerwise_casting`` and
+        ``enable_group_offload`` (block level; weights wait on the CPU, prefetched on a CUDA stream).
+        """
         if vae_tiling:
             self.vae.enable_tiling()
         if fp8_transformer_storage:
-            compute_dtype = next(self.transformer.parameters()).dtype
             self.transformer.enable_layerwise_casting(
                 storage_dtype=torch.float8_e4m3fn,
-                compute_dtype=compute_dtype,
+                compute_dtype=compute_dtype(self.transformer),
                 skip_modules_pattern=FP8_SKIP_MODULES,
+            )
+        if group_offload:
+            self.transformer.to("cpu")
+            self.transformer.enable_group_offload(
+                onload_device=self.execution_device,
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=self.execution_device.type == "cuda",
             )
         return self
 
@@ -224,8 +250,14 @@ class ArtifactRestorer:
         progress: ProgressCallback | None = None,
         transformer_source: str = "0.9.8-distilled",
         transformer_config: str = "ltxv-13b",
+        transformer_num_layers: int | None = None,
+        group_offload: bool = False,
     ) -> "ArtifactRestorer":
-        """Load the backbone, the requested LoRA adapters and the cached prompt embeddings from three roots.
+        """Load the cached prompt embeddings, the backbone and the requested LoRA adapters from three roots.
+
+        The prompts come first: on a first run the text encoder is loaded, used and freed before the
+        backbone, so the two never share the GPU. With ``group_offload`` the transformer stays on the CPU
+        and is offloaded block by block (:meth:`apply_memory_options`).
 
         Loading leaves torch's global random state as it was (peft initialises the adapter layers
         randomly before their weights are copied in), so a training run that loads the restorer
@@ -235,10 +267,6 @@ class ArtifactRestorer:
         dtype = dtype or default_dtype(device)
         roots = ensure_roots(roots, allow_download=allow_download, transformer_source=transformer_source)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            backbone = load_backbone(roots, device, dtype, transformer_source, transformer_config)
-            lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
-            for adapter in adapters:
-                load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
             prompts = cached_prompt_embeddings(
                 STAGE_PROMPTS,
                 text_encoder_identity(roots),
@@ -246,18 +274,37 @@ class ArtifactRestorer:
                 cache_dir(),
                 max_tokens=max_prompt_tokens,
             )
-            return cls(backbone.transformer, backbone.vae, backbone.scheduler, prompts, roots, settings or RestorerSettings(), progress)
+            backbone = load_backbone(
+                roots, device, dtype, transformer_source, transformer_config, transformer_num_layers,
+                transformer_device="cpu" if group_offload else None,
+            )
+            lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
+            for adapter in adapters:
+                load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
+            restorer = cls(backbone.transformer, backbone.vae, backbone.scheduler, prompts, roots, settings or RestorerSettings(), progress)
+        restorer.execution_device = device
+        return restorer.apply_memory_options(group_offload=group_offload)
 
     # ------------------------------------------------------------------ devices
 
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        return self.execution_device
+
+    @property
+    def group_offloaded(self) -> bool:
+        from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+        return _is_group_offload_enabled(self.transformer)
 
     def to(self, device: str | torch.device) -> "ArtifactRestorer":
-        """Move transformer and VAE to ``device`` (dtype unchanged); it becomes the execution device."""
+        """Move transformer and VAE to ``device`` (dtype unchanged); it becomes the execution device.
+
+        A group-offloaded transformer stays where its offload hooks keep it (the CPU between blocks).
+        """
         self.execution_device = torch.device(device)
-        self.transformer.to(device)
+        if not self.group_offloaded:
+            self.transformer.to(device)
         self.vae.to(device)
         return self
 
@@ -371,17 +418,16 @@ class ArtifactRestorer:
         generator, noise = self._stage_start(reference)
         z_ref = self._encode(reference, generator)
         set_active_adapter(self.transformer, STAGE1_ADAPTER)
-        with self._working(self.transformer):
-            z_hm = sample_heatmap_latent(
-                self.transformer,
-                self.prompts[STAGE1_ADAPTER],
-                z_ref,
-                noise,
-                linear_quadratic_sigmas(self.settings.heatmap_steps),
-                self._coords(z_ref),
-                generator,
-                progress,
-            )
+        z_hm = sample_heatmap_latent(
+            self.transformer,
+            self.prompts[STAGE1_ADAPTER],
+            z_ref,
+            noise,
+            linear_quadratic_sigmas(self.settings.heatmap_steps),
+            self._coords(z_ref),
+            generator,
+            progress,
+        )
         return self._decode(z_hm).cpu(), z_ref
 
     def _stage2(
@@ -400,21 +446,20 @@ class ArtifactRestorer:
         z_hm = self._encode(heatmap, generator)
         z_full, z_null = self.auxiliary_latents(*reference.shape[:3], z_ref.shape)
         set_active_adapter(self.transformer, STAGE2_ADAPTER)
-        with self._working(self.transformer):
-            z_target = sample_restored_latent(
-                self.transformer,
-                self.prompts[STAGE2_ADAPTER],
-                z_ref,
-                z_hm,
-                z_full,
-                z_null,
-                self.settings.schedule,
-                noise,
-                linear_quadratic_sigmas(self.settings.num_inference_steps),
-                self._coords(z_ref),
-                generator,
-                progress,
-            )
+        z_target = sample_restored_latent(
+            self.transformer,
+            self.prompts[STAGE2_ADAPTER],
+            z_ref,
+            z_hm,
+            z_full,
+            z_null,
+            self.settings.schedule,
+            noise,
+            linear_quadratic_sigmas(self.settings.num_inference_steps),
+            self._coords(z_ref),
+            generator,
+            progress,
+        )
         return self._decode(z_target).cpu()
 
     def _stage_start(self, reference: Tensor) -> tuple[torch.Generator, Tensor]:
@@ -432,23 +477,10 @@ class ArtifactRestorer:
         randn_tensor(tuple(shape), generator=generator, device=self.execution_device, dtype=next(self.vae.parameters()).dtype)
 
     def _encode(self, video: Tensor, generator: torch.Generator) -> Tensor:
-        with self._working(self.vae):
-            return encode_video(self.vae, video, generator)
+        return encode_video(self.vae, video, generator)
 
     def _decode(self, latents: Tensor) -> Tensor:
-        with self._working(self.vae):
-            return decode_latents(self.vae, latents)
-
-    @contextlib.contextmanager
-    def _working(self, model: torch.nn.Module) -> Iterator[None]:
-        """With ``model_cpu_offload``, ``model`` computes on the execution device while the other waits on the CPU."""
-        if self.settings.model_cpu_offload:
-            idle = self.vae if model is self.transformer else self.transformer
-            idle.to("cpu")
-            if self.execution_device.type == "cuda":
-                torch.cuda.empty_cache()
-            model.to(self.execution_device)
-        yield
+        return decode_latents(self.vae, latents)
 
     def auxiliary_latents(self, frames: int, height: int, width: int, latent_shape: torch.Size) -> tuple[Tensor, Tensor]:
         """Unscaled ``(z_full, z_null)``: the release's files when they fit this reference, else computed with the VAE."""
@@ -466,8 +498,7 @@ class ArtifactRestorer:
                         markup=False, soft_wrap=True,
                     )
                     self._aux_note_printed = True
-                with self._working(self.vae):
-                    z_full, z_null = auxiliary_latents(self.vae, frames, height, width)
+                z_full, z_null = auxiliary_latents(self.vae, frames, height, width)
             self._aux_cache[key] = (z_full.cpu(), z_null.cpu())
         return self._aux_cache[key]
 
@@ -497,6 +528,25 @@ class ArtifactRestorer:
                 bar.update(tasks[stage], completed=done)
 
             yield update
+
+
+def _apply_memory_profile(preset):
+    """The preset with its memory profile's options, after printing the predicted peak; refuses a GPU
+    smaller than the prediction unless ``force_memory_profile``."""
+    profile = get_profile(preset.memory_profile)
+    device = torch.device(preset.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    line = check_gpu_fits(profile, total, force=preset.force_memory_profile)
+    _console().print(line if total is not None else f"{line} No GPU in use: the profile's options run on the CPU.", markup=False, soft_wrap=True)
+    return replace(preset, **profile.options())
+
+
+def _torch_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    if name not in ("bfloat16", "float32"):
+        raise RestorerInputError(f"Unknown torch_dtype {name!r}; choose bfloat16 or float32.")
+    return getattr(torch, name)
 
 
 def _builds_tiny_release(preset) -> bool:

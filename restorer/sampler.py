@@ -118,6 +118,23 @@ def initial_noise(
     return pack_latents(randn_tensor(latent_shape, generator=generator, device=device, dtype=torch.float32))
 
 
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module`` computes: its parameters' device, or the onload device under diffusers' group offloading."""
+    from diffusers.hooks.group_offloading import _get_group_onload_device, _is_group_offload_enabled
+
+    if _is_group_offload_enabled(module):
+        return torch.device(_get_group_onload_device(module))
+    return next(module.parameters()).device
+
+
+def compute_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype ``module`` computes in: its first floating-point parameter that is not an fp8 storage dtype."""
+    for param in module.parameters():
+        if param.is_floating_point() and param.element_size() > 1:
+            return param.dtype
+    return torch.float32
+
+
 ContextFn = Callable[[int, float], dict[str, Tensor]]
 """``context(step, sigma) -> {role: tokens}``: the clean tokens of every context segment at one step."""
 
@@ -150,8 +167,7 @@ def euler_sample(
         noise: initial target tokens ``eps``; ``z_{s0} = s0 * eps`` (``s0 = 1`` by default).
         generator: the stage's generator, already advanced past the initial noise and encodes.
     """
-    param = next(transformer.parameters())
-    device, dtype = param.device, param.dtype
+    device, dtype = execution_device(transformer), compute_dtype(transformer)
     tokens, channels = noise.shape[1], noise.shape[2]
     target_index = list(roles).index(TARGET)
     target_slice = slice(target_index * tokens, (target_index + 1) * tokens)

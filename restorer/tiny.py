@@ -1,7 +1,9 @@
-"""The tiny, UNTRAINED (random weights) stand-in for the released model, in the release's layout.
+"""Random-weight stand-ins for the released model, in the release's layout (UNTRAINED).
 
 :func:`save_tiny_release` writes three roots exactly like the real release so the
-real loading code is exercised end to end::
+real loading code is exercised end to end; :func:`save_random_release` does the same for any
+:class:`RandomReleaseSpec`, e.g. the real 13B width at reduced depth (:func:`full_width_spec`),
+which the tests and ``benchmarks/full_scale.py`` run on a CPU::
 
     <root>/weights/stage1_pred_headmap_lora.safetensors    (diffusers keys: transformer.*.lora_A/B)
     <root>/weights/stage2_noisemap_blend_lora.safetensors  (ComfyUI keys: diffusion_model.*.lora_A/B)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +34,8 @@ import torch
 from restorer.latents import auxiliary_latents
 from restorer.loading import (
     AUXILIARY_LATENTS_DIR,
+    LTXV_13B_CONFIG,
+    LTXV_VAE_CONFIG,
     TRANSFORMER_SINGLE_FILE,
     Z_FULL_FILE,
     Z_NULL_FILE,
@@ -49,6 +54,8 @@ TINY_TEXT_DIM = 16
 TINY_LORA_RANK = 4
 TINY_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 """The official LoRA targets (``configs/stage*_infer.yaml``), matched as peft does (name suffixes)."""
+OFFICIAL_LORA_RANK = 128
+"""The released adapters' rank (= alpha), DESIGN.md Sec. 3a."""
 TINY_AUX_REFERENCE = (17, 32, 64)
 """Reference size (frames, height, width) the tiny release's auxiliary latents are made for."""
 TINY_TRANSFORMER_CONFIG = {
@@ -89,34 +96,63 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_text_encoder(vocab_size: int):
+def build_tiny_text_encoder(vocab_size: int, d_model: int = TINY_TEXT_DIM):
+    """A 1-layer T5 encoder; ``d_model`` is the caption width the transformer expects (4096 for the 13B)."""
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
-        vocab_size=max(64, vocab_size), d_model=TINY_TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        vocab_size=max(64, vocab_size), d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
         relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
         feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     )
     return T5EncoderModel(config).eval()
 
 
-def build_tiny_vae():
-    """LTX VAE with 4 down blocks (patch 4 x 2^3 = 32x space, 2^3 = 8x time) and 8 channels."""
+TINY_VAE_CONFIG = {
+    "latent_channels": TINY_LATENT_CHANNELS,
+    "block_out_channels": (8, 8, 8, 8),
+    "decoder_block_out_channels": (8, 8, 8, 8),
+    "layers_per_block": (1, 1, 1, 1, 1),
+    "decoder_layers_per_block": (1, 1, 1, 1, 1),
+}
+"""LTX VAE with 4 down blocks (patch 4 x 2^3 = 32x space, 2^3 = 8x time) and 8 channels."""
+
+
+def build_tiny_vae(config: dict | None = None):
     from diffusers import AutoencoderKLLTXVideo
 
-    return AutoencoderKLLTXVideo(
-        latent_channels=TINY_LATENT_CHANNELS,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-    ).eval()
+    return AutoencoderKLLTXVideo(**(config or TINY_VAE_CONFIG)).eval()
 
 
-def build_tiny_transformer():
+def build_tiny_transformer(config: dict | None = None):
     from diffusers import LTXVideoTransformer3DModel
 
-    return LTXVideoTransformer3DModel(**TINY_TRANSFORMER_CONFIG).eval()
+    return LTXVideoTransformer3DModel(**(config or TINY_TRANSFORMER_CONFIG)).eval()
+
+
+@dataclass(frozen=True)
+class RandomReleaseSpec:
+    """What a random-weight release is made of (all UNTRAINED)."""
+
+    transformer_config: dict = field(default_factory=lambda: dict(TINY_TRANSFORMER_CONFIG))
+    vae_config: dict = field(default_factory=lambda: dict(TINY_VAE_CONFIG))
+    lora_rank: int = TINY_LORA_RANK
+    aux_reference: tuple[int, int, int] = TINY_AUX_REFERENCE
+    """Reference size (frames, height, width) the auxiliary latents are made for."""
+    dtype: torch.dtype = torch.float32
+    """Storage dtype of the transformer and VAE files."""
+
+
+def full_width_spec(num_layers: int = 1, aux_reference: tuple[int, int, int] = (17, 64, 96)) -> RandomReleaseSpec:
+    """The released model's real architecture -- the 13B transformer's width (only ``num_layers`` of its 48
+    blocks), the LTX 0.9.7/0.9.8 VAE, rank-128 LoRAs on the official targets -- with random bf16 weights."""
+    return RandomReleaseSpec(
+        transformer_config={**LTXV_13B_CONFIG, "num_layers": num_layers},
+        vae_config=dict(LTXV_VAE_CONFIG),
+        lora_rank=OFFICIAL_LORA_RANK,
+        aux_reference=aux_reference,
+        dtype=torch.bfloat16,
+    )
 
 
 def original_format_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -143,6 +179,8 @@ def random_lora_state_dict(
     """Random LoRA weights (both A and B non-zero, so the adapter changes outputs) for every block's targets.
 
     ``key_format``: ``"diffusers"`` (``transformer.`` prefix) or ``"comfyui"`` (``diffusion_model.`` prefix).
+    Entries are 0.3 x N(0, 1) at the tiny width; wider layers (rank or fan-in above 64) are scaled by
+    ``1 / sqrt(fan-in)`` so that the update stays the size of the layer's output.
     """
     prefix = {"diffusers": "transformer.", "comfyui": "diffusion_model."}[key_format]
     generator = torch.Generator().manual_seed(seed)
@@ -151,39 +189,48 @@ def random_lora_state_dict(
         if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.") and any(
             name == t or name.endswith(f".{t}") for t in targets
         ):
-            state[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.3
-            state[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.3
+            a_scale = 0.3 if module.in_features <= 64 else module.in_features**-0.5
+            b_scale = 0.3 if rank <= 64 else 0.3 * rank**-0.5
+            state[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * a_scale
+            state[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * b_scale
     return state
 
 
 def save_tiny_release(root: str | os.PathLike, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
-    """Write the tiny untrained release (three roots, the release's folder layout) under ``root``.
+    """Write the tiny untrained release (three roots, the release's folder layout) under ``root``."""
+    return save_random_release(root, RandomReleaseSpec(), seed)
+
+
+def save_random_release(root: str | os.PathLike, spec: RandomReleaseSpec, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
+    """Write an untrained release of ``spec`` (three roots, the release's folder layout) under ``root``.
 
     Seeds its own draws and leaves torch's global random state as it was.
     """
-    with quiet_hub_progress(), torch.random.fork_rng(devices=[]):
-        return _save_tiny_release(Path(root), seed)
+    with quiet_hub_progress(), torch.random.fork_rng(devices=[]), torch.no_grad():
+        return _save_random_release(Path(root), spec, seed)
 
 
-def _save_tiny_release(root: Path, seed: int) -> ReleaseRoots:
+def _save_random_release(root: Path, spec: RandomReleaseSpec, seed: int) -> ReleaseRoots:
     from safetensors.torch import save_file
 
     roots = tiny_roots(root)
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
     tokenizer.save_pretrained(roots.ltx_main / "tokenizer")
-    build_tiny_text_encoder(len(tokenizer)).save_pretrained(roots.ltx_main / "text_encoder")
-    vae = build_tiny_vae()
+    text_dim = spec.transformer_config.get("caption_channels", TINY_TEXT_DIM)
+    build_tiny_text_encoder(len(tokenizer), text_dim).save_pretrained(roots.ltx_main / "text_encoder")
+    vae = build_tiny_vae(spec.vae_config).to(spec.dtype)
     vae.save_pretrained(roots.ltx_main / "vae")
-    transformer = build_tiny_transformer()
+    transformer = build_tiny_transformer(spec.transformer_config).to(spec.dtype)
     transformer.save_pretrained(roots.ltx_097_dev / "transformer")
     save_file(original_format_state_dict(transformer), str(roots.ltx_main / TRANSFORMER_SINGLE_FILE))
     build_tiny_scheduler().save_pretrained(roots.ltx_097_dev / "scheduler")
 
     roots.weights.mkdir(parents=True, exist_ok=True)
-    save_file(random_lora_state_dict(transformer, "diffusers", seed=seed + 1), str(roots.stage1_lora))
-    save_file(random_lora_state_dict(transformer, "comfyui", seed=seed + 2), str(roots.stage2_lora))
-    z_full, z_null = auxiliary_latents(vae, *TINY_AUX_REFERENCE)
+    for path, key_format, offset in ((roots.stage1_lora, "diffusers", 1), (roots.stage2_lora, "comfyui", 2)):
+        lora = random_lora_state_dict(transformer, key_format, seed=seed + offset, rank=spec.lora_rank)
+        save_file({k: v.to(spec.dtype) for k, v in lora.items()}, str(path))
+    z_full, z_null = auxiliary_latents(vae, *spec.aux_reference)
     (roots.weights / AUXILIARY_LATENTS_DIR).mkdir(exist_ok=True)
     _, _, frames, height, width = z_full.shape
     torch.save(

@@ -1,0 +1,499 @@
+"""The full-size restorer without a GPU: weights, real-width blocks, FLOPs, the VAE, and the GPU model.
+
+    python benchmarks/full_scale.py --out full.json [--vae-frames 17]
+
+What it does, and what each figure is:
+
+1. **Weights (counted).** The exact 13B transformer, both rank-128 LoRA adapters (peft), the LTX
+   0.9.7/0.9.8 VAE and the T5-XXL encoder are built on the meta device (no memory) and their bytes
+   counted for bf16, fp8 layerwise storage (diffusers ``enable_layerwise_casting``) and block-level
+   group offload (what stays on the GPU: the parts outside the blocks plus one block, two with a
+   prefetch stream).
+2. **Real-width blocks (measured on this CPU).** 1 and then 2 transformer blocks of the real width in
+   bf16, with both adapters, one denoising step of each stage at the official token counts (13,260 and
+   19,890), run through the project's own stage code (``sample_heatmap_latent``,
+   ``sample_restored_latent``), each in a fresh process. Measured: wall time, peak process memory above
+   the weights (``VmHWM`` after a reset, minus ``VmRSS`` before), peak live tensor bytes above the weights
+   (a storage-tracking dispatch mode: what a GPU's caching allocator would hold) and FLOPs (``FlopCounterMode``).
+   Derived, from ``x(L) = fixed + L * per_block``: ``per_block = x(2) - x(1)``, ``fixed = x(1) - per_block``,
+   ``x(48) = fixed + 48 * per_block``.
+3. **The VAE (traced at full size, measured at --vae-frames).** Encode and decode of 97 x 544 x 960
+   with and without tiling through ``encode_video`` / ``decode_latents``: FLOPs and peak live tensor
+   bytes traced on the meta device (exact tensor sizes, no arithmetic); the same on the CPU for real at
+   ``--vae-frames`` frames (time, process peak, tensor peak), which validates the trace at that size.
+4. **The GPU model (derived).** Peak GPU memory per profile from ``restorer/memory_profiles.py``'s
+   formula with the figures above, and seconds per clip and per scene on an A100 and an H100 from the
+   FLOPs at a stated utilisation, beside the paper's Table 6 and the official two-process design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+from restorer.memory_profiles import count_release_weights
+
+OFFICIAL_CLIP = (97, 544, 960)
+"""The official reference clip (frames, height, width): 13 x 17 x 30 = 6,630 latent tokens per segment."""
+STEPS_PER_STAGE = 8
+ROUNDS, CLIPS_PER_ROUND = 5, 4
+"""The ``artifactworld`` method's closed loop: rounds at 10 .. 50 % of 30,000 iterations, 4 clips each."""
+GIB = 1024**3
+
+GPUS = {
+    "A100-SXM4-80GB": {"bf16_tflops": 312.0, "hbm_tbps": 2.039, "host_gbps": 25.0, "splatfacto_min": 20.0},
+    "H100-SXM5-80GB": {"bf16_tflops": 989.0, "hbm_tbps": 3.35, "host_gbps": 50.0, "splatfacto_min": 12.0},
+}
+"""Datasheet dense bf16 peak and HBM bandwidth; host link = what pinned copies reach over PCIe 4.0 / 5.0
+x16 (about half the 32 / 64 GB/s link rate, stated, not measured); splatfacto's own 30,000 iterations
+per scene, assumed (not measured here)."""
+TRANSFORMER_UTILISATION = 0.45
+"""Stated: fraction of peak the transformer's GEMMs and flash attention reach at 13k-20k tokens."""
+VAE_UTILISATION = 0.30
+"""Stated: fraction of peak the VAE's 3D convolutions and norms reach."""
+DISK_GBPS = 2.0
+"""Stated: checkpoint read speed (NVMe) for loading the backbone."""
+PAPER_TABLE6 = {"minutes_per_scene": 113.3, "peak_gb": 46.3, "gpu": "A100"}
+
+
+# ----------------------------------------------------------------------------- process memory
+
+
+def _proc_status(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+class ProcessPeak:
+    """Peak resident memory of this process above its level at entry (Linux: VmHWM reset via clear_refs)."""
+
+    def __enter__(self) -> "ProcessPeak":
+        self.base = _proc_status("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.peak = _proc_status("VmHWM") - self.base
+
+
+def _flop_counter():
+    """torch's FlopCounterMode, taught the CPU flash-attention op it does not know (same formula as CUDA's)."""
+    from torch.utils import flop_counter
+
+    def cpu_flash_attention(query, key, value, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    return flop_counter.FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention}
+    )
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of live tensor storages created inside the block (what a GPU's caching allocator holds,
+    before fragmentation), on any device including ``meta``.
+
+    Hand-written: torch's ``MemTracker`` refuses modules that run more than once per pass, which the
+    VAE's tiled encode/decode do. Storages of ``modules``' parameters and buffers are never counted.
+    """
+
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._sizes: dict[int, int] = {}
+        self._weights = {t.untyped_storage()._cdata for m in modules for t in (*m.parameters(), *m.buffers())}
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._weights or key in self._sizes:
+            return
+        self._sizes[key] = storage.nbytes()
+        self.live += self._sizes[key]
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tree_map_only(torch.Tensor, self._track, out)
+        return out
+
+
+# ----------------------------------------------------------------------------- 1. weights
+
+
+# ----------------------------------------------------------------------------- 2. real-width blocks
+
+
+def _random_prompt(generator):
+    from restorer.prompts import MAX_PROMPT_TOKENS, PromptEmbedding
+
+    embeds = torch.randn(1, MAX_PROMPT_TOKENS, 4096, generator=generator)
+    mask = torch.zeros(1, MAX_PROMPT_TOKENS, dtype=torch.long)
+    mask[:, :4] = 1
+    return PromptEmbedding(embeds, mask)
+
+
+def block_worker(stage: int, depth: int) -> dict:
+    """One denoising step of ``stage`` on ``depth`` real-width bf16 blocks with both adapters (fresh process)."""
+    from safetensors.torch import save_file
+
+    from restorer.aatf import STAGE2_ADAPTER, official_blend_table, sample_restored_latent
+    from restorer.heatmap import STAGE1_ADAPTER, sample_heatmap_latent
+    from restorer.lora import load_lora_adapter, set_active_adapter
+    from restorer.sampler import initial_noise, latent_video_coords, linear_quadratic_sigmas
+    from restorer.tiny import OFFICIAL_LORA_RANK, build_tiny_transformer, full_width_spec, random_lora_state_dict
+
+    torch.manual_seed(0)
+    spec = full_width_spec(num_layers=depth)
+    transformer = build_tiny_transformer(spec.transformer_config).to(torch.bfloat16)
+    states = {a: random_lora_state_dict(transformer, seed=i, rank=OFFICIAL_LORA_RANK) for i, a in enumerate((STAGE1_ADAPTER, STAGE2_ADAPTER))}
+    with tempfile.TemporaryDirectory() as folder:
+        for adapter, state in states.items():
+            path = Path(folder) / f"{adapter}.safetensors"
+            save_file({k: v.to(torch.bfloat16) for k, v in state.items()}, str(path))
+            load_lora_adapter(transformer, path, adapter)
+    set_active_adapter(transformer, STAGE1_ADAPTER if stage == 1 else STAGE2_ADAPTER)
+
+    generator = torch.Generator().manual_seed(42)
+    frames, height, width = OFFICIAL_CLIP
+    latent = (1, 128, (frames - 1) // 8 + 1, height // 32, width // 32)
+    noise = initial_noise(latent, generator, torch.device("cpu"))
+    z_ref = torch.randn(latent, generator=generator)
+    coords = latent_video_coords(*latent[2:])
+    sigmas = linear_quadratic_sigmas(STEPS_PER_STAGE)[:2]  # the first of the 8 steps
+    prompt = _random_prompt(generator)
+    if stage == 1:
+        def run():
+            return sample_heatmap_latent(transformer, prompt, z_ref, noise, sigmas, coords, generator)
+    else:
+        z_hm, z_full, z_null = (torch.randn(latent, generator=generator) for _ in range(3))
+
+        def run():
+            return sample_restored_latent(
+                transformer, prompt, z_ref, z_hm, z_full, z_null, official_blend_table(1), noise, sigmas, coords, generator
+            )
+
+    tracker = LiveTensorBytes(transformer)
+    with _flop_counter() as flops, tracker, ProcessPeak() as process:
+        start = time.perf_counter()
+        out = run()
+        seconds = time.perf_counter() - start
+    assert torch.isfinite(out).all(), "the real-width step produced non-finite values"
+    return {
+        "stage": stage, "depth": depth, "tokens": (2 if stage == 1 else 3) * math.prod(latent[2:]),
+        "seconds": seconds, "process_peak_bytes": process.peak, "tensor_peak_bytes": tracker.peak,
+        "flops": flops.get_total_flops(),
+    }
+
+
+# ----------------------------------------------------------------------------- 3. VAE
+
+
+def vae_worker(device: str, frames: int, tiled: bool) -> dict:
+    """Encode then decode a ``frames`` x 544 x 960 clip with the real VAE architecture (random bf16 weights)."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    from restorer.latents import decode_latents, encode_video
+    from restorer.loading import LTXV_VAE_CONFIG
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        vae = AutoencoderKLLTXVideo(**LTXV_VAE_CONFIG)
+    vae = vae.to(torch.bfloat16).eval().requires_grad_(False)
+    if tiled:
+        vae.enable_tiling()
+    _, height, width = OFFICIAL_CLIP
+    video = torch.rand(frames, height, width, 3, device=device)
+    result = {"device": device, "frames": frames, "tiled": tiled}
+    latents = None
+    for phase in ("encode", "decode"):
+        tracker = LiveTensorBytes(vae)
+        with _flop_counter() as flops, tracker, ProcessPeak() as process, torch.no_grad():
+            start = time.perf_counter()
+            if phase == "encode":
+                latents = encode_video(vae, video, torch.Generator().manual_seed(42))
+            else:
+                decode_latents(vae, latents)
+            seconds = time.perf_counter() - start
+        result[phase] = {"flops": flops.get_total_flops(), "tensor_peak_bytes": tracker.peak}
+        if device != "meta":
+            result[phase].update(seconds=seconds, process_peak_bytes=process.peak)
+    return result
+
+
+def _in_fresh_process(worker: str, **kwargs) -> dict:
+    command = [sys.executable, __file__, "--worker", worker, "--worker-args", json.dumps(kwargs)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{worker} {kwargs} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def linear_fit(one: float, two: float, depth: int = 48) -> dict:
+    """``x(L) = fixed + L * per_block`` from ``x(1)`` and ``x(2)``."""
+    per_block = two - one
+    return {"per_block": per_block, "fixed": one - per_block, "at_depth": one - per_block + depth * per_block}
+
+
+# ----------------------------------------------------------------------------- 4. the GPU model
+
+
+def figures_from(weights: dict, blocks: dict, vae_full: dict):
+    from restorer.memory_profiles import FullSizeFigures
+
+    return FullSizeFigures(
+        transformer_block_bf16=weights["transformer_block_bf16"],
+        transformer_block_fp8=weights["transformer_block_fp8"],
+        transformer_other_bf16=weights["transformer_other_bf16"],
+        lora_block=weights["lora_block_both_adapters"],
+        vae=weights["vae_bf16"],
+        text_encoder=weights["text_encoder_bf16"],
+        largest_layer_bf16=weights["largest_layer_bf16"],
+        activations={
+            "stage1": max(blocks["stage1"]["tensor_peak"]["at_depth"], blocks["stage1"]["tensor_peak"]["fixed"]),
+            "stage2": max(blocks["stage2"]["tensor_peak"]["at_depth"], blocks["stage2"]["tensor_peak"]["fixed"]),
+            "vae_encode": vae_full[False]["encode"]["tensor_peak_bytes"],
+            "vae_decode": vae_full[False]["decode"]["tensor_peak_bytes"],
+            "vae_encode_tiled": vae_full[True]["encode"]["tensor_peak_bytes"],
+            "vae_decode_tiled": vae_full[True]["decode"]["tensor_peak_bytes"],
+        },
+        num_blocks=weights["transformer_blocks"],
+    )
+
+
+def seconds_per_clip(gpu: dict, figures, step_flops: dict, vae_flops: dict, fp8: bool, offload: bool, tiled: bool) -> dict:
+    """Derived: compute at the stated utilisation; weight streaming over the host link under group offload
+    (overlapped with compute on a stream: ``max``); fp8 upcasts read fp8 and write + read bf16 per step."""
+    tflops = gpu["bf16_tflops"] * 1e12
+    streamed = figures.num_blocks * (
+        (figures.transformer_block_fp8 if fp8 else figures.transformer_block_bf16) + figures.lora_block
+    )
+    upcast_traffic = figures.num_blocks * (figures.transformer_block_fp8 + 2 * figures.transformer_block_bf16) if fp8 else 0
+    out = {}
+    for stage in ("stage1", "stage2"):
+        compute = step_flops[stage] / (tflops * TRANSFORMER_UTILISATION) + upcast_traffic / (gpu["hbm_tbps"] * 1e12)
+        transfer = streamed / (gpu["host_gbps"] * 1e9) if offload else 0.0
+        out[stage] = STEPS_PER_STAGE * max(compute, transfer)
+    vae = 2 * vae_flops[tiled]["encode"] + 2 * vae_flops[tiled]["decode"]
+    out["vae"] = vae / (tflops * VAE_UTILISATION)
+    out["clip"] = out["stage1"] + out["stage2"] + out["vae"]
+    return out
+
+
+def predictions(weights: dict, blocks: dict, vae_full: dict) -> dict:
+    from restorer.memory_profiles import PROFILES, phase_peaks
+
+    figures = figures_from(weights, blocks, vae_full)
+    step_flops = {s: blocks[s]["flops"]["at_depth"] for s in ("stage1", "stage2")}
+    vae_flops = {t: {p: vae_full[t][p]["flops"] for p in ("encode", "decode")} for t in (False, True)}
+    combos = []
+    for fp8 in (False, True):
+        for offload in (False, True):
+            for tiled in (False, True):
+                peaks = phase_peaks(figures, fp8, offload, tiled)
+                row = {"fp8": fp8, "group_offload": offload, "vae_tiling": tiled, "peak_bytes": max(peaks.values()), "phases": peaks}
+                for name, gpu in GPUS.items():
+                    row[name] = seconds_per_clip(gpu, figures, step_flops, vae_flops, fp8, offload, tiled)
+                combos.append(row)
+    profiles = {}
+    for name, profile in PROFILES.items():
+        row = next(c for c in combos if (c["fp8"], c["group_offload"], c["vae_tiling"]) == (
+            profile.fp8_transformer_storage, profile.group_offload, profile.vae_tiling))
+        fits = [c for c in combos if c["peak_bytes"] <= profile.gpu_gb * 1e9]
+        fastest = min(fits, key=lambda c: (c["fp8"], c["H100-SXM5-80GB"]["clip"])) if fits else None
+        profiles[name] = {"row": row, "fits": row["peak_bytes"] <= profile.gpu_gb * 1e9, "fastest_fitting_bf16_first": fastest}
+    load_s = (
+        weights["transformer_bf16"] + weights["transformer_blocks"] * weights["lora_block_both_adapters"] + weights["vae_bf16"]
+    ) / (DISK_GBPS * 1e9)
+    official = official_two_process(weights, figures, step_flops, vae_flops)
+    per_scene = {}
+    for name, gpu in GPUS.items():
+        for profile_name, p in profiles.items():
+            clip = p["row"][name]["clip"]
+            restore_min = (load_s + ROUNDS * CLIPS_PER_ROUND * clip) / 60
+            per_scene[f"{profile_name} on {name}"] = {
+                "seconds_per_clip": clip, "restoration_minutes": restore_min,
+                "splatfacto_minutes_assumed": gpu["splatfacto_min"], "minutes_per_scene": restore_min + gpu["splatfacto_min"],
+            }
+        clip = official[name]["seconds_per_clip"]
+        per_scene[f"official two-process on {name}"] = {
+            "seconds_per_clip": clip, "restoration_minutes": ROUNDS * CLIPS_PER_ROUND * clip / 60,
+            "splatfacto_minutes_assumed": gpu["splatfacto_min"],
+            "minutes_per_scene": ROUNDS * CLIPS_PER_ROUND * clip / 60 + gpu["splatfacto_min"],
+        }
+    return {"figures": figures.__dict__, "combinations": combos, "profiles": profiles, "per_scene": per_scene,
+            "official_two_process": official, "load_seconds": load_s}
+
+
+def official_two_process(weights: dict, figures, step_flops: dict, vae_flops: dict) -> dict:
+    """The official scripts: one process per stage, each loading the bf16 backbone and T5 and running T5."""
+    backbone = weights["transformer_bf16"] + weights["vae_bf16"] + weights["lora_block_both_adapters"] // 2 * weights["transformer_blocks"]
+    load_s = (backbone + weights["text_encoder_bf16"]) / (DISK_GBPS * 1e9)
+    peak = (
+        weights["transformer_bf16"] + weights["lora_block_both_adapters"] // 2 * weights["transformer_blocks"] + weights["vae_bf16"]
+        + weights["text_encoder_bf16"] + max(figures.activations.values())
+    )
+    out = {"peak_bytes_if_t5_stays_on_gpu": peak, "load_seconds_per_stage": load_s}
+    for name, gpu in GPUS.items():
+        ours = seconds_per_clip(gpu, figures, step_flops, vae_flops, False, False, False)
+        out[name] = {"seconds_per_clip": ours["clip"] + 2 * load_s}
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.2f}"
+
+
+def report(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    w = result["weights"]
+    table = Table(title="1. Weights (counted on the meta device)")
+    for col in ("part", "parameters", "GB bf16", "GB other storage"):
+        table.add_column(col)
+    table.add_row("transformer 13B", f"{w['transformer_params'] / 1e9:.3f} B", _gb(w["transformer_bf16"]),
+                  f"fp8 layerwise: {_gb(w['transformer_other_bf16'] + w['transformer_blocks'] * w['transformer_block_fp8'])}")
+    table.add_row("  one block / outside blocks", "", f"{_gb(w['transformer_block_bf16'])} / {_gb(w['transformer_other_bf16'])}",
+                  f"fp8 block: {_gb(w['transformer_block_fp8'])}")
+    table.add_row("  group offload on the GPU", "", f"no stream {_gb(w['transformer_other_bf16'] + w['transformer_block_bf16'] + w['lora_block_both_adapters'])}",
+                  f"stream {_gb(w['transformer_other_bf16'] + 2 * (w['transformer_block_bf16'] + w['lora_block_both_adapters']))}")
+    table.add_row("LoRA, both adapters (rank 128)", "", _gb(w["lora_block_both_adapters"] * w["transformer_blocks"]), "kept bf16")
+    table.add_row("VAE (0.9.7/0.9.8)", f"{w['vae_params'] / 1e9:.3f} B", _gb(w["vae_bf16"]), "")
+    table.add_row("T5-XXL encoder", f"{w['text_encoder_params'] / 1e9:.3f} B", _gb(w["text_encoder_bf16"]), "first run only")
+    console.print(table)
+
+    table = Table(title="2. Real-width transformer, one step, bf16 on this CPU (measured; 48-block column derived)")
+    for col in ("stage", "tokens", "s 1 block", "s 2 blocks", "s/block", "s 48 (CPU)", "GB tensors 1/2 blocks",
+                "GB process 1/2 blocks", "TFLOP 1/2", "TFLOP 48"):
+        table.add_column(col)
+    for stage, b in result["blocks"].items():
+        r1, r2 = b["runs"]
+        table.add_row(stage, str(r1["tokens"]), f"{r1['seconds']:.1f}", f"{r2['seconds']:.1f}", f"{b['seconds']['per_block']:.1f}",
+                      f"{b['seconds']['at_depth']:.0f}", f"{_gb(r1['tensor_peak_bytes'])} / {_gb(r2['tensor_peak_bytes'])}",
+                      f"{_gb(r1['process_peak_bytes'])} / {_gb(r2['process_peak_bytes'])}",
+                      f"{r1['flops'] / 1e12:.1f} / {r2['flops'] / 1e12:.1f}", f"{b['flops']['at_depth'] / 1e12:.0f}")
+    console.print(table)
+
+    table = Table(title="3. VAE encode / decode, bf16 (meta: traced at full size; cpu: measured)")
+    for col in ("device", "frames", "tiled", "enc TFLOP", "enc GB tensors", "enc GB process", "enc s",
+                "dec TFLOP", "dec GB tensors", "dec GB process", "dec s"):
+        table.add_column(col)
+    for v in result["vae"]:
+        e, d = v["encode"], v["decode"]
+        table.add_row(v["device"], str(v["frames"]), str(v["tiled"]), f"{e['flops'] / 1e12:.1f}", _gb(e["tensor_peak_bytes"]),
+                      _gb(e.get("process_peak_bytes", float("nan"))), f"{e.get('seconds', float('nan')):.0f}",
+                      f"{d['flops'] / 1e12:.1f}", _gb(d["tensor_peak_bytes"]), _gb(d.get("process_peak_bytes", float("nan"))),
+                      f"{d.get('seconds', float('nan')):.0f}")
+    console.print(table)
+
+    p = result["predictions"]
+    table = Table(title=f"4. Derived: peak GPU memory and seconds per clip (official clip, 8+8 steps; "
+                        f"utilisation {TRANSFORMER_UTILISATION:.0%} transformer / {VAE_UTILISATION:.0%} VAE)")
+    for col in ("fp8", "group offload", "VAE tiling", "peak GB", "A100 s/clip", "H100 s/clip", "profile"):
+        table.add_column(col)
+    for c in p["combinations"]:
+        names = [n for n, prof in p["profiles"].items() if prof["row"] is c]
+        table.add_row(str(c["fp8"]), str(c["group_offload"]), str(c["vae_tiling"]), _gb(c["peak_bytes"]),
+                      f"{c['A100-SXM4-80GB']['clip']:.0f}", f"{c['H100-SXM5-80GB']['clip']:.0f}", ", ".join(names))
+    console.print(table)
+
+    table = Table(title="Per scene (derived): 5 rounds x 4 clips + backbone load + splatfacto (assumed), beside the paper's Table 6")
+    for col in ("run", "s/clip", "restoration min", "splatfacto min (assumed)", "min/scene"):
+        table.add_column(col)
+    for name, row in p["per_scene"].items():
+        table.add_row(name, f"{row['seconds_per_clip']:.0f}", f"{row['restoration_minutes']:.1f}",
+                      f"{row['splatfacto_minutes_assumed']:.0f}", f"{row['minutes_per_scene']:.1f}")
+    table.add_row("paper Table 6 (A100, measured by the authors)", "", "", "", f"{PAPER_TABLE6['minutes_per_scene']}")
+    console.print(table)
+    for name, gpu in GPUS.items():
+        console.print(f"{name}: dense bf16 peak {gpu['bf16_tflops']:.0f} TFLOP/s, HBM {gpu['hbm_tbps']} TB/s, "
+                      f"host link {gpu['host_gbps']:.0f} GB/s (assumed), splatfacto {gpu['splatfacto_min']:.0f} min/scene (assumed)")
+    o = p["official_two_process"]
+    console.print(f"Official two-process design: peak {_gb(o['peak_bytes_if_t5_stays_on_gpu'])} GB if T5 stays on the GPU "
+                  f"(paper: {PAPER_TABLE6['peak_gb']} GB); backbone + T5 load {o['load_seconds_per_stage']:.0f} s per stage.")
+
+
+def quiet_libraries() -> None:
+    """Random-weight builds make diffusers and peft warn about casting and stacked adapters: expected here."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("full_scale.json"))
+    parser.add_argument("--vae-frames", type=int, default=17, help="frames of the measured CPU VAE run (97 = full size, ~30 min more)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-args", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    if args.worker:
+        worker = {"block": block_worker, "vae": vae_worker}[args.worker]
+        print(json.dumps(worker(**json.loads(args.worker_args))))
+        return {}
+
+    from rich.progress import Progress
+
+    started = time.perf_counter()
+    result: dict = {"clip": OFFICIAL_CLIP, "torch_threads": torch.get_num_threads(), "gpus": GPUS,
+                    "utilisation": {"transformer": TRANSFORMER_UTILISATION, "vae": VAE_UTILISATION}}
+    jobs = [("block", dict(stage=s, depth=d)) for s in (1, 2) for d in (1, 2)]
+    jobs += [("vae", dict(device="meta", frames=f, tiled=t)) for f in (OFFICIAL_CLIP[0], args.vae_frames) for t in (False, True)]
+    jobs += [("vae", dict(device="cpu", frames=args.vae_frames, tiled=t)) for t in (False, True)]
+    with Progress() as progress:
+        task = progress.add_task("full-scale measurements", total=len(jobs) + 1)
+        result["weights"] = count_release_weights()
+        progress.advance(task)
+        runs = []
+        for worker, kwargs in jobs:
+            progress.update(task, description=f"{worker} {kwargs}")
+            runs.append((worker, kwargs, _in_fresh_process(worker, **kwargs)))
+            progress.advance(task)
+    blocks = {}
+    for stage in (1, 2):
+        r = [out for w, k, out in runs if w == "block" and k["stage"] == stage]
+        blocks[f"stage{stage}"] = {
+            "runs": r,
+            "seconds": linear_fit(r[0]["seconds"], r[1]["seconds"]),
+            "tensor_peak": linear_fit(r[0]["tensor_peak_bytes"], r[1]["tensor_peak_bytes"]),
+            "process_peak": linear_fit(r[0]["process_peak_bytes"], r[1]["process_peak_bytes"]),
+            "flops": linear_fit(r[0]["flops"], r[1]["flops"]),
+        }
+    result["blocks"] = blocks
+    result["vae"] = [out for w, k, out in runs if w == "vae"]
+    vae_full = {v["tiled"]: v for v in result["vae"] if v["device"] == "meta" and v["frames"] == OFFICIAL_CLIP[0]}
+    result["predictions"] = predictions(result["weights"], blocks, vae_full)
+    result["wall_seconds"] = time.perf_counter() - started
+    report(result)
+    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.replace(args.out)
+    print(f"wrote {args.out} in {result['wall_seconds'] / 60:.1f} min")
+    return result
+
+
+if __name__ == "__main__":
+    main()
