@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup browser demo test test-fast lock
+.PHONY: setup browser demo test test-fast lint lock
 
 setup: $(STAMP)
 
@@ -16,7 +16,10 @@ browser:
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/aw-demo
 
-test: setup browser
+lint: setup
+	bash scripts/lint.sh
+
+test: setup browser lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests
 
 test-fast: setup

@@ -26,12 +26,13 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
-from rich.markup import escape
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl
+from rich.markup import escape
 from torch import Tensor
 
 from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
+from artifactworld_ns.preflight import stop
 from artifactworld_ns.reference_restorers import (
     IDENTITY_LABEL,
     ORACLE_LABEL,
@@ -40,7 +41,6 @@ from artifactworld_ns.reference_restorers import (
     ReferenceRestorerError,
     SceneToDataparser,
 )
-from artifactworld_ns.preflight import stop
 from artifactworld_ns.resume import load_random_extra_state, random_extra_state
 from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
 from artifactworld_ns.view_selection import ViewSelectionError, select_train_views
@@ -355,7 +355,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
     def _get_restorer(self):
         """The round's restorer; a reference restorer was already built when training started."""
         if self._restorer is None:
-            from restorer import ArtifactRestorer
+            from artifactworld_ns.restorer import ArtifactRestorer
 
             overrides = {"device": str(self.device)}
             if self.config.restorer_steps is not None:
@@ -453,7 +453,7 @@ def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
 def _check_restorer_weights(config: ArtifactWorldDataManagerConfig) -> None:
     """Before training: a preset whose weights are missing fails now, not at each round."""
     if config.restorer_preset in ("full", "tiny") and (config.restore_steps is None or len(config.restore_steps) > 0):
-        from restorer import ArtifactRestorer, RestorerInputError
+        from artifactworld_ns.restorer import ArtifactRestorer, RestorerInputError
 
         try:
             profile = {"memory_profile": config.restorer_profile, "force_memory_profile": config.restorer_force}

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
-from method_configs.artifactworld import TINY_UNTRAINED_NOTE
-from restorer.video_io import environment_with_ffmpeg
+from artifactworld_ns.method_configs.artifactworld import TINY_UNTRAINED_NOTE
+from artifactworld_ns.restorer import environment_with_ffmpeg
 
 CONSOLE = Console()
 

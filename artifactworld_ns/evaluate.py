@@ -306,7 +306,7 @@ def evaluate_videos(
     progress: Optional[Callable[[str], None]] = None,
 ) -> dict:
     """Score every ``NAME.mp4`` present in both folders; names in only one folder are listed, not scored."""
-    from restorer.video_io import VideoReadError, read_video
+    from artifactworld_ns.restorer import VideoReadError, read_video
 
     for folder, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
         if not Path(folder).is_dir():
@@ -367,8 +367,9 @@ def evaluate_scene(load_config: Path, suite: MetricSuite, progress: Optional[Cal
     """Render the loaded pipeline's eval views and score them against their images (paper Table 1)."""
     if not Path(load_config).is_file():
         raise EvalInputError(f"The config file {load_config} does not exist.")
-    import artifactworld_ns  # noqa: F401  (numpy scalars in checkpoints)
     from nerfstudio.utils.eval_utils import eval_setup
+
+    import artifactworld_ns  # noqa: F401  (numpy scalars in checkpoints)
 
     _, pipeline, checkpoint, step = eval_setup(Path(load_config), test_mode="test")
     dataset = pipeline.datamanager.eval_dataset
@@ -433,7 +434,7 @@ class EvalVideo:
     def main(self) -> int:
         from rich.console import Console
 
-        from restorer.batch import print_error, print_note
+        from artifactworld_ns.restorer import print_error, print_note
 
         console = Console(stderr=True)
         suite = MetricSuite.build(self.device, self.clip_model, self.fvd_model)
@@ -481,7 +482,7 @@ Commands = Union[
 def run(argv: Optional[Sequence[str]] = None) -> int:
     from rich.console import Console
 
-    from restorer.batch import print_error
+    from artifactworld_ns.restorer import print_error
 
     command = tyro.cli(Commands, args=argv)
     try:

@@ -9,11 +9,11 @@ from unittest import mock
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
+from torch import Tensor
 
 from artifactworld_ns.preflight import stop
 from artifactworld_ns.resume import (

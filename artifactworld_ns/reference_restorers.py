@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer import RestorationResult
+from artifactworld_ns.restorer import RestorationResult
 
 GROUND_TRUTH_FILE = "ground_truth_gaussians.pt"
 """Written by ``aw-demo-scene`` next to ``transforms.json``."""

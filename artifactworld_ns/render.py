@@ -146,8 +146,7 @@ class RestoreOptions:
     ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from restorer import ArtifactRestorer
-        from restorer.batch import StepProgress
+        from artifactworld_ns.restorer import ArtifactRestorer, StepProgress
 
         console = ns.CONSOLE
         cameras.rescale_output_resolution(rendered_resolution_scaling_factor)
@@ -258,7 +257,7 @@ def comparison_path(output_filename: Path) -> Path:
 
 def write_output(frames: Tensor, output_filename: Path, fps: float, output_format: str, image_format: str, jpeg_quality: int) -> None:
     """Write ``frames`` ``[N, H, W, 3]`` as an mp4 (atomically) or as numbered images like ns-render."""
-    from restorer.video_io import write_video
+    from artifactworld_ns.restorer import write_video
 
     output_filename = Path(output_filename)
     if output_format == "video":
@@ -412,8 +411,7 @@ def run(command) -> int:
     """Run a parsed subcommand; bad input is one sentence on stderr and exit status 2."""
     from rich.console import Console
 
-    from restorer import RestorerInputError
-    from restorer.batch import print_error
+    from artifactworld_ns.restorer import RestorerInputError, print_error
 
     try:
         command.main()
@@ -425,7 +423,7 @@ def run(command) -> int:
 
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``aw-render``."""
-    from restorer.video_io import put_ffmpeg_on_path
+    from artifactworld_ns.restorer import put_ffmpeg_on_path
 
     put_ffmpeg_on_path()  # nerfstudio's rendering calls `ffmpeg` by name
     tyro.extras.set_accent_color("bright_yellow")

@@ -46,8 +46,8 @@ class TrajectoryError(ValueError):
 
 def check_clip_length(num_frames: int) -> None:
     """Raise :class:`TrajectoryError` unless ``num_frames`` is ``8n+1`` with ``n >= 1`` (the restorer's rule)."""
-    from restorer.dba import ClipLengthError
-    from restorer.dba import check_clip_length as restorer_check_clip_length
+    from artifactworld_ns.restorer import ClipLengthError
+    from artifactworld_ns.restorer import check_clip_length as restorer_check_clip_length
 
     try:
         restorer_check_clip_length(num_frames)

@@ -42,7 +42,7 @@ class Window:
 
 
 def check_window_frames(window_frames: int) -> None:
-    from restorer.dba import is_clip_length
+    from artifactworld_ns.restorer import is_clip_length
 
     if not is_clip_length(window_frames):
         raise WindowPlanError(f"--window-frames must be 8n + 1 with n >= 1 (9, 17, 25, 33, ...), got {window_frames}.")

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
-from method_configs.artifactworld import artifactworld_tiny_config
+from artifactworld_ns.method_configs.artifactworld import artifactworld_tiny_config
 
 
 def trainer_for(scene: Path, out: Path, name: str, iterations: int, baseline: bool, device: str):

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
-from method_configs.artifactworld import artifactworld_tiny_config
+from artifactworld_ns.method_configs.artifactworld import artifactworld_tiny_config
 
 RUNS = ("none", "identity", "oracle", "tiny")
 LABELS = {

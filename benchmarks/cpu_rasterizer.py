@@ -99,7 +99,7 @@ def render_case(case: dict, repeats: int = 3) -> dict:
 def training_iteration_seconds(data: Path, iterations: int) -> dict:
     from nerfstudio.scripts.train import _set_random_seed
 
-    from method_configs.artifactworld import artifactworld_tiny_config
+    from artifactworld_ns.method_configs.artifactworld import artifactworld_tiny_config
 
     out = {}
     for label, enabled in (("before", False), ("after", True)):

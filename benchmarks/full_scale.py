@@ -43,7 +43,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
-from restorer.memory_profiles import count_release_weights
+from artifactworld_ns.restorer.memory_profiles import count_release_weights
 
 OFFICIAL_CLIP = (97, 544, 960)
 """The official reference clip (frames, height, width): 13 x 17 x 30 = 6,630 latent tokens per segment."""
@@ -139,7 +139,7 @@ class LiveTensorBytes(TorchDispatchMode):
 
 
 def _random_prompt(generator):
-    from restorer.prompts import MAX_PROMPT_TOKENS, PromptEmbedding
+    from artifactworld_ns.restorer.prompts import MAX_PROMPT_TOKENS, PromptEmbedding
 
     embeds = torch.randn(1, MAX_PROMPT_TOKENS, 4096, generator=generator)
     mask = torch.zeros(1, MAX_PROMPT_TOKENS, dtype=torch.long)
@@ -151,11 +151,16 @@ def block_worker(stage: int, depth: int) -> dict:
     """One denoising step of ``stage`` on ``depth`` real-width bf16 blocks with both adapters (fresh process)."""
     from safetensors.torch import save_file
 
-    from restorer.aatf import STAGE2_ADAPTER, official_blend_table, sample_restored_latent
-    from restorer.heatmap import STAGE1_ADAPTER, sample_heatmap_latent
-    from restorer.lora import load_lora_adapter, set_active_adapter
-    from restorer.sampler import initial_noise, latent_video_coords, linear_quadratic_sigmas
-    from restorer.tiny import OFFICIAL_LORA_RANK, build_tiny_transformer, full_width_spec, random_lora_state_dict
+    from artifactworld_ns.restorer.aatf import STAGE2_ADAPTER, official_blend_table, sample_restored_latent
+    from artifactworld_ns.restorer.heatmap import STAGE1_ADAPTER, sample_heatmap_latent
+    from artifactworld_ns.restorer.lora import load_lora_adapter, set_active_adapter
+    from artifactworld_ns.restorer.sampler import initial_noise, latent_video_coords, linear_quadratic_sigmas
+    from artifactworld_ns.restorer.tiny import (
+        OFFICIAL_LORA_RANK,
+        build_tiny_transformer,
+        full_width_spec,
+        random_lora_state_dict,
+    )
 
     torch.manual_seed(0)
     spec = full_width_spec(num_layers=depth)
@@ -207,8 +212,8 @@ def vae_worker(device: str, frames: int, tiled: bool) -> dict:
     """Encode then decode a ``frames`` x 544 x 960 clip with the real VAE architecture (random bf16 weights)."""
     from diffusers import AutoencoderKLLTXVideo
 
-    from restorer.latents import decode_latents, encode_video
-    from restorer.loading import LTXV_VAE_CONFIG
+    from artifactworld_ns.restorer.latents import decode_latents, encode_video
+    from artifactworld_ns.restorer.loading import LTXV_VAE_CONFIG
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -253,7 +258,7 @@ def linear_fit(one: float, two: float, depth: int = 48) -> dict:
 
 
 def figures_from(weights: dict, blocks: dict, vae_full: dict):
-    from restorer.memory_profiles import FullSizeFigures
+    from artifactworld_ns.restorer.memory_profiles import FullSizeFigures
 
     return FullSizeFigures(
         transformer_block_bf16=weights["transformer_block_bf16"],
@@ -295,7 +300,7 @@ def seconds_per_clip(gpu: dict, figures, step_flops: dict, vae_flops: dict, fp8:
 
 
 def predictions(weights: dict, blocks: dict, vae_full: dict) -> dict:
-    from restorer.memory_profiles import PROFILES, phase_peaks
+    from artifactworld_ns.restorer.memory_profiles import PROFILES, phase_peaks
 
     figures = figures_from(weights, blocks, vae_full)
     step_flops = {s: blocks[s]["flops"]["at_depth"] for s in ("stage1", "stage2")}

@@ -61,7 +61,7 @@ class BenchmarkArgs:
 
 def synthetic_reference(frames: int, height: int, width: int):
     """The official DBA reference (``frames + 8`` frames) of a smooth moving pattern."""
-    from restorer.dba import build_reference_video
+    from artifactworld_ns.restorer.dba import build_reference_video
 
     clip = moving_pattern(frames, height, width)
     return build_reference_video(clip, clip[0], clip[-1])
@@ -111,7 +111,7 @@ class ModelTimer:
 
 
 def _load(args: BenchmarkArgs):
-    from restorer.pipeline import ArtifactRestorer
+    from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
     overrides = {"show_progress": False}
     if args.device:
@@ -126,7 +126,7 @@ def run_worker(args: BenchmarkArgs) -> dict:
     result: dict = {"mode": args.worker}
     t0 = time.perf_counter()
     if args.worker == "imports":
-        import restorer.pipeline  # noqa: F401
+        import artifactworld_ns.restorer.pipeline  # noqa: F401
 
         result["peak_rss_mib"] = peak_rss_mib()
         return result
@@ -143,7 +143,7 @@ def run_worker(args: BenchmarkArgs) -> dict:
     if args.worker == "both":
         restorer.restore_reference(reference)
     elif args.worker == "stage1":
-        from restorer.pipeline import hand_off_heatmap
+        from artifactworld_ns.restorer.pipeline import hand_off_heatmap
 
         heatmap = restorer.predict_heatmap(reference)
         torch.save(hand_off_heatmap(heatmap), args.heatmap_file)  # what the official stage-1 script writes

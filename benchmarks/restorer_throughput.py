@@ -111,8 +111,8 @@ def options_overrides(args: ThroughputArgs) -> dict:
 def run_worker(args: ThroughputArgs) -> dict:
     import torch
 
-    from restorer import ArtifactRestorer
-    from restorer.sampler import compute_dtype
+    from artifactworld_ns.restorer import ArtifactRestorer
+    from artifactworld_ns.restorer.sampler import compute_dtype
 
     preset, resolution = args.worker.split(":")
     width, height = parse_resolution(resolution)

@@ -2,7 +2,7 @@
 
 Never imports nerfstudio: it runs on any box that only restores videos.
 
-    >>> from restorer import ArtifactRestorer
+    >>> from . import ArtifactRestorer
     >>> restorer = ArtifactRestorer.from_preset("tiny")            # or "full"
     >>> result = restorer.restore(frames, first_anchor, last_anchor)  # frames [T, H, W, 3] in [0, 1]
     >>> result.frames, result.heatmap                                 # [T, H, W, 3], [T, H, W]
@@ -11,7 +11,8 @@ Clips are ``T = 8n + 1`` frames (89 as trained); their DBA reference is ``T + 8`
 (:mod:`restorer.dba`, where the clip-length rule is stated once).
 """
 
-from restorer.dba import (
+from .batch import StepProgress, print_error, print_note
+from .dba import (
     ANCHOR_TAIL_FRAMES,
     TRAINED_CLIP_FRAMES,
     ClipLengthError,
@@ -21,8 +22,9 @@ from restorer.dba import (
     nearest_clip_length,
     trim_to_clip,
 )
-from restorer.errors import RestorerInputError
-from restorer.pipeline import ArtifactRestorer, RestorationResult
+from .errors import RestorerInputError
+from .pipeline import ArtifactRestorer, RestorationResult
+from .video_io import VideoReadError, environment_with_ffmpeg, put_ffmpeg_on_path, read_video, write_video
 
 __all__ = [
     "ANCHOR_TAIL_FRAMES",
@@ -31,9 +33,17 @@ __all__ = [
     "ClipLengthError",
     "RestorationResult",
     "RestorerInputError",
+    "StepProgress",
+    "VideoReadError",
     "build_reference_video",
     "check_clip_length",
+    "environment_with_ffmpeg",
     "is_clip_length",
     "nearest_clip_length",
+    "print_error",
+    "print_note",
+    "put_ffmpeg_on_path",
+    "read_video",
     "trim_to_clip",
+    "write_video",
 ]

@@ -27,9 +27,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.errors import RestorerInputError
-from restorer.prompts import PromptEmbedding
-from restorer.sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
+from .errors import RestorerInputError
+from .prompts import PromptEmbedding
+from .sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
 
 STAGE2_ADAPTER = "stage2"
 STAGE2_ROLES = ("reference", TARGET, "heatmap")

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from restorer.errors import RestorerInputError
-from restorer.video_io import VideoReadError
+from .errors import RestorerInputError
+from .video_io import VideoReadError
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from typing import Literal
 import tyro
 from rich.console import Console
 
-from restorer.batch import (
+from .batch import (
     BatchAbort,
     InputError,
     Outcome,
@@ -29,9 +29,9 @@ from restorer.batch import (
     run_batch,
     shard,
 )
-from restorer.errors import RestorerInputError
-from restorer.loading import quiet_hub_progress
-from restorer.video_io import DEFAULT_CRF, read_video
+from .errors import RestorerInputError
+from .loading import quiet_hub_progress
+from .video_io import DEFAULT_CRF, read_video
 
 
 @dataclass
@@ -61,7 +61,7 @@ class MakePairsArgs:
 def run(args: MakePairsArgs, console: Console | None = None) -> int:
     import torch
 
-    from restorer import pairs as P
+    from . import pairs as P
 
     console = console or Console()
     err_console = Console(stderr=True)

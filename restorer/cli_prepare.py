@@ -20,18 +20,18 @@ from pathlib import Path
 import tyro
 from rich.console import Console
 
-from restorer.batch import (
+from .batch import (
     InputError,
     Outcome,
-    print_error,
     list_videos,
+    print_error,
     process_index,
     rank_label,
     require_folder,
     run_batch,
     shard,
 )
-from restorer.video_io import DEFAULT_CRF, read_video, write_video
+from .video_io import DEFAULT_CRF, read_video, write_video
 
 
 @dataclass
@@ -52,7 +52,7 @@ class PrepareArgs:
 
 def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, crf: int = DEFAULT_CRF) -> None:
     """Build and write the ``T + 8``-frame reference video of one ``T``-frame GT / artifact pair."""
-    from restorer.dba import build_reference_video
+    from .dba import build_reference_video
 
     gt, fps = read_video(gt_path)
     artifact, _ = read_video(artifact_path)

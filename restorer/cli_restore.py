@@ -24,24 +24,24 @@ from typing import Any, Callable, Literal, Optional
 import tyro
 from rich.console import Console
 
-from restorer.batch import (
+from .batch import (
     BatchAbort,
     InputError,
     Outcome,
-    print_error,
-    print_note,
     StepProgress,
     list_videos,
     local_rank,
+    print_error,
+    print_note,
     process_index,
     rank_label,
     require_folder,
     run_batch,
     shard,
 )
-from restorer.errors import RestorerInputError
-from restorer.dba import ANCHOR_TAIL_FRAMES, MIN_CLIP_FRAMES, clip_length, is_clip_length, trim_to_clip
-from restorer.video_io import DEFAULT_CRF, read_video, write_video
+from .dba import ANCHOR_TAIL_FRAMES, MIN_CLIP_FRAMES, clip_length, is_clip_length, trim_to_clip
+from .errors import RestorerInputError
+from .video_io import DEFAULT_CRF, read_video, write_video
 
 HEATMAPS_DIR = "heatmaps"
 SAMPLES_DIR = "samples"
@@ -138,7 +138,7 @@ def restorer_overrides(args: RestoreArgs) -> dict[str, Any]:
 
 def load_restorer(args: RestoreArgs, progress: Callable[[str, int, int], None] | None = None):
     """Build the restorer of ``args.preset`` (loads the backbone once for both stages)."""
-    from restorer.pipeline import ArtifactRestorer
+    from .pipeline import ArtifactRestorer
 
     return ArtifactRestorer.from_preset(args.preset, progress=progress, **restorer_overrides(args))
 
@@ -153,7 +153,7 @@ def find_heatmap(folder: Path, name: str) -> Path:
 def load_heatmap(path: Path, frames: int, height: int, width: int):
     """Read a stage-1 heatmap video as ``[F, H, W, 3]`` in ``[0, 1]`` (RGB, as the official stage 2 reads
     it), resized to the reference's resolution."""
-    from restorer.conform import resize_frames
+    from .conform import resize_frames
 
     video, _ = read_video(path)
     if video.shape[0] != frames:
@@ -233,7 +233,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
         elif heat_out.exists() and not args.overwrite:  # resume: stage 1 finished in an earlier run
             heatmap = load_heatmap(heat_out, frames, height, width)
         else:
-            from restorer.pipeline import hand_off_heatmap
+            from .pipeline import hand_off_heatmap
 
             heatmap = hand_off_heatmap(get_restorer().predict_heatmap(reference))
             check_shape("heatmap", tuple(heatmap.shape), (frames, height, width, 3))

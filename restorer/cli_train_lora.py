@@ -1,7 +1,7 @@
 """``aw-train-lora``: train the stage-1 (heatmap) or stage-2 (AATF) LoRA adapter as the official trainer does.
 
     aw-train-lora --stage 1 --preset full --data PAIRS --output-dir runs/stage1     # official 7500 steps
-    accelerate launch --num_processes 8 -m restorer.cli_train_lora --stage 2 ...   # multi-GPU / multi-node
+    accelerate launch --num_processes 8 -m artifactworld_ns.restorer.cli_train_lora --stage 2 ...   # multi-GPU / multi-node
 
 Writes ``OUTPUT/stage1_pred_headmap_lora.safetensors`` (or ``stage2_noisemap_blend_lora.safetensors``)
 in the official diffusers format, its ComfyUI copy ``OUTPUT/comfy_<name>``, a JSON of the training
@@ -16,13 +16,13 @@ import sys
 import tyro
 from rich.console import Console
 
-from restorer.batch import print_error, print_note
-from restorer.errors import RestorerInputError
-from restorer.training import TrainConfig
+from .batch import print_error, print_note
+from .errors import RestorerInputError
+from .training import TrainConfig
 
 
 def run(config: TrainConfig, console: Console | None = None) -> int:
-    from restorer.training import train
+    from .training import train
 
     console = console or Console(stderr=True)
     if config.preset == "tiny":

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.dba import is_clip_length, nearest_clip_length
+from .dba import is_clip_length, nearest_clip_length
 
 SPATIAL_COMPRESSION = 32
 OFFICIAL_SIZE = (544, 960)

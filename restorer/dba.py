@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.errors import RestorerInputError
+from .errors import RestorerInputError
 
 TEMPORAL_COMPRESSION = 8
 """LTX VAE: frame 0 alone, then chunks of 8 frames per latent frame."""

@@ -12,8 +12,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.prompts import PromptEmbedding
-from restorer.sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
+from .prompts import PromptEmbedding
+from .sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
 
 STAGE1_ADAPTER = "stage1"
 STAGE1_ROLES = ("reference", TARGET)

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.dba import anchor_frame_mask
+from .dba import anchor_frame_mask
 
 
 def _vae_param(vae) -> Tensor:

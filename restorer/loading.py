@@ -45,7 +45,7 @@ from typing import Iterator
 
 import torch
 
-from restorer.errors import RestorerInputError
+from .errors import RestorerInputError
 
 WEIGHTS_ROOT_ENV = "ARTIFACTWORLD_WEIGHTS_ROOT"
 LTX_MAIN_ROOT_ENV = "ARTIFACTWORLD_LTX_MAIN_ROOT"
@@ -318,7 +318,7 @@ def transformer_config(name: str) -> dict:
     if name == "ltxv-13b":
         return LTXV_13B_CONFIG
     if name == "tiny":
-        from restorer.tiny import TINY_TRANSFORMER_CONFIG
+        from .tiny import TINY_TRANSFORMER_CONFIG
 
         return TINY_TRANSFORMER_CONFIG
     raise RestorerInputError(f"Unknown transformer configuration {name!r}; choose ltxv-13b or tiny.")
@@ -438,7 +438,7 @@ def load_auxiliary_latent(
 
 
 def _auxiliary_tensor(value, latent_shape: tuple[int, ...] | None) -> torch.Tensor | None:
-    from restorer.sampler import unpack_latents
+    from .sampler import unpack_latents
 
     if isinstance(value, torch.Tensor):
         if value.ndim == 4:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from restorer.errors import RestorerInputError
+from .errors import RestorerInputError
 
 KEY_PREFIXES = ("base_model.model.", "transformer.", "model.diffusion_model.", "diffusion_model.")
 _SUFFIX = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)\.weight$")

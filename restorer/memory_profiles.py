@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from restorer.errors import RestorerInputError
+from .errors import RestorerInputError
 
 GB = 10**9
 """Decimal gigabytes, as GPU sizes are sold (a "24 GB" card has 24 x 10^9 bytes or a little more)."""
@@ -192,9 +192,9 @@ def count_release_weights() -> dict[str, int]:
     from peft import LoraConfig, inject_adapter_in_model
     from transformers import T5Config, T5EncoderModel
 
-    from restorer.loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG
-    from restorer.pipeline import FP8_SKIP_MODULES
-    from restorer.tiny import OFFICIAL_LORA_RANK, TINY_LORA_TARGETS
+    from .loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG
+    from .pipeline import FP8_SKIP_MODULES
+    from .tiny import OFFICIAL_LORA_RANK, TINY_LORA_TARGETS
 
     def nbytes(module) -> int:
         return sum(p.numel() * p.element_size() for p in module.parameters())

@@ -66,16 +66,16 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.dba import (
+from .dba import (
     ANCHOR_TAIL_FRAMES,
     anchor_frame_mask,
     black_tail,
     build_reference_video,
     check_clip_length,
 )
-from restorer.errors import RestorerInputError
-from restorer.latents import encode_video
-from restorer.loading import (
+from .errors import RestorerInputError
+from .latents import encode_video
+from .loading import (
     TRANSFORMER_SINGLE_FILE,
     ReleaseRoots,
     cache_dir,
@@ -85,7 +85,7 @@ from restorer.loading import (
     resolve_roots,
     text_encoder_identity,
 )
-from restorer.prompts import STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
+from .prompts import STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 
 HeatmapMetric = Literal["lpips", "l1", "ssim"]
 HEATMAP_METRICS = ("lpips", "l1", "ssim")
@@ -130,14 +130,14 @@ def resolve_preset(name: str, **overrides) -> PresetModels:
     Unlike inference, training needs only the LTX roots (VAE, text encoder, base transformer),
     not the released LoRA files (:func:`check_training_roots`).
     """
-    from method_configs.restorer_presets import get_preset
+    from .presets import get_preset
 
     try:
         preset = get_preset(name, **overrides)
     except (KeyError, TypeError) as err:
         raise RestorerInputError(str(err.args[0])) from None
     if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
-        from restorer.tiny import ensure_tiny_release
+        from .tiny import ensure_tiny_release
 
         roots = ensure_tiny_release()
     else:
@@ -310,7 +310,7 @@ def conform_space(
     ``size`` (the preset's official ``(H, W)``): cover-resize and center-crop; otherwise a plain
     resize to multiples of 32 capped by ``max_side`` (:func:`restorer.conform.plan_conform`).
     """
-    from restorer.conform import plan_conform, to_model_space
+    from .conform import plan_conform, to_model_space
 
     plan = plan_conform(*video.shape[:3], max_side=max_side, size=size)
     return to_model_space(video.float().clamp(0, 1), plan)
@@ -385,7 +385,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def write_pair(out_dir: Path, name: str, pair: PairVideos, latents: dict, fps: float, crf: int) -> None:
     """Write the pair's videos and then (last, so its presence means the pair is complete) its latents."""
-    from restorer.video_io import write_video
+    from .video_io import write_video
 
     folder = out_dir / VIDEOS_DIR / name
     write_video(folder / "reference.mp4", pair.reference, fps, crf=crf)

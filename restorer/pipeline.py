@@ -29,7 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.aatf import (
+from .aatf import (
     OFFICIAL_BLEND_TABLE,
     STAGE2_ADAPTER,
     BlendTable,
@@ -39,12 +39,12 @@ from restorer.aatf import (
     raise_heatmap_by_opacity,
     sample_restored_latent,
 )
-from restorer.conform import ConformPlan, from_model, plan_conform, resize_image, to_model
-from restorer.dba import anchor_frame_mask, black_tail, build_reference_video, trim_to_clip
-from restorer.errors import RestorerInputError
-from restorer.heatmap import STAGE1_ADAPTER, sample_heatmap_latent
-from restorer.latents import auxiliary_latents, decode_latents, encode_video, mask_to_video, quantize_8bit, video_to_mask
-from restorer.loading import (
+from .conform import ConformPlan, from_model, plan_conform, resize_image, to_model
+from .dba import anchor_frame_mask, black_tail, build_reference_video, trim_to_clip
+from .errors import RestorerInputError
+from .heatmap import STAGE1_ADAPTER, sample_heatmap_latent
+from .latents import auxiliary_latents, decode_latents, encode_video, mask_to_video, quantize_8bit, video_to_mask
+from .loading import (
     Z_FULL_FILE,
     Z_NULL_FILE,
     ReleaseRoots,
@@ -58,10 +58,10 @@ from restorer.loading import (
     resolve_roots,
     text_encoder_identity,
 )
-from restorer.lora import load_lora_adapter, set_active_adapter
-from restorer.memory_profiles import check_gpu_fits, get_profile
-from restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
-from restorer.sampler import (
+from .lora import load_lora_adapter, set_active_adapter
+from .memory_profiles import check_gpu_fits, get_profile
+from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
+from .sampler import (
     ProgressCallback,
     compute_dtype,
     execution_device,
@@ -69,7 +69,6 @@ from restorer.sampler import (
     latent_video_coords,
     linear_quadratic_sigmas,
 )
-
 
 FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
 """Modules kept in the compute dtype under fp8 storage: diffusers' defaults plus the LoRA adapters."""
@@ -85,7 +84,7 @@ class RestorationResult:
 
 @dataclass
 class RestorerSettings:
-    """Inference settings resolved from a preset (see ``method_configs/restorer_presets.py``)."""
+    """Inference settings resolved from a preset (see ``restorer/presets.py``)."""
 
     num_inference_steps: int = 8
     heatmap_steps: int = 8
@@ -127,13 +126,13 @@ class ArtifactRestorer:
 
     @classmethod
     def from_preset(cls, name: str = "full", progress: ProgressCallback | None = None, **overrides) -> "ArtifactRestorer":
-        """Build from a preset in ``method_configs/restorer_presets.py`` (``"full"`` or ``"tiny"``).
+        """Build from a preset in ``restorer/presets.py`` (``"full"`` or ``"tiny"``).
 
         ``overrides`` replace preset fields (e.g. ``num_inference_steps=4``, ``weights_root=...``).
         The tiny preset builds its untrained release in the cache dir on first use and then
         loads it through the same loader as ``full``.
         """
-        from method_configs.restorer_presets import get_preset
+        from .presets import get_preset
 
         try:
             preset = get_preset(name, **overrides)
@@ -157,7 +156,7 @@ class ArtifactRestorer:
         """Raise :class:`RestorerInputError` (one sentence with the download command) unless the preset's
         weights are on disk or may be downloaded, or when its memory profile does not fit the GPU; loads
         nothing. The tiny preset builds its own weights."""
-        from method_configs.restorer_presets import get_preset
+        from .presets import get_preset
 
         try:
             preset = get_preset(name, **overrides)
@@ -174,7 +173,7 @@ class ArtifactRestorer:
     @classmethod
     def _from_preset(cls, preset, label: str, progress: ProgressCallback | None) -> "ArtifactRestorer":
         if _builds_tiny_release(preset):
-            from restorer.tiny import ensure_tiny_release
+            from .tiny import ensure_tiny_release
 
             roots = ensure_tiny_release()
         else:

@@ -28,7 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
 from torch import Tensor
 
-from restorer.prompts import PromptEmbedding
+from .prompts import PromptEmbedding
 
 TARGET = "target"
 """Segment role that is denoised; every other role is clean context (timestep 0)."""
@@ -86,7 +86,7 @@ def sequence_timesteps(roles: Sequence[str], tokens_per_segment: int, sigma: flo
 
 def linear_quadratic_sigmas(
     num_steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
-) -> Float[Tensor, "steps_plus_one"]:
+) -> Float[Tensor, " steps_plus_one"]:
     """LTX-Video's linear-quadratic sigma schedule, ending at 0 (``num_steps + 1`` values).
 
     Written from its definition (LTX-Video ``ltx_video/schedulers/rf.py``, used by the official
@@ -147,7 +147,7 @@ def euler_sample(
     roles: Sequence[str],
     context: ContextFn,
     noise: Float[Tensor, "1 tokens channels"],
-    sigmas: Float[Tensor, "steps_plus_one"],
+    sigmas: Float[Tensor, " steps_plus_one"],
     segment_coords: Float[Tensor, "1 3 tokens"],
     generator: torch.Generator,
     context_noise_scale: float = CONTEXT_NOISE_SCALE,

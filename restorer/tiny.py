@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from restorer.latents import auxiliary_latents
-from restorer.loading import (
+from .latents import auxiliary_latents
+from .loading import (
     AUXILIARY_LATENTS_DIR,
     LTXV_13B_CONFIG,
     LTXV_VAE_CONFIG,
@@ -43,8 +43,8 @@ from restorer.loading import (
     cache_dir,
     quiet_hub_progress,
 )
-from restorer.prompts import STAGE_PROMPTS
-from restorer.sampler import pack_latents
+from .prompts import STAGE_PROMPTS
+from .sampler import pack_latents
 
 TINY_RELEASE_VERSION = "tiny-release-v2"
 TINY_RELEASE_SEED = 0

@@ -58,13 +58,13 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from restorer.aatf import NOISEMAP_FEATURE_SCALE, STAGE2_ADAPTER
-from restorer.errors import RestorerInputError
-from restorer.heatmap import STAGE1_ADAPTER
-from restorer.loading import STAGE1_LORA_FILE, STAGE2_LORA_FILE
-from restorer.pairs import atomic_torch_save
-from restorer.prompts import PromptEmbedding
-from restorer.sampler import pack_latents as pack
+from .aatf import NOISEMAP_FEATURE_SCALE, STAGE2_ADAPTER
+from .errors import RestorerInputError
+from .heatmap import STAGE1_ADAPTER
+from .loading import STAGE1_LORA_FILE, STAGE2_LORA_FILE
+from .pairs import atomic_torch_save
+from .prompts import PromptEmbedding
+from .sampler import pack_latents as pack
 
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 DEFAULT_RANK = {"full": 128, "tiny": 4}
@@ -304,7 +304,7 @@ def predict_velocity(transformer: nn.Module, batch: FlowBatch, prompt: PromptEmb
 
 def load_training_transformer(models, device, dtype) -> nn.Module:
     """The preset's frozen base transformer (the official base: 0.9.8-distilled 13B; tiny for tests)."""
-    from restorer.loading import load_transformer
+    from .loading import load_transformer
 
     transformer = load_transformer(models.roots, dtype, models.transformer_source, models.transformer_config)
     return transformer.requires_grad_(False).eval().to(device)
@@ -543,7 +543,7 @@ def train(config: TrainConfig, console=None, on_step: Callable[[int, float], Non
     """Train the stage's adapter; return where it was written and the per-step losses of this run."""
     from accelerate import Accelerator
 
-    from restorer.pairs import open_pairs, prompt_embeddings, resolve_preset
+    from .pairs import open_pairs, prompt_embeddings, resolve_preset
 
     validate_config(config)
     steps = total_steps(config)
@@ -616,7 +616,14 @@ def train(config: TrainConfig, console=None, on_step: Callable[[int, float], Non
 
     progress_cm = contextlib.nullcontext(None)
     if config.show_progress and accelerator.is_main_process and start < steps:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         label = "[tiny preset: UNTRAINED backbone] " if models.untrained else ""
         progress_cm = Progress(

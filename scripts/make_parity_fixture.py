@@ -66,8 +66,8 @@ def official_transformer(roots, lora_path: Path, config: dict):
     from peft import LoraConfig
     from safetensors.torch import load_file
 
-    from restorer.loading import TRANSFORMER_SINGLE_FILE
-    from restorer.tiny import TINY_LORA_TARGETS
+    from artifactworld_ns.restorer.loading import TRANSFORMER_SINGLE_FILE
+    from artifactworld_ns.restorer.tiny import TINY_LORA_TARGETS
 
     with tempfile.NamedTemporaryFile(mode="w", suffix=".json") as f:  # as model_loader._load_ltxv_13b_transformer
         json.dump({"_class_name": "LTXVideoTransformer3DModel", **config}, f)
@@ -115,7 +115,12 @@ def main() -> None:
     except ModuleNotFoundError:
         module = importlib.import_module("ltxv_pipeline")
 
-    from restorer.tiny import TINY_RELEASE_SEED, TINY_RELEASE_VERSION, TINY_TRANSFORMER_CONFIG, save_tiny_release
+    from artifactworld_ns.restorer.tiny import (
+        TINY_RELEASE_SEED,
+        TINY_RELEASE_VERSION,
+        TINY_TRANSFORMER_CONFIG,
+        save_tiny_release,
+    )
 
     work = Path(tempfile.mkdtemp(prefix="aw-parity-"))
     roots = save_tiny_release(work, seed=TINY_RELEASE_SEED)

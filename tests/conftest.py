@@ -43,7 +43,7 @@ def tiny_trainer(
     """
     from nerfstudio.scripts.train import _set_random_seed
 
-    from method_configs.artifactworld import artifactworld_tiny_config
+    from artifactworld_ns.method_configs.artifactworld import artifactworld_tiny_config
 
     config = artifactworld_tiny_config()
     config.pipeline.datamanager.data = scene

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from method_configs.artifactworld import artifactworld_config, artifactworld_tiny_config
+from artifactworld_ns.method_configs.artifactworld import artifactworld_config, artifactworld_tiny_config
 
 
 def ns_train(config, capsys) -> str:
@@ -194,7 +194,7 @@ def test_aw_demo_round_scales_to_the_iterations():
 def test_bundled_ffmpeg_is_found_without_the_venv_on_path(tmp_path, monkeypatch):
     import subprocess
 
-    from restorer.video_io import environment_with_ffmpeg
+    from artifactworld_ns.restorer.video_io import environment_with_ffmpeg
 
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     env = environment_with_ffmpeg({"PATH": str(tmp_path / "empty-bin")})

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
-
-import conftest
 
 
 def tiny_trainer(scene: Path, out: Path, **options):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from artifactworld_ns import evaluate as ev
-from restorer.video_io import read_video, write_video
+from artifactworld_ns.restorer.video_io import read_video, write_video
 
 
 def _clip(frames: int = 5, height: int = 32, width: int = 48, seed: int = 0) -> torch.Tensor:

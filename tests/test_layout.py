@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+
 def test_methods_are_registered_with_nerfstudio():
     registered = {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs")}
     assert {"artifactworld", "artifactworld-tiny"} <= set(registered)

@@ -49,7 +49,7 @@ def config_path(tmp_path_factory) -> Path:
 
 
 def _read(path: Path) -> torch.Tensor:
-    from restorer.video_io import read_video
+    from artifactworld_ns.restorer.video_io import read_video
 
     frames, _ = read_video(path)
     return frames
@@ -59,7 +59,7 @@ class RestoreSpy:
     """Wraps ArtifactRestorer.restore to record its inputs (and still run it)."""
 
     def __init__(self, monkeypatch):
-        from restorer import ArtifactRestorer
+        from artifactworld_ns.restorer import ArtifactRestorer
 
         self.calls = []
         original = ArtifactRestorer.restore
@@ -196,7 +196,7 @@ def test_restore_flags_accept_bare_and_valued_forms():
 
 def test_restorer_memory_options_are_applied(monkeypatch):
     """Preset options aw-render/benchmarks use on big GPUs: VAE tiling and fp8 storage of the transformer."""
-    from restorer import ArtifactRestorer
+    from artifactworld_ns.restorer import ArtifactRestorer
 
     restorer = ArtifactRestorer.from_preset(
         "tiny", show_progress=False, vae_tiling=True, fp8_transformer_storage=True, heatmap_steps=1, num_inference_steps=2

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from gsplat.strategy import DefaultStrategy
-
 from conftest import tiny_trainer
+from gsplat.strategy import DefaultStrategy
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +117,7 @@ def test_eval_render_and_viewer_frustums_work_on_the_resumed_run(runs, run_cli, 
         "--preset", "tiny", "--interpolation-steps", "4",
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    from restorer.video_io import read_video
+    from artifactworld_ns.restorer.video_io import read_video
 
     frames, _ = read_video(video)
     assert frames.shape[0] >= 9 and frames.shape[1:] == (72, 96, 3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from restorer.pipeline import ArtifactRestorer, RestorerSettings
-from restorer.tiny import save_tiny_release
+from artifactworld_ns.restorer.pipeline import ArtifactRestorer, RestorerSettings
+from artifactworld_ns.restorer.tiny import save_tiny_release
 
 
 @pytest.fixture(autouse=True)

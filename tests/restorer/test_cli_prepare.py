@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from restorer import cli_prepare
-from restorer.batch import list_videos, process_index, shard
-from restorer.video_io import read_video, write_video
+from artifactworld_ns.restorer import cli_prepare
+from artifactworld_ns.restorer.batch import list_videos, process_index, shard
+from artifactworld_ns.restorer.video_io import read_video, write_video
 
 T, H, W = 17, 64, 96
 
@@ -173,7 +173,7 @@ def test_prepare_help_documents_every_option(capsys: pytest.CaptureFixture) -> N
 def test_run_batch_records_outcomes_and_exit_codes(capsys: pytest.CaptureFixture) -> None:
     from rich.console import Console
 
-    from restorer.batch import InputError, Outcome, run_batch
+    from artifactworld_ns.restorer.batch import InputError, Outcome, run_batch
 
     def work(name: str) -> Outcome:
         if name == "bad[1].mp4":

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from restorer import cli_restore
-from restorer.batch import InputError
-from restorer.cli_restore import RestoreArgs
-from restorer.video_io import find_ffmpeg, read_video, write_video
+from artifactworld_ns.restorer import cli_restore
+from artifactworld_ns.restorer.batch import InputError
+from artifactworld_ns.restorer.cli_restore import RestoreArgs
+from artifactworld_ns.restorer.video_io import find_ffmpeg, read_video, write_video
 
 T = 17  # reference frames: a 9-frame clip in the official T + 8 layout
 CLIP = T - 8

@@ -6,8 +6,8 @@ import pytest
 import torch
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from restorer import ArtifactRestorer
-from restorer.tiny import full_width_spec, save_random_release
+from artifactworld_ns.restorer import ArtifactRestorer
+from artifactworld_ns.restorer.tiny import full_width_spec, save_random_release
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from restorer import cli_make_pairs
-from restorer.dba import ClipLengthError, anchor_frame_mask
-from restorer.errors import RestorerInputError
-from restorer.pairs import (
+from artifactworld_ns.restorer import cli_make_pairs
+from artifactworld_ns.restorer.dba import ClipLengthError, anchor_frame_mask
+from artifactworld_ns.restorer.errors import RestorerInputError
+from artifactworld_ns.restorer.pairs import (
     ALEXNET_WEIGHTS_FILE,
     LATENT_KEYS,
     PAIRS_FORMAT,
@@ -25,7 +25,7 @@ from restorer.pairs import (
     pair_generator,
     resolve_preset,
 )
-from restorer.video_io import read_video, write_video
+from artifactworld_ns.restorer.video_io import read_video, write_video
 
 T, S = 17, 64
 F_REF = T + 8  # the official DBA layout appends 8 frames of anchor B

@@ -4,8 +4,8 @@ one-sentence refusal, and the profile reaching the restorer from the preset and 
 import pytest
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from restorer import ArtifactRestorer, RestorerInputError
-from restorer.memory_profiles import (
+from artifactworld_ns.restorer import ArtifactRestorer, RestorerInputError
+from artifactworld_ns.restorer.memory_profiles import (
     ALLOCATOR_SLACK,
     CUDA_OVERHEAD,
     GB,
@@ -91,7 +91,7 @@ def test_a_profile_sets_the_restorer_options(capsys):
 
 def test_the_clis_pass_the_profile_on():
     from artifactworld_ns.render import RestoreOptions
-    from restorer.cli_restore import RestoreArgs, restorer_overrides
+    from artifactworld_ns.restorer.cli_restore import RestoreArgs, restorer_overrides
 
     args = RestoreArgs(input_folder="in", output_folder="out", profile="24gb", force=True, device="cpu")
     assert restorer_overrides(args)["memory_profile"] == "24gb" and restorer_overrides(args)["force_memory_profile"]

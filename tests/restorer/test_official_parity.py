@@ -16,10 +16,10 @@ import pytest
 import torch
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from restorer.dba import black_tail
-from restorer.latents import quantize_8bit
-from restorer.pipeline import ArtifactRestorer, RestorerSettings, hand_off_heatmap
-from restorer.tiny import TINY_RELEASE_SEED, TINY_RELEASE_VERSION, save_tiny_release
+from artifactworld_ns.restorer.dba import black_tail
+from artifactworld_ns.restorer.latents import quantize_8bit
+from artifactworld_ns.restorer.pipeline import ArtifactRestorer, RestorerSettings, hand_off_heatmap
+from artifactworld_ns.restorer.tiny import TINY_RELEASE_SEED, TINY_RELEASE_VERSION, save_tiny_release
 
 FIXTURE = Path(__file__).parent / "data" / "official_parity.pt"
 TOLERANCE = 1e-4

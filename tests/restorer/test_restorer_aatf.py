@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from restorer.aatf import (
+from artifactworld_ns.restorer.aatf import (
     NOISEMAP_FEATURE_SCALE,
     OFFICIAL_BLEND_TABLE,
     BlendTable,
@@ -12,9 +12,9 @@ from restorer.aatf import (
     sample_restored_latent,
     schedule_table,
 )
-from restorer.errors import RestorerInputError
-from restorer.prompts import PromptEmbedding
-from restorer.sampler import latent_video_coords, linear_quadratic_sigmas
+from artifactworld_ns.restorer.errors import RestorerInputError
+from artifactworld_ns.restorer.prompts import PromptEmbedding
+from artifactworld_ns.restorer.sampler import latent_video_coords, linear_quadratic_sigmas
 
 # The release's configs/stage2_infer.yaml `noisemap_blend_weights`, columns (z_full, z_null, heatmap),
 # typed in by hand from the official file.

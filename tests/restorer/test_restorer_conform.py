@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from restorer.conform import OFFICIAL_SIZE, from_model, plan_conform, resample_indices, to_model
+from artifactworld_ns.restorer.conform import OFFICIAL_SIZE, from_model, plan_conform, resample_indices, to_model
 
 
 @pytest.mark.parametrize("given,expected", [(2, 9), (9, 9), (10, 17), (17, 17), (18, 25), (89, 89), (90, 97)])

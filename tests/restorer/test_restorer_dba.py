@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from restorer import RestorerInputError, build_reference_video
-from restorer.dba import (
+from artifactworld_ns.restorer import RestorerInputError, build_reference_video
+from artifactworld_ns.restorer.dba import (
     ANCHOR_TAIL_FRAMES,
     ClipLengthError,
     anchor_frame_mask,

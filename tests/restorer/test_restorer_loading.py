@@ -5,10 +5,10 @@ import pytest
 import torch
 from restorer_fixtures import aw_cache, load_tiny, tiny_roots  # noqa: F401
 
-from restorer import pipeline as pipeline_module
-from restorer.errors import RestorerInputError
-from restorer.latents import auxiliary_latents
-from restorer.loading import (
+from artifactworld_ns.restorer import pipeline as pipeline_module
+from artifactworld_ns.restorer.errors import RestorerInputError
+from artifactworld_ns.restorer.latents import auxiliary_latents
+from artifactworld_ns.restorer.loading import (
     ReleaseRoots,
     default_dtype,
     ensure_roots,
@@ -89,7 +89,7 @@ def test_release_aux_latents_equal_vae_computed_ones(tiny_roots):  # noqa: F811
 
 
 def test_every_official_z_file_format_loads(tmp_path, tiny_roots):  # noqa: F811
-    from restorer.sampler import pack_latents
+    from artifactworld_ns.restorer.sampler import pack_latents
 
     z = torch.randn(1, 8, 3, 1, 2)
     weights = tmp_path / "w"
@@ -115,7 +115,7 @@ def test_every_official_z_file_format_loads(tmp_path, tiny_roots):  # noqa: F811
 
 
 def test_transformer_single_file_with_the_wrong_configuration_is_one_sentence(tiny_roots):  # noqa: F811
-    from restorer.loading import load_transformer
+    from artifactworld_ns.restorer.loading import load_transformer
 
     with pytest.raises(RestorerInputError) as err:
         load_transformer(tiny_roots, torch.float32, "0.9.8-distilled", "ltxv-13b")
@@ -191,7 +191,7 @@ def test_allowed_download_fetches_only_needed_files_and_unpacks_weights(tmp_path
 
 
 def test_official_prompts_padded_to_256_tokens_with_mask(tiny_roots, tmp_path, monkeypatch):  # noqa: F811
-    from restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, cache_key
+    from artifactworld_ns.restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, cache_key
 
     # configs/stage1_infer.yaml and stage2_infer.yaml, `validation.prompts`
     assert STAGE_PROMPTS == {"stage1": "predict artifact map", "stage2": "remove artifact"}

@@ -2,10 +2,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from restorer.errors import RestorerInputError
-from restorer.lora import adapter_names, load_lora_adapter, lora_modules, set_active_adapter
-from restorer.sampler import latent_video_coords
-from restorer.tiny import TINY_LORA_TARGETS, build_tiny_transformer, random_lora_state_dict
+from artifactworld_ns.restorer.errors import RestorerInputError
+from artifactworld_ns.restorer.lora import adapter_names, load_lora_adapter, lora_modules, set_active_adapter
+from artifactworld_ns.restorer.sampler import latent_video_coords
+from artifactworld_ns.restorer.tiny import TINY_LORA_TARGETS, build_tiny_transformer, random_lora_state_dict
 
 
 def _transformer():

@@ -1,10 +1,10 @@
 import torch
 from torch import nn
 
-from restorer.aatf import STAGE2_ROLES
-from restorer.heatmap import STAGE1_ROLES
-from restorer.prompts import PromptEmbedding
-from restorer.sampler import (
+from artifactworld_ns.restorer.aatf import STAGE2_ROLES
+from artifactworld_ns.restorer.heatmap import STAGE1_ROLES
+from artifactworld_ns.restorer.prompts import PromptEmbedding
+from artifactworld_ns.restorer.sampler import (
     CONTEXT_NOISE_SCALE,
     euler_sample,
     initial_noise,

@@ -14,12 +14,12 @@ from restorer_fixtures import aw_cache, load_tiny  # noqa: F401
 from safetensors.torch import load_file, save_file
 from test_make_pairs import clean_clip, degrade_left_half
 
-from restorer import cli_make_pairs, cli_train_lora
-from restorer.errors import RestorerInputError
-from restorer.lora import load_lora_adapter, set_active_adapter
-from restorer.pairs import open_pairs, resolve_preset
-from restorer.tiny import save_tiny_release
-from restorer.training import (
+from artifactworld_ns.restorer import cli_make_pairs, cli_train_lora
+from artifactworld_ns.restorer.errors import RestorerInputError
+from artifactworld_ns.restorer.lora import load_lora_adapter, set_active_adapter
+from artifactworld_ns.restorer.pairs import open_pairs, resolve_preset
+from artifactworld_ns.restorer.tiny import save_tiny_release
+from artifactworld_ns.restorer.training import (
     TrainConfig,
     add_trainable_lora,
     build_flow_batch,
@@ -33,7 +33,7 @@ from restorer.training import (
     save_release_adapter,
     train,
 )
-from restorer.video_io import write_video
+from artifactworld_ns.restorer.video_io import write_video
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_saved_adapter_and_comfy_copy_reload_to_the_trained_layers(alpha, tmp_pa
 
 
 def open_pairs_prompt(models):
-    from restorer.pairs import prompt_embeddings
+    from artifactworld_ns.restorer.pairs import prompt_embeddings
 
     return prompt_embeddings(models)["stage2"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from restorer import video_io
-from restorer.video_io import (
+from artifactworld_ns.restorer import video_io
+from artifactworld_ns.restorer.video_io import (
     VideoReadError,
     VideoWriteError,
     find_ffmpeg,
