@@ -27,7 +27,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .dba import anchor_frame_mask, black_tail
 from .errors import RestorerInputError
+from .latents import quantize_8bit
 from .prompts import PromptEmbedding
 from .sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
 
@@ -148,6 +150,28 @@ def raise_heatmap_by_opacity(
     if heatmap.ndim == opacity.ndim + 1:
         opacity = opacity[..., None]
     return torch.maximum(heatmap, 1.0 - opacity)
+
+
+def hand_off_heatmap(
+    heatmap: Float[Tensor, "frames height width 3"], opacity: Float[Tensor, "frames height width"] | None = None
+) -> Float[Tensor, "frames height width 3"]:
+    """Stage 1's decoded heatmap as stage 2 receives it (official scripts: PIL frames, last 9 black).
+
+    8-bit levels, then (ours, after ArtiFixer) raised to ``1 - opacity`` on the artifact frames where
+    the render is transparent, then the last 9 frames (anchor B) set to black.
+    """
+    heatmap = quantize_8bit(heatmap)
+    if opacity is not None:
+        heatmap = raise_outside_anchors(heatmap, opacity)
+    return black_tail(heatmap)
+
+
+def raise_outside_anchors(heatmap: Tensor, opacity: Tensor) -> Tensor:
+    """``max(h, 1 - opacity)`` on the frames between the anchors; opacity covers the first ``len(opacity)`` frames."""
+    full = torch.ones(heatmap.shape[:3])
+    full[: opacity.shape[0]] = opacity[: heatmap.shape[0]]
+    full[anchor_frame_mask(heatmap.shape[0])] = 1.0
+    return raise_heatmap_by_opacity(heatmap, full)
 
 
 def sample_restored_latent(

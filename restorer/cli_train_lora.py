@@ -18,7 +18,7 @@ from rich.console import Console
 
 from .batch import print_error, print_note
 from .errors import RestorerInputError
-from .training import TrainConfig
+from .train_config import TrainConfig
 
 
 def run(config: TrainConfig, console: Console | None = None) -> int:

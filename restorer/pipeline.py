@@ -19,31 +19,29 @@ load it twice, in two processes.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
 from torch import Tensor
 
-from .aatf import (
-    OFFICIAL_BLEND_TABLE,
-    STAGE2_ADAPTER,
-    BlendTable,
-    HeatmapSchedule,
-    PiecewiseDecay,
-    official_blend_table,
-    raise_heatmap_by_opacity,
-    sample_restored_latent,
+from .aatf import STAGE2_ADAPTER, hand_off_heatmap, raise_outside_anchors
+from .checks import check_heatmap, check_image, check_opacity, check_video
+from .conform import from_model, resize_image, to_model
+from .construction import (
+    RestorerSettings,
+    builds_tiny_release,
+    console,
+    preset_roots,
+    resolve_restorer_preset,
+    settings_from_preset,
+    torch_dtype,
 )
-from .conform import ConformPlan, from_model, plan_conform, resize_image, to_model
-from .dba import anchor_frame_mask, black_tail, build_reference_video, trim_to_clip
-from .errors import RestorerInputError
-from .heatmap import STAGE1_ADAPTER, sample_heatmap_latent
-from .latents import auxiliary_latents, decode_latents, encode_video, mask_to_video, quantize_8bit, video_to_mask
+from .dba import build_reference_video, trim_to_clip
+from .heatmap import STAGE1_ADAPTER
+from .latents import auxiliary_latents, mask_to_video, video_to_mask
 from .loading import (
     Z_FULL_FILE,
     Z_NULL_FILE,
@@ -58,17 +56,16 @@ from .loading import (
     resolve_roots,
     text_encoder_identity,
 )
-from .lora import load_lora_adapter, set_active_adapter
-from .memory_profiles import check_gpu_fits, get_profile
+from .lora import load_lora_adapter
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .sampler import (
     ProgressCallback,
     compute_dtype,
     execution_device,
-    initial_noise,
-    latent_video_coords,
-    linear_quadratic_sigmas,
 )
+from .stages import StageRunner
+
+__all__ = ["FP8_SKIP_MODULES", "ArtifactRestorer", "RestorationResult", "RestorerSettings", "hand_off_heatmap"]
 
 FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
 """Modules kept in the compute dtype under fp8 storage: diffusers' defaults plus the LoRA adapters."""
@@ -82,22 +79,7 @@ class RestorationResult:
     heatmap: Float[Tensor, "frames height width"]
 
 
-@dataclass
-class RestorerSettings:
-    """Inference settings resolved from a preset (see ``restorer/presets.py``)."""
-
-    num_inference_steps: int = 8
-    heatmap_steps: int = 8
-    schedule: HeatmapSchedule = field(default_factory=lambda: OFFICIAL_BLEND_TABLE)
-    processing_max_side: int | None = None
-    processing_size: tuple[int, int] | None = None
-    frame_rate: float = 25.0
-    seed: int = 42
-    label: str = ""
-    show_progress: bool = True
-
-
-class ArtifactRestorer:
+class ArtifactRestorer(StageRunner):
     """The two-stage ArtifactWorld restorer on one LTX-Video backbone with two LoRA adapters."""
 
     def __init__(
@@ -132,19 +114,12 @@ class ArtifactRestorer:
         The tiny preset builds its untrained release in the cache dir on first use and then
         loads it through the same loader as ``full``.
         """
-        from .presets import get_preset
-
-        try:
-            preset = get_preset(name, **overrides)
-        except (KeyError, TypeError) as err:
-            raise RestorerInputError(str(err.args[0])) from None
+        preset = resolve_restorer_preset(name, overrides)
         label = "[tiny preset: UNTRAINED, random weights] " if preset.untrained else ""
-        if preset.memory_profile is not None:
-            preset = _apply_memory_profile(preset)
         with quiet_hub_progress(enabled=preset.untrained):
             restorer = cls._from_preset(preset, label, progress)
         if preset.untrained:
-            _console().print(
+            console().print(
                 f"{label}ArtifactRestorer '{preset.name}' loaded from {restorer.roots.weights.parent}; "
                 "its outputs are untrained (random weights) and only good for tests and smoke runs.",
                 markup=False, soft_wrap=True,
@@ -156,15 +131,8 @@ class ArtifactRestorer:
         """Raise :class:`RestorerInputError` (one sentence with the download command) unless the preset's
         weights are on disk or may be downloaded, or when its memory profile does not fit the GPU; loads
         nothing. The tiny preset builds its own weights."""
-        from .presets import get_preset
-
-        try:
-            preset = get_preset(name, **overrides)
-        except (KeyError, TypeError) as err:
-            raise RestorerInputError(str(err.args[0])) from None
-        if preset.memory_profile is not None:
-            _apply_memory_profile(preset)
-        if _builds_tiny_release(preset):
+        preset = resolve_restorer_preset(name, overrides)
+        if builds_tiny_release(preset):
             return
         roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
         if not preset.allow_download:
@@ -172,36 +140,10 @@ class ArtifactRestorer:
 
     @classmethod
     def _from_preset(cls, preset, label: str, progress: ProgressCallback | None) -> "ArtifactRestorer":
-        if _builds_tiny_release(preset):
-            from .tiny import ensure_tiny_release
-
-            roots = ensure_tiny_release()
-        else:
-            roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
-        if preset.decay_thresholds is not None:
-            schedule: HeatmapSchedule = PiecewiseDecay(*preset.decay_thresholds)
-        elif preset.blend_table is not None:
-            schedule = BlendTable(tuple(tuple(row) for row in preset.blend_table))
-        else:
-            schedule = official_blend_table(preset.num_inference_steps)
-        if isinstance(schedule, BlendTable) and len(schedule.rows) != preset.num_inference_steps:
-            raise RestorerInputError(
-                f"The heatmap blend table has {len(schedule.rows)} rows but "
-                f"num_inference_steps is {preset.num_inference_steps}; give a matching blend_table or decay_thresholds."
-            )
-        settings = RestorerSettings(
-            num_inference_steps=preset.num_inference_steps,
-            heatmap_steps=preset.heatmap_steps,
-            schedule=schedule,
-            processing_max_side=preset.processing_max_side,
-            processing_size=tuple(preset.processing_size) if preset.processing_size else None,
-            frame_rate=preset.frame_rate,
-            seed=preset.seed,
-            label=label,
-            show_progress=preset.show_progress,
-        )
+        roots = preset_roots(preset)
+        settings = settings_from_preset(preset, label)
         restorer = cls.from_roots(
-            roots, settings=settings, device=preset.device, dtype=_torch_dtype(preset.torch_dtype),
+            roots, settings=settings, device=preset.device, dtype=torch_dtype(preset.torch_dtype),
             allow_download=preset.allow_download, max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
             transformer_source=preset.transformer_source, transformer_config=preset.transformer_config,
             transformer_num_layers=preset.transformer_num_layers, group_offload=preset.group_offload,
@@ -340,11 +282,11 @@ class ArtifactRestorer:
         The reference is the official ``T + 8``-frame layout: ``first_anchor``, the clip's frames
         ``1 .. T-2``, then ``last_anchor`` 9 times; the restored ``T + 8`` frames are trimmed to ``T``.
         """
-        frames = _check_video(frames, "frames")
+        frames = check_video(frames, "frames")
         num_frames, height, width, _ = frames.shape
-        first_anchor = _check_image(first_anchor, "first_anchor", (height, width))
-        last_anchor = _check_image(last_anchor, "last_anchor", (height, width))
-        opacity = _check_opacity(opacity, (num_frames, height, width))
+        first_anchor = check_image(first_anchor, "first_anchor", (height, width))
+        last_anchor = check_image(last_anchor, "last_anchor", (height, width))
+        opacity = check_opacity(opacity, (num_frames, height, width))
 
         plan = self._plan(num_frames, height, width)
         reference = build_reference_video(to_model(frames, plan), resize_image(first_anchor, plan), resize_image(last_anchor, plan))
@@ -362,7 +304,7 @@ class ArtifactRestorer:
         ``[0, 1]``; the result has its frame count and size. Its last 9 frames are *not* blacked out:
         that belongs to the hand-off to stage 2 (:func:`restorer.dba.black_tail`).
         """
-        reference = _check_video(reference, "reference")
+        reference = check_video(reference, "reference")
         plan = self._plan(*reference.shape[:3])
         with self._progress_bar() as progress:
             heatmap, _ = self._stage1(to_model(reference, plan), progress)
@@ -381,11 +323,11 @@ class ArtifactRestorer:
         frame count (``T + 8``; trim them with :func:`restorer.dba.trim_to_clip`). A reference whose
         length is not ``8n + 1`` is resampled in time, which moves its tail anchor.
         """
-        reference = _check_video(reference, "reference")
+        reference = check_video(reference, "reference")
         shape = tuple(reference.shape[:3])
         if heatmap is not None:
-            heatmap = _check_heatmap(heatmap, shape)
-        opacity = _check_opacity(opacity, shape)
+            heatmap = check_heatmap(heatmap, shape)
+        opacity = check_opacity(opacity, shape)
         plan = self._plan(*shape)
         reference_model = to_model(reference, plan)
         opacity_model = None if opacity is None else to_model(opacity[..., None], plan)[..., 0]
@@ -394,7 +336,7 @@ class ArtifactRestorer:
         else:
             heatmap_used = to_model(mask_to_video(heatmap), plan)
             if opacity_model is not None:
-                heatmap_used = _raise_outside_anchors(heatmap_used, opacity_model)
+                heatmap_used = raise_outside_anchors(heatmap_used, opacity_model)
             with self._progress_bar() as progress:
                 restored = self._stage2(reference_model, heatmap_used, progress)
         return RestorationResult(
@@ -402,84 +344,12 @@ class ArtifactRestorer:
             heatmap=from_model(video_to_mask(heatmap_used)[..., None], plan)[..., 0].clamp(0, 1),
         )
 
-    # ------------------------------------------------------------------ stages
-
-    def _both_stages(self, reference: Tensor, opacity: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Model-size reference -> (restored frames, RGB heatmap handed to stage 2), both ``F`` frames."""
-        with self._progress_bar() as progress:
-            heatmap, z_ref = self._stage1(reference, progress)
-            heatmap = hand_off_heatmap(heatmap, opacity)
-            restored = self._stage2(reference, heatmap, progress, z_ref=z_ref)
-        return restored, heatmap
-
-    def _stage1(self, reference: Tensor, progress: ProgressCallback | None) -> tuple[Tensor, Tensor]:
-        """Model-size reference ``[F, h, w, 3]`` -> (decoded RGB heatmap ``[F, h, w, 3]``, ``z_ref``)."""
-        generator, noise = self._stage_start(reference)
-        z_ref = self._encode(reference, generator)
-        set_active_adapter(self.transformer, STAGE1_ADAPTER)
-        z_hm = sample_heatmap_latent(
-            self.transformer,
-            self.prompts[STAGE1_ADAPTER],
-            z_ref,
-            noise,
-            linear_quadratic_sigmas(self.settings.heatmap_steps),
-            self._coords(z_ref),
-            generator,
-            progress,
-        )
-        return self._decode(z_hm).cpu(), z_ref
-
-    def _stage2(
-        self, reference: Tensor, heatmap: Tensor, progress: ProgressCallback | None, z_ref: Tensor | None = None
-    ) -> Tensor:
-        """Model-size reference and RGB heatmap ``[F, h, w, 3]`` -> restored frames ``[F, h, w, 3]``.
-
-        ``z_ref`` from stage 1 is reused: with the same seed the official stage 2 draws the same
-        noise and the same posterior sample for the reference, so only the generator is advanced.
-        """
-        generator, noise = self._stage_start(reference)
-        if z_ref is None:
-            z_ref = self._encode(reference, generator)
-        else:
-            self._skip_posterior_sample(z_ref.shape, generator)
-        z_hm = self._encode(heatmap, generator)
-        z_full, z_null = self.auxiliary_latents(*reference.shape[:3], z_ref.shape)
-        set_active_adapter(self.transformer, STAGE2_ADAPTER)
-        z_target = sample_restored_latent(
-            self.transformer,
-            self.prompts[STAGE2_ADAPTER],
-            z_ref,
-            z_hm,
-            z_full,
-            z_null,
-            self.settings.schedule,
-            noise,
-            linear_quadratic_sigmas(self.settings.num_inference_steps),
-            self._coords(z_ref),
-            generator,
-            progress,
-        )
-        return self._decode(z_target).cpu()
-
-    def _stage_start(self, reference: Tensor) -> tuple[torch.Generator, Tensor]:
-        """A fresh generator (the stage's seed) and the target noise, drawn first as in the official pipeline."""
-        generator = torch.Generator(self.execution_device).manual_seed(self.settings.seed)
-        return generator, initial_noise(self.latent_shape(*reference.shape[:3]), generator, self.execution_device)
+    # ------------------------------------------------------------------ shapes and auxiliary latents
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
         """``(1, C, F', h', w')`` of a model-size video (8x time after frame 0, 32x space)."""
         t, s = self.vae.temporal_compression_ratio, self.vae.spatial_compression_ratio
         return (1, self.vae.config.latent_channels, (frames - 1) // t + 1, height // s, width // s)
-
-    def _skip_posterior_sample(self, shape: torch.Size, generator: torch.Generator) -> None:
-        """Advance ``generator`` exactly as the VAE posterior sample of a latent of ``shape`` would."""
-        randn_tensor(tuple(shape), generator=generator, device=self.execution_device, dtype=next(self.vae.parameters()).dtype)
-
-    def _encode(self, video: Tensor, generator: torch.Generator) -> Tensor:
-        return encode_video(self.vae, video, generator)
-
-    def _decode(self, latents: Tensor) -> Tensor:
-        return decode_latents(self.vae, latents)
 
     def auxiliary_latents(self, frames: int, height: int, width: int, latent_shape: torch.Size) -> tuple[Tensor, Tensor]:
         """Unscaled ``(z_full, z_null)``: the release's files when they fit this reference, else computed with the VAE."""
@@ -491,7 +361,7 @@ class ArtifactRestorer:
             if z_full is None or z_null is None or tuple(z_full.shape) != shape or tuple(z_null.shape) != shape:
                 if not self._aux_note_printed:
                     found = "are missing" if z_full is None or z_null is None else f"are {tuple(z_full.shape)}"
-                    _console().print(
+                    console().print(
                         f"{self.settings.label}The release's auxiliary latents {found}, not {shape} for a "
                         f"{frames}x{height}x{width} reference; computing z_full / z_null from their definition with the VAE.",
                         markup=False, soft_wrap=True,
@@ -500,125 +370,3 @@ class ArtifactRestorer:
                 z_full, z_null = auxiliary_latents(self.vae, frames, height, width)
             self._aux_cache[key] = (z_full.cpu(), z_null.cpu())
         return self._aux_cache[key]
-
-    # ------------------------------------------------------------------ helpers
-
-    def _plan(self, frames: int, height: int, width: int) -> ConformPlan:
-        return plan_conform(frames, height, width, self.settings.processing_max_side, self.settings.processing_size)
-
-    def _coords(self, z_ref: Tensor) -> Tensor:
-        _, _, f, h, w = z_ref.shape
-        return latent_video_coords(f, h, w, frame_rate=self.settings.frame_rate)
-
-    @contextlib.contextmanager
-    def _progress_bar(self) -> Iterator[ProgressCallback | None]:
-        if self.progress is not None or not self.settings.show_progress:
-            yield self.progress
-            return
-        from rich.markup import escape
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def update(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(escape(f"{self.settings.label}{stage}"), total=total)
-                bar.update(tasks[stage], completed=done)
-
-            yield update
-
-
-def _apply_memory_profile(preset):
-    """The preset with its memory profile's options, after printing the predicted peak; refuses a GPU
-    smaller than the prediction unless ``force_memory_profile``."""
-    profile = get_profile(preset.memory_profile)
-    device = torch.device(preset.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-    line = check_gpu_fits(profile, total, force=preset.force_memory_profile)
-    _console().print(line if total is not None else f"{line} No GPU in use: the profile's options run on the CPU.", markup=False, soft_wrap=True)
-    return replace(preset, **profile.options())
-
-
-def _torch_dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
-    if name not in ("bfloat16", "float32"):
-        raise RestorerInputError(f"Unknown torch_dtype {name!r}; choose bfloat16 or float32.")
-    return getattr(torch, name)
-
-
-def _builds_tiny_release(preset) -> bool:
-    """The tiny preset builds its own release in the cache, unless the user points it at roots."""
-    return preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root))
-
-
-def hand_off_heatmap(
-    heatmap: Float[Tensor, "frames height width 3"], opacity: Float[Tensor, "frames height width"] | None = None
-) -> Float[Tensor, "frames height width 3"]:
-    """Stage 1's decoded heatmap as stage 2 receives it (official scripts: PIL frames, last 9 black).
-
-    8-bit levels, then (ours, after ArtiFixer) raised to ``1 - opacity`` on the artifact frames where
-    the render is transparent, then the last 9 frames (anchor B) set to black.
-    """
-    heatmap = quantize_8bit(heatmap)
-    if opacity is not None:
-        heatmap = _raise_outside_anchors(heatmap, opacity)
-    return black_tail(heatmap)
-
-
-def _raise_outside_anchors(heatmap: Tensor, opacity: Tensor) -> Tensor:
-    """``max(h, 1 - opacity)`` on the frames between the anchors; opacity covers the first ``len(opacity)`` frames."""
-    full = torch.ones(heatmap.shape[:3])
-    full[: opacity.shape[0]] = opacity[: heatmap.shape[0]]
-    full[anchor_frame_mask(heatmap.shape[0])] = 1.0
-    return raise_heatmap_by_opacity(heatmap, full)
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _check_video(video, name: str) -> Tensor:
-    video = torch.as_tensor(video)
-    if video.ndim != 4 or video.shape[-1] != 3:
-        raise RestorerInputError(f"The {name} must be a [T, H, W, 3] tensor, got shape {tuple(video.shape)}.")
-    if video.shape[0] < 2:
-        raise RestorerInputError(f"The {name} clip must have at least 2 frames, got {video.shape[0]}.")
-    return _check_range(video, name)
-
-
-def _check_image(image, name: str, size: tuple[int, int]) -> Tensor:
-    image = torch.as_tensor(image)
-    if tuple(image.shape) != (*size, 3):
-        raise RestorerInputError(f"The {name} must have shape {(*size, 3)} like the frames, got {tuple(image.shape)}.")
-    return _check_range(image, name)
-
-
-def _check_heatmap(heatmap, shape: tuple[int, int, int]) -> Tensor:
-    heatmap = torch.as_tensor(heatmap)
-    if heatmap.ndim == 4 and heatmap.shape[-1] == 3 and tuple(heatmap.shape[:3]) == shape:
-        return _check_range(heatmap, "heatmap")
-    return _check_opacity(heatmap, shape, name="heatmap")
-
-
-def _check_opacity(opacity, shape: tuple[int, int, int], name: str = "opacity") -> Tensor | None:
-    if opacity is None:
-        return None
-    opacity = torch.as_tensor(opacity)
-    if opacity.ndim == 4 and opacity.shape[-1] == 1:
-        opacity = opacity[..., 0]
-    if tuple(opacity.shape) != shape:
-        raise RestorerInputError(f"The {name} must have shape {shape} or {(*shape, 1)}, got {tuple(opacity.shape)}.")
-    return _check_range(opacity, name)
-
-
-def _check_range(x: Tensor, name: str) -> Tensor:
-    if not torch.is_floating_point(x):
-        raise RestorerInputError(f"The {name} must be a float tensor in [0, 1], got dtype {x.dtype}.")
-    x = x.float()
-    if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3 or not torch.isfinite(x).all()):
-        raise RestorerInputError(f"The {name} values must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}].")
-    return x.clamp(0, 1).cpu()

@@ -16,23 +16,20 @@ from test_make_pairs import clean_clip, degrade_left_half
 
 from artifactworld_ns.restorer import cli_make_pairs, cli_train_lora
 from artifactworld_ns.restorer.errors import RestorerInputError
-from artifactworld_ns.restorer.lora import load_lora_adapter, set_active_adapter
-from artifactworld_ns.restorer.pairs import open_pairs, resolve_preset
-from artifactworld_ns.restorer.tiny import save_tiny_release
-from artifactworld_ns.restorer.training import (
-    TrainConfig,
-    add_trainable_lora,
+from artifactworld_ns.restorer.flow_matching import (
     build_flow_batch,
     draw_first_frame_conditioning,
     evaluate_loss,
-    load_training_transformer,
     logit_normal_shift,
-    make_lr_scheduler,
     masked_flow_matching_loss,
     sample_sigma,
-    save_release_adapter,
-    train,
 )
+from artifactworld_ns.restorer.lora import load_lora_adapter, set_active_adapter
+from artifactworld_ns.restorer.lora_training import add_trainable_lora, save_release_adapter
+from artifactworld_ns.restorer.pairs import open_pairs, resolve_preset
+from artifactworld_ns.restorer.tiny import save_tiny_release
+from artifactworld_ns.restorer.train_config import TrainConfig
+from artifactworld_ns.restorer.training import load_training_transformer, make_lr_scheduler, train
 from artifactworld_ns.restorer.video_io import write_video
 
 

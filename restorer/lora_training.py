@@ -1,0 +1,127 @@
+"""Trainable LoRA adapters and their files, as the official trainer writes them (see :mod:`restorer.training`).
+
+A fresh peft LoRA is injected with the official init (kaiming ``lora_A``, ``lora_B = 0``, no dropout);
+the release file uses the diffusers keys ``transformer.<module>.lora_A/B.weight``, the ComfyUI copy
+``comfy_<name>`` the ``diffusion_model.`` keys; checkpoints hold the raw peft weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import RestorerInputError
+
+COMFY_PREFIX = "comfy_"
+
+
+def lora_target_names(transformer: nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """Linear layers whose name equals or ends with ``.<target>`` (peft's matching), in model order."""
+    names = [
+        name
+        for name, module in transformer.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    if not names:
+        raise RestorerInputError(
+            f"The LoRA target modules {', '.join(targets)} match no linear layer of the transformer."
+        )
+    return names
+
+
+def check_rank(transformer: nn.Module, names: list[str], rank: int) -> None:
+    """One sentence unless ``1 <= rank <= min(in, out)`` of every target layer."""
+    smallest = min(names, key=lambda n: min(transformer.get_submodule(n).in_features, transformer.get_submodule(n).out_features))
+    layer = transformer.get_submodule(smallest)
+    limit = min(layer.in_features, layer.out_features)
+    if not 1 <= rank <= limit:
+        raise RestorerInputError(
+            f"LoRA rank {rank} does not fit: target {smallest} is a {layer.in_features}->{layer.out_features} "
+            f"linear layer, so the rank must be between 1 and {limit}."
+        )
+
+
+def add_trainable_lora(transformer: nn.Module, adapter: str, rank: int, alpha: float, targets: tuple[str, ...]) -> list[nn.Parameter]:
+    """Inject a fresh peft LoRA (official init: kaiming ``lora_A``, ``lora_B = 0``, no dropout); return its float32 parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    names = lora_target_names(transformer, targets)
+    check_rank(transformer, names, rank)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0, init_lora_weights=True)
+    inject_adapter_in_model(config, transformer, adapter_name=adapter)
+    transformer.requires_grad_(False)
+    params = []
+    for _, module in _lora_layers(transformer, adapter):
+        for layer in (module.lora_A[adapter], module.lora_B[adapter]):
+            layer.float()
+            layer.weight.requires_grad_(True)
+            params.append(layer.weight)
+    return params
+
+
+def _lora_layers(transformer: nn.Module, adapter: str):
+    for name, module in transformer.named_modules():
+        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict) and adapter in module.lora_A:
+            yield name, module
+
+
+def adapter_state_dict(transformer: nn.Module, adapter: str, release: bool = True) -> dict[str, Tensor]:
+    """The adapter's weights.
+
+    ``release``: the official diffusers keys ``transformer.<module>.lora_A/B.weight``; ``lora_B`` is
+    multiplied by ``alpha / rank`` only when that is not 1 (the files carry no alpha). Otherwise the
+    raw peft weights under bare module names (checkpoints).
+    """
+    state = {}
+    prefix = "transformer." if release else ""
+    for name, module in _lora_layers(transformer, adapter):
+        scale = float(module.scaling[adapter]) if release else 1.0
+        up = module.lora_B[adapter].weight.detach().float().cpu()
+        state[f"{prefix}{name}.lora_A.weight"] = module.lora_A[adapter].weight.detach().float().cpu().contiguous()
+        state[f"{prefix}{name}.lora_B.weight"] = (up * scale if scale != 1.0 else up).contiguous()
+    return state
+
+
+def comfy_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The ComfyUI copy of a diffusers-format adapter: ``transformer.`` -> ``diffusion_model.`` (official ``convert_checkpoint``)."""
+    return {("diffusion_model." + k[len("transformer."):] if k.startswith("transformer.") else k): v for k, v in state.items()}
+
+
+def comfy_path_for(adapter_path: Path) -> Path:
+    """``comfy_<name>`` next to the adapter, as the official trainer names its ComfyUI copy."""
+    return adapter_path.with_name(COMFY_PREFIX + adapter_path.name)
+
+
+def save_release_adapter(transformer: nn.Module, adapter: str, path: Path) -> Path:
+    """Write the diffusers-format adapter to ``path`` and its ComfyUI copy next to it; return the copy's path."""
+    state = adapter_state_dict(transformer, adapter, release=True)
+    save_file_atomic(state, path)
+    comfy = comfy_path_for(path)
+    save_file_atomic(comfy_state_dict(state), comfy)
+    return comfy
+
+
+def load_raw_adapter(transformer: nn.Module, adapter: str, state: dict[str, Tensor], source: str) -> None:
+    layers = dict(_lora_layers(transformer, adapter))
+    expected = {f"{n}.lora_{ab}.weight" for n in layers for ab in ("A", "B")}
+    if set(state) != expected:
+        raise RestorerInputError(f"The checkpoint {source} was saved with other LoRA targets or rank than this run uses.")
+    with torch.no_grad():
+        for name, module in layers.items():
+            for ab, holder in (("A", module.lora_A), ("B", module.lora_B)):
+                value = state[f"{name}.lora_{ab}.weight"]
+                if value.shape != holder[adapter].weight.shape:
+                    raise RestorerInputError(f"The checkpoint {source} has LoRA rank {value.shape} where this run needs {tuple(holder[adapter].weight.shape)}.")
+                holder[adapter].weight.copy_(value)
+
+
+def save_file_atomic(state: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
