@@ -12,8 +12,8 @@ import torch
 
 from .aatf import OFFICIAL_BLEND_TABLE, BlendTable, HeatmapSchedule, PiecewiseDecay, official_blend_table
 from .errors import RestorerInputError
-from .loading import ReleaseRoots, resolve_roots
 from .memory_profiles import check_gpu_fits, get_profile
+from .roots import ReleaseRoots, resolve_roots
 
 
 @dataclass

@@ -43,21 +43,16 @@ from .dba import build_reference_video, trim_to_clip
 from .heatmap import STAGE1_ADAPTER
 from .latents import auxiliary_latents, mask_to_video, video_to_mask
 from .loading import (
-    Z_FULL_FILE,
-    Z_NULL_FILE,
-    ReleaseRoots,
-    cache_dir,
     default_dtype,
-    ensure_roots,
     load_auxiliary_latent,
     load_backbone,
     load_text_encoder,
     quiet_hub_progress,
-    resolve_roots,
     text_encoder_identity,
 )
 from .lora import load_lora_adapter
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
+from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots, resolve_roots
 from .sampler import (
     ProgressCallback,
     compute_dtype,

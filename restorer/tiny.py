@@ -32,18 +32,9 @@ from pathlib import Path
 import torch
 
 from .latents import auxiliary_latents
-from .loading import (
-    AUXILIARY_LATENTS_DIR,
-    LTXV_13B_CONFIG,
-    LTXV_VAE_CONFIG,
-    TRANSFORMER_SINGLE_FILE,
-    Z_FULL_FILE,
-    Z_NULL_FILE,
-    ReleaseRoots,
-    cache_dir,
-    quiet_hub_progress,
-)
+from .loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG, quiet_hub_progress
 from .prompts import STAGE_PROMPTS
+from .roots import AUXILIARY_LATENTS_DIR, TRANSFORMER_SINGLE_FILE, Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir
 from .sampler import pack_latents
 
 TINY_RELEASE_VERSION = "tiny-release-v2"

@@ -55,13 +55,13 @@ from .flow_matching import (
     sample_sigma,
 )
 from .heatmap import STAGE1_ADAPTER
-from .loading import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .lora_training import (
     add_trainable_lora,
     comfy_path_for,
     load_raw_adapter,
     save_release_adapter,
 )
+from .roots import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .train_config import DEFAULT_RANK, TrainConfig, TrainResult, total_steps, validate_config
 
 STAGE_ADAPTERS = {1: STAGE1_ADAPTER, 2: STAGE2_ADAPTER}

@@ -84,7 +84,7 @@ def environment_with_ffmpeg(env: dict | None = None) -> dict:
     env = dict(os.environ if env is None else env)
     if shutil.which("ffmpeg", path=env.get("PATH")):
         return env
-    from .loading import cache_dir
+    from .roots import cache_dir
 
     folder = cache_dir() / "bin"
     link = folder / "ffmpeg"

@@ -66,7 +66,7 @@ def official_transformer(roots, lora_path: Path, config: dict):
     from peft import LoraConfig
     from safetensors.torch import load_file
 
-    from artifactworld_ns.restorer.loading import TRANSFORMER_SINGLE_FILE
+    from artifactworld_ns.restorer.roots import TRANSFORMER_SINGLE_FILE
     from artifactworld_ns.restorer.tiny import TINY_LORA_TARGETS
 
     with tempfile.NamedTemporaryFile(mode="w", suffix=".json") as f:  # as model_loader._load_ltxv_13b_transformer

@@ -8,13 +8,8 @@ from restorer_fixtures import aw_cache, load_tiny, tiny_roots  # noqa: F401
 from artifactworld_ns.restorer import pipeline as pipeline_module
 from artifactworld_ns.restorer.errors import RestorerInputError
 from artifactworld_ns.restorer.latents import auxiliary_latents
-from artifactworld_ns.restorer.loading import (
-    ReleaseRoots,
-    default_dtype,
-    ensure_roots,
-    load_auxiliary_latent,
-    resolve_roots,
-)
+from artifactworld_ns.restorer.loading import default_dtype, load_auxiliary_latent
+from artifactworld_ns.restorer.roots import ReleaseRoots, ensure_roots, resolve_roots
 
 
 def test_env_vars_pick_the_roots(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ from restorer_fixtures import aw_cache, load_tiny, tiny_roots  # noqa: F401
 from artifactworld_ns.restorer import ArtifactRestorer, RestorationResult, RestorerInputError
 from artifactworld_ns.restorer.dba import build_reference_video, trim_to_clip
 from artifactworld_ns.restorer.latents import video_to_mask
-from artifactworld_ns.restorer.loading import ReleaseRoots
 from artifactworld_ns.restorer.pipeline import hand_off_heatmap
+from artifactworld_ns.restorer.roots import ReleaseRoots
 from artifactworld_ns.restorer.sampler import linear_quadratic_sigmas
 
 REPO = Path(__file__).resolve().parents[2]
