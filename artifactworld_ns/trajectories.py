@@ -18,8 +18,7 @@ Two ways to place the novel views a round renders and restores:
 frame is a training view and whose last frame is a training view, as the restorer's boundary
 anchors (DBA) need.
 
-Interpolation between two poses: positions linearly, rotations by quaternion slerp; every output
-rotation is a proper rotation (orthonormal, determinant +1).
+The pose maths (slerp, look-at, the fitted sphere) lives in :mod:`artifactworld_ns.geometry`.
 """
 
 from __future__ import annotations
@@ -32,16 +31,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from artifactworld_ns.geometry import (
+    TrajectoryError,
+    arc_points,
+    as_poses,
+    fit_sphere,
+    interpolate_poses,
+    look_at,
+    mean_up_vector,
+    on_sphere,
+    project_to_rotation,
+    rotation_angle,
+)
+
 ClipMode = Literal["reference_guided", "progressive"]
-
-
-class TrajectoryError(ValueError):
-    """Bad arguments for a restoration-round camera path; the message is one sentence for the user."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Small geometry helpers (float64)
-# --------------------------------------------------------------------------------------------------
 
 
 def check_clip_length(num_frames: int) -> None:
@@ -53,196 +56,6 @@ def check_clip_length(num_frames: int) -> None:
         restorer_check_clip_length(num_frames)
     except ClipLengthError as err:
         raise TrajectoryError(str(err)) from None
-
-
-def _as_poses(camera_to_worlds: Tensor, name: str = "poses") -> Float[Tensor, "n 3 4"]:
-    """``[N, 3|4, 4]`` (or a single ``[3|4, 4]``) to float64 ``[N, 3, 4]``."""
-    if camera_to_worlds.ndim == 2:
-        camera_to_worlds = camera_to_worlds[None]
-    if camera_to_worlds.ndim != 3 or camera_to_worlds.shape[-2] not in (3, 4) or camera_to_worlds.shape[-1] != 4:
-        raise TrajectoryError(f"The {name} must be camera-to-world matrices of shape [N, 3, 4] or [N, 4, 4], got {list(camera_to_worlds.shape)}.")
-    poses = camera_to_worlds[:, :3, :4].detach().to(device="cpu", dtype=torch.float64).clone()
-    if not torch.isfinite(poses).all():
-        raise TrajectoryError(f"The {name} contain NaN or infinite values.")
-    return poses
-
-
-def _project_to_rotation(matrix: Float[Tensor, "*b 3 3"]) -> Float[Tensor, "*b 3 3"]:
-    """Nearest proper rotation (SVD), so slightly non-orthonormal inputs still give valid rotations."""
-    u, _, vh = torch.linalg.svd(matrix)
-    d = torch.sign(torch.linalg.det(u @ vh))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    fix = torch.ones(matrix.shape[:-2] + (3,), dtype=matrix.dtype)
-    fix[..., 2] = d
-    return u @ torch.diag_embed(fix) @ vh
-
-
-def rotation_to_quaternion(rotation: Float[Tensor, "*b 3 3"]) -> Float[Tensor, "*b 4"]:
-    """Unit quaternion ``(w, x, y, z)`` of a rotation matrix (Shepperd's method, ``w >= 0``)."""
-    r = rotation
-    m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
-    candidates = torch.stack(
-        [
-            torch.stack([1 + m00 + m11 + m22, r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1),
-            torch.stack([r[..., 2, 1] - r[..., 1, 2], 1 + m00 - m11 - m22, r[..., 0, 1] + r[..., 1, 0], r[..., 0, 2] + r[..., 2, 0]], -1),
-            torch.stack([r[..., 0, 2] - r[..., 2, 0], r[..., 0, 1] + r[..., 1, 0], 1 - m00 + m11 - m22, r[..., 1, 2] + r[..., 2, 1]], -1),
-            torch.stack([r[..., 1, 0] - r[..., 0, 1], r[..., 0, 2] + r[..., 2, 0], r[..., 1, 2] + r[..., 2, 1], 1 - m00 - m11 + m22], -1),
-        ],
-        -2,
-    )  # row i is 4 q_i q (unnormalised), best conditioned where q_i is largest
-    diag = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    best = diag.argmax(-1)
-    q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True)
-    return torch.where(q[..., :1] < 0, -q, q)
-
-
-def quaternion_to_rotation(q: Float[Tensor, "*b 4"]) -> Float[Tensor, "*b 3 3"]:
-    """Rotation matrix of a quaternion ``(w, x, y, z)`` (normalised first)."""
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        -2,
-    )
-
-
-def slerp_rotations(rot_a: Float[Tensor, "3 3"], rot_b: Float[Tensor, "3 3"], fractions: Float[Tensor, " t"]) -> Float[Tensor, "t 3 3"]:
-    """Rotations at ``fractions`` of the shortest arc from ``rot_a`` to ``rot_b`` (quaternion slerp)."""
-    qa, qb = rotation_to_quaternion(_project_to_rotation(rot_a)), rotation_to_quaternion(_project_to_rotation(rot_b))
-    dot = float((qa * qb).sum())
-    if dot < 0:  # the shorter way round
-        qb, dot = -qb, -dot
-    t = fractions.to(torch.float64)[:, None]
-    if dot > 1 - 1e-12:
-        q = (1 - t) * qa + t * qb
-    else:
-        theta = math.acos(min(dot, 1.0))
-        q = (torch.sin((1 - t) * theta) * qa + torch.sin(t * theta) * qb) / math.sin(theta)
-    return quaternion_to_rotation(q)
-
-
-def rotation_angle(rot_a: Float[Tensor, "3 3"], rot_b: Float[Tensor, "3 3"]) -> float:
-    """Angle in radians of the rotation taking ``rot_a`` to ``rot_b``."""
-    cos = (float(torch.trace(rot_a.T @ rot_b)) - 1) / 2
-    return math.acos(max(-1.0, min(1.0, cos)))
-
-
-def interpolate_poses(pose_a: Float[Tensor, "3 4"], pose_b: Float[Tensor, "3 4"], fractions: Float[Tensor, " t"]) -> Float[Tensor, "t 3 4"]:
-    """Poses at ``fractions`` of the way from ``pose_a`` to ``pose_b``: positions lerp, rotations slerp."""
-    pose_a, pose_b = pose_a.to(torch.float64), pose_b.to(torch.float64)
-    t = fractions.to(torch.float64)
-    rotations = slerp_rotations(pose_a[:3, :3], pose_b[:3, :3], t)
-    positions = (1 - t)[:, None] * pose_a[:3, 3] + t[:, None] * pose_b[:3, 3]
-    return torch.cat([rotations, positions[:, :, None]], -1)
-
-
-def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> Float[Tensor, "3 4"]:
-    """OpenGL camera-to-world pose at ``position`` looking at ``target`` with ``up`` as the image's up.
-
-    When the viewing direction is (nearly) parallel to ``up``, the world axis least aligned with the
-    viewing direction serves as up instead, so the result is always a proper rotation.
-    """
-    forward = target - position
-    norm = forward.norm()
-    if norm < 1e-12:
-        raise TrajectoryError("A camera sits exactly at the point it should look at, so its viewing direction is undefined.")
-    forward = forward / norm
-    right = torch.linalg.cross(forward, up)
-    if right.norm() < 1e-6:
-        fallback = torch.zeros(3, dtype=torch.float64)
-        fallback[int(forward.abs().argmin())] = 1.0
-        right = torch.linalg.cross(forward, fallback)
-    right = right / right.norm()
-    camera_up = torch.linalg.cross(right, forward)
-    return torch.stack([right, camera_up, -forward, position], -1)
-
-
-def mean_up_vector(camera_to_worlds: Float[Tensor, "n 3 4"]) -> Float[Tensor, "3"]:
-    """Normalised mean of the cameras' up axes (their +y columns): the consistent up of generated poses."""
-    poses = _as_poses(camera_to_worlds)
-    up = poses[:, :3, 1].mean(0)
-    if up.norm() < 1e-9:
-        up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    return up / up.norm()
-
-
-# --------------------------------------------------------------------------------------------------
-# Reference-guided sampling (GSFixer)
-# --------------------------------------------------------------------------------------------------
-
-
-def fit_sphere(camera_to_worlds: Float[Tensor, "n 3 4"]) -> Tuple[Float[Tensor, "3"], float]:
-    """Sphere through the training cameras for the spherical path of reference-guided sampling.
-
-    Centre: the point nearest to all optical axes in the least-squares sense, i.e. the solution of
-    ``sum_i (I - d_i d_i^T) c = sum_i (I - d_i d_i^T) o_i`` (camera centre ``o_i``, viewing direction
-    ``d_i = -z_i``). Along directions the axes leave undetermined (eigenvalues of the left-hand side
-    below ``1e-3 * N``, e.g. the depth direction of a forward-facing capture whose axes are nearly
-    parallel) the centre falls back to ``p0 = mean(o) + mean(d) * mean |o - mean(o)|``: the
-    minimum-norm correction from ``p0``. Radius: the mean distance of the cameras to the centre.
-
-    Returns:
-        ``(center [3] float64, radius)``.
-    """
-    poses = _as_poses(camera_to_worlds, "training poses")
-    n = poses.shape[0]
-    if n < 2:
-        raise TrajectoryError(f"Fitting the spherical path needs at least 2 training cameras, got {n}.")
-    origins = poses[:, :3, 3]
-    directions = -poses[:, :3, 2]
-    directions = directions / directions.norm(dim=-1, keepdim=True)
-    projectors = torch.eye(3, dtype=torch.float64) - directions[:, :, None] * directions[:, None, :]
-    lhs = projectors.sum(0)
-    rhs = (projectors @ origins[:, :, None]).sum(0)[:, 0]
-    centroid = origins.mean(0)
-    spread = float((origins - centroid).norm(dim=-1).mean())
-    mean_dir = directions.mean(0)
-    mean_dir = mean_dir / mean_dir.norm() if mean_dir.norm() > 1e-9 else mean_dir
-    prior = centroid + mean_dir * spread
-    eigenvalues, eigenvectors = torch.linalg.eigh(lhs)
-    residual = rhs - lhs @ prior
-    center = prior.clone()
-    for value, vector in zip(eigenvalues, eigenvectors.T):
-        if value > 1e-3 * n:
-            center = center + vector * (vector @ residual) / value
-    radius = float((origins - center).norm(dim=-1).mean())
-    if radius < 1e-9:
-        raise TrajectoryError("The training cameras all sit at one point, so no spherical path can be fitted around them.")
-    return center, radius
-
-
-def _on_sphere(position: Tensor, center: Tensor, radius: float, up: Tensor) -> Tensor:
-    """Nearest point of the sphere to ``position`` (a point on the up-most direction if at the centre)."""
-    offset = position - center
-    if offset.norm() < 1e-12:
-        offset = up
-    return center + radius * offset / offset.norm()
-
-
-def _arc_points(start: Tensor, end: Tensor, center: Tensor, radius: float, up: Tensor, fractions: Tensor) -> Tensor:
-    """Points at ``fractions`` of the great-circle arc from ``start`` to ``end`` (both on the sphere).
-
-    For antipodal endpoints the arc goes round the sphere's up axis (through the horizontal).
-    """
-    a = (start - center) / radius
-    b = (end - center) / radius
-    angle = math.acos(max(-1.0, min(1.0, float(a @ b))))
-    if angle < 1e-12:
-        return center + radius * a.expand(fractions.shape[0], 3)
-    axis = torch.linalg.cross(a, b)
-    if axis.norm() < 1e-9:  # antipodal: rotate about the up axis projected off a
-        axis = up - (up @ a) * a
-        if axis.norm() < 1e-9:
-            axis = torch.linalg.cross(a, torch.eye(3, dtype=torch.float64)[int(a.abs().argmin())])
-    axis = axis / axis.norm()
-    ortho = torch.linalg.cross(axis, a)  # in the arc's plane, 90 degrees ahead of a
-    phis = fractions.to(torch.float64)[:, None] * angle
-    return center + radius * (torch.cos(phis) * a + torch.sin(phis) * ortho)
 
 
 def reference_guided_clip(
@@ -278,15 +91,15 @@ def reference_guided_clip(
     if not radius > 0:
         raise TrajectoryError(f"The spherical path's radius must be positive, got {radius}.")
     out_dtype = pose_a.dtype if pose_a.is_floating_point() else torch.float32
-    a = _as_poses(pose_a, "first anchor pose")[0]
-    b = _as_poses(pose_b, "last anchor pose")[0]
-    a[:, :3], b[:, :3] = _project_to_rotation(a[:, :3]), _project_to_rotation(b[:, :3])
+    a = as_poses(pose_a, "first anchor pose")[0]
+    b = as_poses(pose_b, "last anchor pose")[0]
+    a[:, :3], b[:, :3] = project_to_rotation(a[:, :3]), project_to_rotation(b[:, :3])
     c = center.detach().to(device="cpu", dtype=torch.float64).reshape(3)
     up_vec = mean_up_vector(torch.stack([a, b])) if up is None else up.detach().to(device="cpu", dtype=torch.float64).reshape(3)
     up_vec = up_vec / up_vec.norm()
 
-    sphere_a = look_at(_on_sphere(a[:, 3], c, radius, up_vec), c, up_vec)
-    sphere_b = look_at(_on_sphere(b[:, 3], c, radius, up_vec), c, up_vec)
+    sphere_a = look_at(on_sphere(a[:, 3], c, radius, up_vec), c, up_vec)
+    sphere_b = look_at(on_sphere(b[:, 3], c, radius, up_vec), c, up_vec)
 
     def leg_length(p: Tensor, q: Tensor) -> float:
         return float((p[:, 3] - q[:, 3]).norm()) + radius * rotation_angle(p[:, :3], q[:, :3])
@@ -309,7 +122,7 @@ def reference_guided_clip(
         elif leg == 2:
             frames[mask] = interpolate_poses(sphere_b, b, fraction)
         else:
-            points = _arc_points(sphere_a[:, 3], sphere_b[:, 3], c, radius, up_vec, fraction)
+            points = arc_points(sphere_a[:, 3], sphere_b[:, 3], c, radius, up_vec, fraction)
             frames[mask] = torch.stack([look_at(p, c, up_vec) for p in points])
     result = frames.to(out_dtype)
     result[0] = pose_a[:3, :4].detach().to(device="cpu", dtype=out_dtype)
@@ -356,7 +169,7 @@ def choose_anchor_pairs(
     Raises:
         TrajectoryError: fewer than 2 cameras, ``num_clips < 1``, or more clips than distinct pairs.
     """
-    poses = _as_poses(camera_to_worlds, "training poses")
+    poses = as_poses(camera_to_worlds, "training poses")
     n = poses.shape[0]
     if n < 2:
         raise TrajectoryError(f"Anchor pairs need at least 2 training views, got {n}.")
@@ -394,8 +207,8 @@ def choose_anchor_pairs(
 
 def nearest_train_indices(train_poses: Float[Tensor, "n 3 4"], eval_poses: Float[Tensor, "m 3 4"]) -> torch.Tensor:
     """For each evaluation pose, the index of the training pose with the nearest camera centre (ties: lowest index)."""
-    train = _as_poses(train_poses, "training poses")
-    evals = _as_poses(eval_poses, "evaluation poses")
+    train = as_poses(train_poses, "training poses")
+    evals = as_poses(eval_poses, "evaluation poses")
     distances = torch.cdist(evals[:, :3, 3], train[:, :3, 3])
     best = distances.min(dim=1, keepdim=True).values
     tied = distances <= best + 1e-12 * (1 + best)
@@ -423,8 +236,8 @@ def progressive_shift_poses(
     ``train_poses``.
     """
     _check_round(round_index, num_rounds)
-    train = _as_poses(train_poses, "training poses")
-    evals = _as_poses(eval_poses, "evaluation poses")
+    train = as_poses(train_poses, "training poses")
+    evals = as_poses(eval_poses, "evaluation poses")
     if train.shape[0] < 1:
         raise TrajectoryError("The progressive pose shift needs at least 1 training view.")
     out_dtype = train_poses.dtype if train_poses.is_floating_point() else torch.float32
@@ -506,8 +319,8 @@ def progressive_clips(
     """
     check_clip_length(num_frames)
     _check_round(round_index, num_rounds)
-    train = _as_poses(train_poses, "training poses")
-    evals = _as_poses(eval_poses, "evaluation poses")
+    train = as_poses(train_poses, "training poses")
+    evals = as_poses(eval_poses, "evaluation poses")
     n = train.shape[0]
     if n < 2:
         raise TrajectoryError(f"Progressive clips need at least 2 training views to anchor both ends, got {n}.")
@@ -565,7 +378,7 @@ def plan_clips(
     check_clip_length(num_frames)
     if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
         raise TrajectoryError(f"The number of clips must be a positive whole number, got {num_clips!r}.")
-    train = _as_poses(train_poses, "training poses")
+    train = as_poses(train_poses, "training poses")
     out_dtype = train_poses.dtype if train_poses.is_floating_point() else torch.float32
     if mode == "reference_guided":
         center, radius = fit_sphere(train)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from artifactworld_ns import evaluate as ev
+from artifactworld_ns import metrics
 from artifactworld_ns.restorer.video_io import read_video, write_video
 
 
@@ -50,7 +51,7 @@ def fake_alexnet(tmp_path):
     hub = tmp_path / "hub"
     (hub / "checkpoints").mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "checkpoints" / ev.ALEXNET_WEIGHTS)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "checkpoints" / metrics.ALEXNET_WEIGHTS)
     torch.hub.set_dir(str(hub))
     yield hub
     torch.hub.set_dir(previous)
@@ -66,10 +67,10 @@ def empty_hub(tmp_path):
 
 def test_identical_clips_score_cap_ssim_one_lpips_zero(tmp_path, fake_alexnet):
     clip = _clip()
-    suite = ev.MetricSuite.build(clip_model=None)
+    suite = metrics.MetricSuite.build(clip_model=None)
     assert suite.lpips is not None and "lpips" not in suite.unavailable
     values = suite.score(clip, clip)
-    assert values["psnr"] == ev.PSNR_CAP_DB
+    assert values["psnr"] == metrics.PSNR_CAP_DB
     assert values["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert values["lpips"] == pytest.approx(0.0, abs=1e-6)
 
@@ -79,7 +80,7 @@ def test_degraded_pair_matches_torchmetrics_called_directly(folders, fake_alexne
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     pred_dir, gt_dir = folders
-    report = ev.evaluate_videos(pred_dir, gt_dir, ev.MetricSuite.build(clip_model=None))
+    report = ev.evaluate_videos(pred_dir, gt_dir, metrics.MetricSuite.build(clip_model=None))
     pred, _ = read_video(pred_dir / "b.mp4")
     gt, _ = read_video(gt_dir / "b.mp4")
     p, g = pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)
@@ -91,7 +92,7 @@ def test_degraded_pair_matches_torchmetrics_called_directly(folders, fake_alexne
     assert got["psnr"] == pytest.approx(float(psnr), rel=1e-5)
     assert got["ssim"] == pytest.approx(float(ssim), rel=1e-5)
     assert got["lpips"] == pytest.approx(float(lpips), rel=1e-4)
-    assert report["per_clip"]["a.mp4"]["psnr"] == ev.PSNR_CAP_DB
+    assert report["per_clip"]["a.mp4"]["psnr"] == metrics.PSNR_CAP_DB
     for metric in ("psnr", "ssim", "lpips"):
         expected = (report["per_clip"]["a.mp4"][metric] + got[metric]) / 2
         assert report["mean"][metric] == pytest.approx(expected)
@@ -145,7 +146,7 @@ def test_no_common_files_and_missing_folder_are_one_sentence(tmp_path, capsys):
 def test_frechet_distance_matches_closed_form():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(400, 3, generator=g, dtype=torch.float64)
-    assert ev.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
     # Whitened a (sample covariance exactly I) and b = a * s + m: FD = |m - mean(a)|^2 + sum (1 - s)^2.
     a = a - a.mean(0)
     vals, vecs = torch.linalg.eigh(torch.cov(a.T))
@@ -153,7 +154,7 @@ def test_frechet_distance_matches_closed_form():
     s, m = torch.tensor([2.0, 0.5, 1.0], dtype=torch.float64), torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64)
     b = a * s + m
     expected = float(m.pow(2).sum() + (1 - s).pow(2).sum())
-    assert ev.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
 
 
 def test_frechet_distance_exact_in_one_dimension():
@@ -161,7 +162,7 @@ def test_frechet_distance_exact_in_one_dimension():
     b = a * 3 + 5
     # mu: 1.5 vs 9.5; sigma: s vs 3 s -> FD = 64 + (2 s)^2 with s^2 = var(a).
     expected = 64.0 + 4 * float(a.var())
-    assert ev.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
 
 
 class _TinyDetector(torch.nn.Module):
@@ -174,13 +175,13 @@ def test_fvd_with_a_local_detector_is_set_level(folders, tmp_path, empty_hub):
     detector = tmp_path / "i3d_torchscript.pt"
     torch.jit.script(_TinyDetector()).save(str(detector))
     pred_dir, gt_dir = folders
-    suite = ev.MetricSuite.build(clip_model=None, fvd_model=detector)
+    suite = metrics.MetricSuite.build(clip_model=None, fvd_model=detector)
     assert suite.i3d is not None and "fvd" not in suite.unavailable
     same = ev.evaluate_videos(gt_dir, gt_dir, suite)
     assert same["mean"]["fvd"] == pytest.approx(0.0, abs=1e-6)
     report = ev.evaluate_videos(pred_dir, gt_dir, suite)
     assert report["mean"]["fvd"] > 0 and all("fvd" not in v for v in report["per_clip"].values())
-    missing = ev.MetricSuite.build(clip_model=None, fvd_model=tmp_path / "absent.pt")
+    missing = metrics.MetricSuite.build(clip_model=None, fvd_model=tmp_path / "absent.pt")
     assert "does not exist" in missing.unavailable["fvd"]
 
 
@@ -190,7 +191,7 @@ def test_clip_i_with_local_weights(tmp_path, empty_hub):
     torch.manual_seed(0)
     config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16)
     CLIPVisionModelWithProjection(config).save_pretrained(tmp_path / "clip")
-    suite = ev.MetricSuite.build(clip_model=str(tmp_path / "clip"))
+    suite = metrics.MetricSuite.build(clip_model=str(tmp_path / "clip"))
     assert suite.clip is not None and "clip_i" not in suite.unavailable
     clip = _clip()
     assert suite.score(clip, clip)["clip_i"] == pytest.approx(1.0, abs=1e-6)

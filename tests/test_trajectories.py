@@ -7,20 +7,22 @@ import math
 import pytest
 import torch
 
-from artifactworld_ns.trajectories import (
-    ClipPlan,
+from artifactworld_ns.geometry import (
     TrajectoryError,
-    choose_anchor_pairs,
     fit_sphere,
     look_at,
+    quaternion_to_rotation,
+    rotation_angle,
+    rotation_to_quaternion,
+)
+from artifactworld_ns.trajectories import (
+    ClipPlan,
+    choose_anchor_pairs,
     nearest_train_indices,
     plan_clips,
     progressive_clips,
     progressive_shift_poses,
-    quaternion_to_rotation,
     reference_guided_clip,
-    rotation_angle,
-    rotation_to_quaternion,
 )
 
 CENTER = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from artifactworld_ns.trajectories import look_at
+from artifactworld_ns.geometry import look_at
 from artifactworld_ns.windows import (
     WindowPlanError,
     blend_weights,
