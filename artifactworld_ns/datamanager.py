@@ -8,7 +8,6 @@ and adds the restored frames and their cameras to a bank that ``next_train`` dra
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 import weakref
@@ -16,22 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
-import numpy as np
 import torch
-import viser.transforms as vtf
 from jaxtyping import Float
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
-from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl
 from rich.markup import escape
 from torch import Tensor
 
 from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
+from artifactworld_ns.bank_viewer import draw_bank
+from artifactworld_ns.cameras import anchor_image, camera_record, pinhole_cameras, subset_dataparser_outputs
 from artifactworld_ns.preflight import stop
 from artifactworld_ns.reference_restorers import (
     IDENTITY_LABEL,
@@ -229,22 +227,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         self._round_requested = True
 
     def show_bank_in_viewer(self) -> None:
-        """Draw (or remove) the bank's cameras as frustums with their restored images, as nerfstudio draws training cameras."""
-        server = getattr(self.viewer_control, "viser_server", None)
-        if server is None:
-            return
-        server.scene.add_frame("/artifactworld_bank", show_axes=False, visible=bool(self.show_bank_checkbox.value))
-        if not self.show_bank_checkbox.value:
-            return
-        for index, view in enumerate(self.bank.views):
-            pose = torch.tensor(view.camera_to_world).numpy()
-            rotation = vtf.SO3.from_matrix(pose[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)
-            thumbnail = self.bank.images[index][:: max(1, view.height // 64), :: max(1, view.height // 64)].numpy()
-            server.scene.add_camera_frustum(
-                name=f"/artifactworld_bank/view_{index:05d}",
-                fov=float(2 * np.arctan(view.cy / view.fy)), aspect=view.width / view.height, scale=0.08,
-                image=thumbnail, wxyz=rotation.wxyz, position=pose[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO, color=(230, 120, 30),
-            )
+        """Draw (or remove) the bank's cameras in the viewer (see :func:`artifactworld_ns.bank_viewer.draw_bank`)."""
+        draw_bank(getattr(self.viewer_control, "viser_server", None), self.bank, bool(self.show_bank_checkbox.value))
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
         """A real training view, or with probability ``generated_view_fraction`` (once the bank
@@ -260,7 +244,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
 
     def _bank_view(self, index: int) -> Tuple[Cameras, Dict]:
         view = self.bank.camera_for(index)
-        camera = _pinhole_cameras(view["camera_to_world"][None], view).to(self.device)
+        camera = pinhole_cameras(view["camera_to_world"][None], view).to(self.device)
         data = {
             "image": self.bank.images[index].to(self.device),
             "heatmap": (self.bank.heatmaps[index].float() / 255.0).to(self.device),
@@ -301,7 +285,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
                 frames.append(result.frames[inner])
                 heatmaps.append(result.heatmap[inner])
                 anchor = self.train_dataset.cameras[clip.anchor_first]
-                cameras += [_camera_record(pose, anchor) for pose in clip.camera_to_worlds[inner]]
+                cameras += [camera_record(pose, anchor) for pose in clip.camera_to_worlds[inner]]
                 record.clips.append({"anchor_first": clip.anchor_first, "anchor_last": clip.anchor_last, "frames": len(clip.camera_to_worlds)})
             self.bank.add_round(self.bank_dir, record, torch.cat(frames), torch.cat(heatmaps), cameras)
             record.seconds["inject"] = time.perf_counter() - started
@@ -334,7 +318,7 @@ class ArtifactWorldDataManager(FullImageDatamanager):
     @torch.no_grad()
     def _clip_cameras(self, clip: ClipPlan) -> Cameras:
         """The clip's cameras: its poses with the first anchor's intrinsics."""
-        return _pinhole_cameras(clip.camera_to_worlds.float(), _camera_record(None, self.train_dataset.cameras[clip.anchor_first]))
+        return pinhole_cameras(clip.camera_to_worlds.float(), camera_record(None, self.train_dataset.cameras[clip.anchor_first]))
 
     def _render(self, cameras: Cameras) -> Tuple[Float[Tensor, "frames height width 3"], Float[Tensor, "frames height width"]]:
         """RGB and accumulation of a clip's cameras, rendered in eval mode."""
@@ -384,57 +368,6 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         for phase, seconds in record.seconds.items():
             writer.put_scalar(name=f"ArtifactWorld/round_{phase}_seconds", scalar=seconds, step=step)
         writer.put_scalar(name="ArtifactWorld/bank_views", scalar=len(self.bank), step=step)
-
-
-def anchor_image(image: Tensor, size) -> Float[Tensor, "height width 3"]:
-    """A training image as a DBA anchor: float ``[H, W, 3]`` in [0, 1] at the render's ``size``
-    (uint8 or float input; an alpha channel is composited over white, as the viewer shows it)."""
-    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    if image.shape[-1] == 4:
-        image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
-    image = image[..., :3]
-    if tuple(image.shape[:2]) != tuple(int(s) for s in size):
-        image = torch.nn.functional.interpolate(
-            image.permute(2, 0, 1)[None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False, antialias=True
-        )[0].permute(1, 2, 0)
-    return image.clamp(0, 1)
-
-
-def subset_dataparser_outputs(outputs: DataparserOutputs, indices: List[int]) -> DataparserOutputs:
-    """The same outputs restricted to some images (per-image lists in ``metadata`` included)."""
-    count = len(outputs.image_filenames)
-    metadata = {
-        key: [value[i] for i in indices] if isinstance(value, list) and len(value) == count else value
-        for key, value in outputs.metadata.items()
-    }
-    return dataclasses.replace(
-        outputs,
-        image_filenames=[outputs.image_filenames[i] for i in indices],
-        cameras=outputs.cameras[torch.tensor(indices, dtype=torch.long)],
-        mask_filenames=None if outputs.mask_filenames is None else [outputs.mask_filenames[i] for i in indices],
-        metadata=metadata,
-    )
-
-
-def _camera_record(pose: Optional[Tensor], camera: Cameras) -> Dict:
-    record = {
-        "fx": float(camera.fx), "fy": float(camera.fy), "cx": float(camera.cx), "cy": float(camera.cy),
-        "width": int(camera.width), "height": int(camera.height),
-    }
-    if pose is not None:
-        record["camera_to_world"] = pose[:3, :4].tolist()
-    return record
-
-
-def _pinhole_cameras(camera_to_worlds: Float[Tensor, "n 3 4"], intrinsics: Dict) -> Cameras:
-    n = camera_to_worlds.shape[0]
-    column = lambda value, dtype=torch.float32: torch.full((n, 1), value, dtype=dtype)  # noqa: E731
-    return Cameras(
-        camera_to_worlds=camera_to_worlds[:, :3, :4].float(),
-        fx=column(intrinsics["fx"]), fy=column(intrinsics["fy"]), cx=column(intrinsics["cx"]), cy=column(intrinsics["cy"]),
-        width=column(intrinsics["width"], torch.long), height=column(intrinsics["height"], torch.long),
-        camera_type=CameraType.PERSPECTIVE,
-    )
 
 
 def _check_config(config: ArtifactWorldDataManagerConfig) -> None:

@@ -27,7 +27,7 @@ import tyro
 from torch import Tensor
 
 import artifactworld_ns  # noqa: F401  (allows numpy scalars in torch.load of nerfstudio checkpoints)
-from artifactworld_ns.datamanager import anchor_image
+from artifactworld_ns.cameras import anchor_image
 from artifactworld_ns.windows import (
     MIN_BRIDGE_FRAMES,
     WindowPlanError,
