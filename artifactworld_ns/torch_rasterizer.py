@@ -1,8 +1,8 @@
 """A pure-PyTorch Gaussian rasterizer for machines without CUDA.
 
 gsplat's ``rasterization`` needs its CUDA kernels. This module renders the same images on any
-device, with autograd providing the backward pass, by reusing gsplat's own PyTorch reference
-functions for everything they cover:
+device, with autograd providing the backward pass except for the compositing, by reusing gsplat's own
+PyTorch reference functions for everything they cover:
 
 - covariances from quaternions and scales (``_quat_scale_to_covar_preci``),
 - the EWA projection to the image plane, radii and compensation (``_fully_fused_projection``),
@@ -16,9 +16,12 @@ clamped to 0.999, pairs with ``sigma < 0`` or ``alpha < 1/255`` are skipped, and
 the first Gaussian that would drop its transmittance to ``1e-4`` or below. Instead of dense tiles
 it composites the sparse list of (pixel, Gaussian) pairs that pass those rules (:func:`find_pairs`,
 :func:`composite_pairs`), so the work follows the Gaussians' real footprints. Like the kernel, it
-stops early: pairs are found front to back in depth-sorted chunks of Gaussians, a pixel is dropped
-from later chunks once its transmittance is at the cut-off, and a Gaussian whose rectangle holds no
-live pixel is skipped; those pairs would get no weight, so images and gradients are unchanged.
+stops early: pairs are found front to back in depth-sorted chunks of Gaussians (row by row of
+each Gaussian's ``alpha >= 1/255`` ellipse), a pixel is dropped from later chunks once its
+transmittance is at the cut-off, and a row that holds no live pixel is skipped; those pairs would
+get no weight, so images and gradients are unchanged.
+The compositing's backward pass is written out (:class:`_CompositePairs`, gsplat's CUDA backward in
+per-pair tensors): autograd's graph over a few million pairs cost more than the arithmetic.
 
 The returned ``meta`` holds what splatfacto's densification strategy reads (``means2d`` with
 gradients, ``radii``, ``width``, ``height``, ``n_cameras``, ``gaussian_ids``) and, when ``absgrad``
@@ -233,6 +236,8 @@ def composite_pairs(
 
 def _exclusive_segment_cumsum(values: Tensor, lengths: Tensor) -> Tensor:
     """Per element, the sum of the elements before it in its segment (consecutive runs of ``lengths``)."""
+    if values.numel() == 0:
+        return values.clone()
     before = torch.cumsum(values, 0) - values
     first = (torch.cumsum(lengths, 0) - lengths).clamp(max=values.numel() - 1)
     return before - torch.repeat_interleave(before[first], lengths, output_size=values.numel())
@@ -247,6 +252,8 @@ def _segment_sum(values: Tensor, lengths: Tensor) -> Tensor:
 
 def _later_segment_sum(values: Tensor, lengths: Tensor) -> Tensor:
     """Per element, the sum of the elements after it in its segment."""
+    if values.numel() == 0:
+        return values.clone()
     running = torch.cumsum(values, 0)
     last = (torch.cumsum(lengths, 0) - 1).clamp(min=0)
     return torch.repeat_interleave(running[last], lengths, output_size=values.numel()) - running
