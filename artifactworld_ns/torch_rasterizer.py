@@ -1,8 +1,8 @@
 """A pure-PyTorch Gaussian rasterizer for machines without CUDA.
 
 gsplat's ``rasterization`` needs its CUDA kernels. This module renders the same images on any
-device, with autograd providing the backward pass, by reusing gsplat's own PyTorch reference
-functions for everything they cover:
+device, with autograd providing the backward pass except for the compositing, by reusing gsplat's own
+PyTorch reference functions for everything they cover:
 
 - covariances from quaternions and scales (``_quat_scale_to_covar_preci``),
 - the EWA projection to the image plane, radii and compensation (``_fully_fused_projection``),
@@ -16,9 +16,12 @@ clamped to 0.999, pairs with ``sigma < 0`` or ``alpha < 1/255`` are skipped, and
 the first Gaussian that would drop its transmittance to ``1e-4`` or below. Instead of dense tiles
 it composites the sparse list of (pixel, Gaussian) pairs that pass those rules (:func:`find_pairs`,
 :func:`composite_pairs`), so the work follows the Gaussians' real footprints. Like the kernel, it
-stops early: pairs are found front to back in depth-sorted chunks of Gaussians, a pixel is dropped
-from later chunks once its transmittance is at the cut-off, and a Gaussian whose rectangle holds no
-live pixel is skipped; those pairs would get no weight, so images and gradients are unchanged.
+stops early: pairs are found front to back in depth-sorted chunks of Gaussians (row by row of
+each Gaussian's ``alpha >= 1/255`` ellipse), a pixel is dropped from later chunks once its
+transmittance is at the cut-off, and a row that holds no live pixel is skipped; those pairs would
+get no weight, so images and gradients are unchanged.
+The compositing's backward pass is written out (:class:`_CompositePairs`, gsplat's CUDA backward in
+per-pair tensors): autograd's graph over a few million pairs cost more than the arithmetic.
 
 The returned ``meta`` holds what splatfacto's densification strategy reads (``means2d`` with
 gradients, ``radii``, ``width``, ``height``, ``n_cameras``, ``gaussian_ids``) and, when ``absgrad``
@@ -46,9 +49,13 @@ TRANSMITTANCE_MIN = 1e-4
 # Candidate (pixel, Gaussian) pairs examined at once while finding pairs; bounds peak memory and
 # sets how often saturated pixels are dropped.
 _CHUNK_ELEMENTS = 1 << 18
-# A pixel is done once its log-transmittance is below log(1e-4) by more than float64 rounding:
-# every later Gaussian would leave T <= 1e-4, so the compositor gives it no weight.
-_LOG_TRANSMITTANCE_DONE = math.log(TRANSMITTANCE_MIN) - 1e-9
+# A pixel is done once its log-transmittance, summed in float32 while finding pairs, is below
+# log(1e-4) by more than that sum's rounding: every later Gaussian would leave T <= 1e-4, so the
+# compositor (float64) gives it no weight.
+_LOG_TRANSMITTANCE_DONE = math.log(TRANSMITTANCE_MIN) - 1e-3
+# Slack on the ellipse ``sigma <= log(255 o)`` that bounds the candidates, so that rounding never
+# leaves out a pixel with ``alpha >= 1/255``.
+_THRESHOLD_SLACK = 1e-3
 
 
 @torch.no_grad()
@@ -69,28 +76,48 @@ def tile_rectangles(
     return tile_mins, tile_maxs
 
 
-def _summed_area(mask: Tensor) -> Tensor:
-    """``[C, H + 1, W + 1]`` summed-area table of a ``[C, H, W]`` mask."""
-    table = torch.zeros(mask.shape[0], mask.shape[1] + 1, mask.shape[2] + 1, dtype=torch.int32, device=mask.device)
-    table[:, 1:, 1:] = mask.to(torch.int32).cumsum(1).cumsum(2)
-    return table
-
-
-def _live_pixels_in_rectangles(table: Tensor, cameras: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """Live pixels inside each inclusive rectangle ``[lo, hi]`` (x, y) of camera ``cameras``."""
-    x0, y0, x1, y1 = lo[:, 0], lo[:, 1], hi[:, 0] + 1, hi[:, 1] + 1
-    return table[cameras, y1, x1] - table[cameras, y0, x1] - table[cameras, y1, x0] + table[cameras, y0, x0]
-
-
 @dataclass
 class PixelGaussianPairs:
     """Every (pixel, Gaussian) pair the CUDA kernel would blend or test past its skip rules,
     sorted by pixel and then front to back."""
 
-    pixel_ids: Int[Tensor, "pairs"]
+    pixel_ids: Int[Tensor, " pairs"]
     """``camera * height * width + y * width + x``."""
-    gaussian_ids: Int[Tensor, "pairs"]
+    gaussian_ids: Int[Tensor, " pairs"]
     """``camera * N + gaussian``."""
+    alphas: Float[Tensor, " pairs"]
+    """``min(0.999, o exp(-sigma))`` of each pair (no gradient; :func:`composite_pairs` adds it)."""
+
+
+def _ellipse_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, width: int, height: int, tile_size: int):
+    """Per Gaussian and image row, the pixels ``[x_lo, x_hi]`` where ``alpha >= 1/255`` can hold:
+    the ellipse ``sigma <= log(255 o)`` cut to the Gaussian's tile rectangle and the image.
+
+    Returns ``(gaussian, y, x_lo, length)`` per non-empty row, with the ids ``camera * N + gaussian``,
+    grouped by Gaussian in the order of the flat ids.
+    """
+    device = means2d.device
+    tile_mins, tile_maxs = tile_rectangles(means2d, radii, tile_size, math.ceil(width / tile_size), math.ceil(height / tile_size))
+    tile_mins, tile_maxs = tile_mins.reshape(-1, 2) * tile_size, tile_maxs.reshape(-1, 2) * tile_size - 1
+    means, (a, b, c) = means2d.reshape(-1, 2).double(), conics.reshape(-1, 3).double().unbind(-1)
+    threshold = torch.log((255.0 * opacities.reshape(-1).double()).clamp(min=1e-12)) + _THRESHOLD_SLACK
+    det = (a * c - b * b).clamp(min=1e-12)
+    # sigma = d^T Q d / 2 <= t: |dy| <= sqrt(2 t a / det), and per row dx in centre +- half.
+    extent_y = torch.sqrt(2 * threshold.clamp(min=0) * a / det)
+    y_lo = torch.maximum(torch.ceil(means[:, 1] - extent_y - 0.5).long(), tile_mins[:, 1])
+    y_hi = torch.minimum(torch.floor(means[:, 1] + extent_y - 0.5).long(), tile_maxs[:, 1]).clamp(max=height - 1)
+    rows_per = (y_hi - y_lo + 1).clamp(min=0) * ((radii.reshape(-1) > 0) & (threshold > 0) & (tile_maxs[:, 0] >= tile_mins[:, 0]))
+    gaussian = torch.repeat_interleave(torch.arange(rows_per.numel(), device=device), rows_per)
+    y = torch.arange(gaussian.numel(), device=device) - torch.repeat_interleave(torch.cumsum(rows_per, 0) - rows_per - y_lo, rows_per)
+    a, b = a[gaussian], b[gaussian]
+    dy = means[gaussian, 1] - (y + 0.5)
+    half = torch.sqrt((2 * a * threshold[gaussian] - det[gaussian] * dy * dy).clamp(min=0)) / a
+    x_centre = means[gaussian, 0] - 0.5 + b * dy / a  # x = mean_x - 0.5 - dx, dx centred on -b dy / a
+    x_lo = torch.maximum(torch.ceil(x_centre - half).long(), tile_mins[gaussian, 0]).clamp(min=0)
+    x_hi = torch.minimum(torch.floor(x_centre + half).long(), tile_maxs[gaussian, 0]).clamp(max=width - 1)
+    length = (x_hi - x_lo + 1).clamp(min=0)
+    keep = length > 0
+    return gaussian[keep], y[keep], x_lo[keep], length[keep]
 
 
 @torch.no_grad()
@@ -109,77 +136,74 @@ def find_pairs(
 
     All other pairs are skipped by the kernel, so compositing only these gives the same image.
     Candidates are the pixels of the ellipse ``sigma <= log(255 o)`` (where ``alpha >= 1/255`` can
-    hold) clipped to the tile rectangle and the image, enumerated front to back in chunks of at most
-    ``_CHUNK_ELEMENTS`` candidates; after each chunk the pixels whose transmittance reached the
-    cut-off are dropped from the later chunks (their later pairs would get no weight).
+    hold), row by row, clipped to the tile rectangle and the image, enumerated front to back in
+    chunks of at most ``_CHUNK_ELEMENTS`` candidates; after each chunk the pixels whose transmittance
+    reached the cut-off are dropped from the later chunks (their later pairs would get no weight).
+    Found front to back, the pairs need only a stable sort by pixel to be in compositing order.
     """
     num_cameras, num_gaussians = means2d.shape[:2]
-    device = means2d.device
-    tile_mins, tile_maxs = tile_rectangles(means2d, radii, tile_size, math.ceil(width / tile_size), math.ceil(height / tile_size))
-    flat_means, flat_conics = means2d.reshape(-1, 2), conics.reshape(-1, 3)
-    flat_opacities = opacities.reshape(-1)
+    num_pixels = num_cameras * height * width
+    device, dtype = means2d.device, means2d.dtype
+    gaussian, y, x_lo, length = _ellipse_rows(means2d, conics, opacities, radii, width, height, tile_size)
 
-    # Ellipse half-extents: sigma = d^T Q d / 2 <= t  =>  |dx| <= sqrt(2 t Sigma_xx), Sigma = Q^-1.
-    a, b, c = flat_conics.unbind(-1)
-    det = (a * c - b * b).clamp(min=1e-12)
-    threshold = torch.log((255.0 * flat_opacities).clamp(min=1e-12)) + 1e-3
-    extent = torch.sqrt((2 * threshold.clamp(min=0))[:, None] * torch.stack([c / det, a / det], -1))
-    lo = torch.maximum(torch.ceil(flat_means - extent - 0.5).long(), tile_mins.reshape(-1, 2) * tile_size)
-    hi = torch.minimum(torch.floor(flat_means + extent - 0.5).long(), tile_maxs.reshape(-1, 2) * tile_size - 1)
-    hi = torch.minimum(hi, torch.tensor([width - 1, height - 1], device=device))
-    span = (hi - lo + 1).clamp(min=0)
-    usable = (radii.reshape(-1) > 0) & (threshold > 0)
-    counts = span.prod(-1) * usable
-
+    # Front to back: rows in depth order (each camera's own, stable so a Gaussian's rows stay
+    # together), so that a pixel whose transmittance has reached the cut-off can be dropped from
+    # every later chunk (the kernel's early termination).
     depth_rank = torch.empty(num_cameras, num_gaussians, dtype=torch.long, device=device)
     depth_rank.scatter_(1, torch.argsort(depths, dim=1, stable=True), torch.arange(num_gaussians, device=device).expand(num_cameras, -1).contiguous())
-    depth_rank = depth_rank.reshape(-1)
+    order = torch.argsort(depth_rank.reshape(-1)[gaussian], stable=True)
+    gaussian, y, x_lo, length = gaussian[order], y[order], x_lo[order], length[order]
+    image_row = (gaussian // num_gaussians) * height + y  # camera * height + y
+    row_start = image_row * width  # pixel id of (camera, y, 0)
+    # What sigma and alpha need per row: sigma = dx (a dx / 2 + b dy) + c dy^2 / 2, dx = mean_x - x - 0.5.
+    flat_means, flat_conics = means2d.reshape(-1, 2)[gaussian], conics.reshape(-1, 3)[gaussian]
+    dy = flat_means[:, 1] - (y.to(dtype) + 0.5)
+    half_a, b_dy, half_c_dy2 = 0.5 * flat_conics[:, 0], flat_conics[:, 1] * dy, 0.5 * flat_conics[:, 2] * dy * dy
+    mean_x, opacity = flat_means[:, 0] - 0.5, opacities.reshape(-1)[gaussian]
 
-    # Front to back: candidates in depth order (each camera's own), so that a pixel whose
-    # transmittance has reached the cut-off can be dropped from every later chunk, and a Gaussian
-    # whose rectangle holds no live pixel is never enumerated (the kernel's early termination).
-    candidates = torch.nonzero(counts, as_tuple=True)[0]
-    candidates = candidates[torch.argsort(depth_rank[candidates], stable=True)]
-    log_transmittance = torch.zeros(num_cameras * height * width, dtype=torch.float64, device=device)
-    alive = torch.ones(num_cameras * height * width, dtype=torch.bool, device=device)
-    live_counts: Optional[Tensor] = None  # summed-area table of ``alive``, rebuilt when pixels die
-    pixel_parts, gaussian_parts = [], []
-    cumulative = torch.cumsum(counts[candidates], 0)
+    log_transmittance = torch.zeros(num_pixels, dtype=torch.float32, device=device)
+    alive = torch.ones(num_pixels, dtype=torch.bool, device=device)
+    live_left: Optional[Tensor] = None  # [image row, x]: live pixels left of x; rebuilt when pixels die
+    pixel_parts, gaussian_parts, alpha_parts = [], [], []
+    cumulative = torch.cumsum(length, 0)
     begin = 0
-    while begin < candidates.numel():
+    while begin < length.numel():
         spent = int(cumulative[begin - 1]) if begin else 0
         end = max(begin + 1, int(torch.searchsorted(cumulative, spent + _CHUNK_ELEMENTS, right=True)))
-        ids = candidates[begin:end]
+        rows = torch.arange(begin, end, device=device)
         begin = end
-        if live_counts is not None:
-            ids = ids[_live_pixels_in_rectangles(live_counts, ids // num_gaussians, lo[ids], hi[ids]) > 0]
-            if ids.numel() == 0:
+        if live_left is not None:
+            image_rows, first = image_row[rows], x_lo[rows]
+            rows = rows[live_left[image_rows, first + length[rows]] > live_left[image_rows, first]]
+            if rows.numel() == 0:
                 continue
-        gaussian = torch.repeat_interleave(ids, counts[ids])
-        local = torch.arange(gaussian.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts[ids], 0) - counts[ids], counts[ids])
-        span_x = span[gaussian, 0]
-        x = lo[gaussian, 0] + local % span_x
-        y = lo[gaussian, 1] + local // span_x
-        pixel = (gaussian // num_gaussians) * (height * width) + y * width + x
-        delta_x = flat_means[gaussian, 0] - (x + 0.5)
-        delta_y = flat_means[gaussian, 1] - (y + 0.5)
-        conic = flat_conics[gaussian]
-        sigma = 0.5 * (conic[:, 0] * delta_x**2 + conic[:, 2] * delta_y**2) + conic[:, 1] * delta_x * delta_y
-        alpha = torch.clamp_max(flat_opacities[gaussian] * torch.exp(-sigma), ALPHA_MAX)
-        keep = (sigma >= 0) & (alpha >= ALPHA_MIN) & alive[pixel]
-        pixel_parts.append(pixel[keep])
-        gaussian_parts.append(gaussian[keep])
-        log_transmittance.index_add_(0, pixel[keep], torch.log1p(-alpha[keep].double()))
-        dying = alive & (log_transmittance <= _LOG_TRANSMITTANCE_DONE)
-        if bool(dying.any()):
-            alive &= ~dying
-            live_counts = _summed_area(alive.view(num_cameras, height, width))
+        lengths = length[rows]
+        total = int(lengths.sum())
+        row = torch.repeat_interleave(rows, lengths, output_size=total)
+        x = torch.arange(total, device=device) + torch.repeat_interleave(x_lo[rows] - (torch.cumsum(lengths, 0) - lengths), lengths, output_size=total)
+        delta_x = mean_x[row] - x.to(dtype)
+        sigma = delta_x * (half_a[row] * delta_x + b_dy[row]) + half_c_dy2[row]
+        alpha = torch.clamp_max(opacity[row] * torch.exp(-sigma), ALPHA_MAX)
+        pixel = row_start[row] + x
+        passes = (sigma >= 0) & (alpha >= ALPHA_MIN)
+        keep = torch.nonzero(passes if live_left is None else passes & alive[pixel], as_tuple=True)[0]
+        pixel, alpha = pixel[keep], alpha[keep]
+        pixel_parts.append(pixel)
+        gaussian_parts.append(gaussian[row[keep]])
+        alpha_parts.append(alpha)
+        if _LOG_TRANSMITTANCE_DONE > -math.inf:
+            log_transmittance.index_add_(0, pixel, torch.log1p(-alpha.float()))
+            dying = alive & (log_transmittance <= _LOG_TRANSMITTANCE_DONE)
+            if bool(dying.any()):
+                alive &= ~dying
+                live_left = torch.zeros(num_cameras * height, width + 1, dtype=torch.int32, device=device)
+                live_left[:, 1:] = torch.cumsum(alive.view(-1, width), 1, dtype=torch.int32)
     if not pixel_parts:
         empty = torch.zeros(0, dtype=torch.long, device=device)
-        return PixelGaussianPairs(empty, empty)
-    pixel_ids, gaussian_ids = torch.cat(pixel_parts), torch.cat(gaussian_parts)
-    order = torch.argsort(pixel_ids * num_gaussians + depth_rank[gaussian_ids])  # keys are unique
-    return PixelGaussianPairs(pixel_ids[order], gaussian_ids[order])
+        return PixelGaussianPairs(empty, empty, torch.zeros(0, dtype=dtype, device=device))
+    pixel_ids = torch.cat(pixel_parts)
+    pixel_ids, order = torch.sort(pixel_ids.int() if num_pixels < 2**31 else pixel_ids, stable=True)
+    return PixelGaussianPairs(pixel_ids.long(), torch.cat(gaussian_parts)[order], torch.cat(alpha_parts)[order])
 
 
 def composite_pairs(
@@ -195,57 +219,122 @@ def composite_pairs(
     """Front-to-back alpha compositing (the step gsplat only has in CUDA), differentiable.
 
     ``C = sum_i c_i a_i T_i`` with ``a_i = min(0.999, o_i exp(-sigma_i))`` and
-    ``T_i = prod_{j<i} (1 - a_j)``, per pixel over its sorted pairs. Transmittance is a segmented
+    ``T_i = prod_{j<i} (1 - a_j)``, per pixel over its sorted pairs (``pairs`` comes from
+    :func:`find_pairs` on the same inputs; its ``alphas`` are reused). Transmittance is a segmented
     sum of ``log(1 - a)`` in float64; a pixel keeps the Gaussians before the first one that would
-    leave ``T <= 1e-4`` (``T`` only falls, so that is a prefix). If ``absgrad`` is given, the
-    absolute per-pixel gradients w.r.t. ``means2d`` are summed into it during the backward pass.
+    leave ``T <= 1e-4`` (``T`` only falls, so that is a prefix). The backward pass is written out in
+    :class:`_CompositePairs`. If ``absgrad`` is given, the absolute per-pixel gradients w.r.t.
+    ``means2d`` are summed into it during the backward pass.
     """
-    num_cameras = means2d.shape[0]
-    channels = colors.shape[-1]
-    device = means2d.device
-    pixel_ids, gaussian_ids = pairs.pixel_ids, pairs.gaussian_ids
-    num_pixels = num_cameras * height * width
-
-    x = (pixel_ids % width).to(means2d.dtype) + 0.5
-    y = ((pixel_ids // width) % height).to(means2d.dtype) + 0.5
-    delta = means2d.reshape(-1, 2)[gaussian_ids] - torch.stack([x, y], dim=-1)
-    if absgrad is not None and delta.requires_grad:
-        delta.register_hook(_absgrad_hook(absgrad.view(-1, 2), gaussian_ids))
-    conic = conics.reshape(-1, 3)[gaussian_ids]
-    sigma = 0.5 * (conic[:, 0] * delta[:, 0] ** 2 + conic[:, 2] * delta[:, 1] ** 2) + conic[:, 1] * delta[:, 0] * delta[:, 1]
-    alpha = torch.clamp_max(opacities.reshape(-1)[gaussian_ids] * torch.exp(-sigma), ALPHA_MAX)
-
-    log_survival = torch.log1p(-alpha.double())
-    running = torch.cumsum(log_survival, 0)
-    is_first = torch.ones_like(pixel_ids, dtype=torch.bool)
-    is_first[1:] = pixel_ids[1:] != pixel_ids[:-1]
-    first_index = torch.cummax(torch.where(is_first, torch.arange(pixel_ids.numel(), device=device), 0), 0).values
-    before_pixel = (running - log_survival)[first_index]
-    transmittance_after = torch.exp(running - before_pixel)
-    transmittance_before = torch.exp(running - log_survival - before_pixel)
-    counted = (transmittance_after > TRANSMITTANCE_MIN).detach()
-    weights = (alpha.double() * transmittance_before * counted).to(alpha.dtype)
-
-    flat_colors = colors.reshape(-1, channels)[gaussian_ids]
-    render_colors = torch.zeros(num_pixels, channels, device=device, dtype=colors.dtype).index_add(0, pixel_ids, weights[:, None] * flat_colors)
-    render_alphas = torch.zeros(num_pixels, 1, device=device, dtype=alpha.dtype).index_add(0, pixel_ids, weights[:, None])
+    num_cameras, channels = means2d.shape[0], colors.shape[-1]
+    render_colors, render_alphas = _CompositePairs.apply(
+        means2d.reshape(-1, 2), conics.reshape(-1, 3), colors.reshape(-1, channels), opacities.reshape(-1), pairs, width, height,
+        num_cameras * height * width, absgrad,
+    )
     return render_colors.reshape(num_cameras, height, width, channels), render_alphas.reshape(num_cameras, height, width, 1)
 
 
-def _absgrad_hook(absgrad: Tensor, gaussian_ids: Tensor):
-    """Backward hook on ``delta = mean2d - pixel``: its gradient is d(loss)/d(mean2d) per pixel."""
+def _exclusive_segment_cumsum(values: Tensor, lengths: Tensor) -> Tensor:
+    """Per element, the sum of the elements before it in its segment (consecutive runs of ``lengths``)."""
+    if values.numel() == 0:
+        return values.clone()
+    before = torch.cumsum(values, 0) - values
+    first = (torch.cumsum(lengths, 0) - lengths).clamp(max=values.numel() - 1)
+    return before - torch.repeat_interleave(before[first], lengths, output_size=values.numel())
 
-    def hook(grad: Tensor) -> None:
-        absgrad.index_add_(0, gaussian_ids, grad.abs().to(absgrad.dtype))
 
-    return hook
+def _segment_sum(values: Tensor, lengths: Tensor) -> Tensor:
+    """``[rows, segments]``: each row of ``values`` summed over consecutive runs of ``lengths``."""
+    if values.shape[1] == 0:
+        return values.new_zeros(values.shape[0], lengths.numel())
+    return torch.segment_reduce(values, "sum", lengths=lengths.expand(values.shape[0], -1), axis=1)
+
+
+def _later_segment_sum(values: Tensor, lengths: Tensor) -> Tensor:
+    """Per element, the sum of the elements after it in its segment."""
+    if values.numel() == 0:
+        return values.clone()
+    running = torch.cumsum(values, 0)
+    last = (torch.cumsum(lengths, 0) - 1).clamp(min=0)
+    return torch.repeat_interleave(running[last], lengths, output_size=values.numel()) - running
+
+
+class _CompositePairs(torch.autograd.Function):
+    """The sparse composite with its backward pass written out, as gsplat's CUDA backward has it.
+
+    Per pixel, with weights ``w_i = a_i T_i`` over its counted pairs and ``v_i = c_i . dL/dC + dL/dA``
+    (the rendered alpha is ``A = sum_i w_i``): ``dL/dc_i = w_i dL/dC`` and
+    ``dL/da_i = T_i v_i - S_i / (1 - a_i)`` with ``S_i = sum_{j>i} w_j v_j`` (``S_i`` in float64).
+    Through ``a = o exp(-sigma)``, zero where clamped to 0.999: ``dL/dsigma = -a dL/da`` and
+    ``dL/do = a dL/da / o``; ``sigma = (A dx^2 + C dy^2) / 2 + B dx dy`` with ``(dx, dy) = mean2d - pixel``.
+    ``absgrad`` sums ``|dL/dmean2d|`` per pair, before the pairs of a Gaussian are added up.
+    Per-pair quantities are rows ``[quantity, pair]`` (one contiguous row each), which makes the
+    gathers and the sums over pixels and Gaussians several times cheaper than ``[pair, quantity]``.
+    """
+
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, pairs: PixelGaussianPairs, width: int, height: int, num_pixels: int, absgrad):
+        pixel_ids, gaussian_ids, alphas = pairs.pixel_ids, pairs.gaussian_ids, pairs.alphas.to(colors.dtype)
+        pairs_per_pixel = torch.bincount(pixel_ids, minlength=num_pixels)
+        log_survival = torch.log1p(-alphas).double()
+        log_transmittance = _exclusive_segment_cumsum(log_survival, pairs_per_pixel)
+        counted = log_transmittance + log_survival > math.log(TRANSMITTANCE_MIN)
+        transmittance = torch.exp(log_transmittance.to(colors.dtype)) * counted  # 0 from the stopping pair on
+        weights = alphas * transmittance
+        weighted = torch.empty(colors.shape[-1] + 1, pixel_ids.numel(), dtype=colors.dtype, device=colors.device)
+        for channel, values in enumerate(colors.t()):
+            torch.mul(values[gaussian_ids], weights, out=weighted[channel])
+        weighted[-1] = weights
+        sums = _segment_sum(weighted, pairs_per_pixel)
+        ctx.save_for_backward(means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel)
+        ctx.width, ctx.height, ctx.absgrad = width, height, absgrad
+        return sums[:-1].t(), sums[-1:].t()
+
+    @staticmethod
+    def backward(ctx, grad_colors, grad_alphas):
+        means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel = ctx.saved_tensors
+        channels, dtype = colors.shape[-1], colors.dtype
+        weights = alphas * transmittance
+        rows = 6 + channels + 2 * (ctx.absgrad is not None)
+        per_pair = torch.empty(rows, pixel_ids.numel(), dtype=dtype, device=colors.device)
+        # rows: dL/dmean2d (2), dL/dconic (3), dL/dsigma, dL/dcolor (channels), |dL/dmean2d| (2, with absgrad)
+        value = grad_alphas[:, 0][pixel_ids]
+        for channel in range(channels):
+            grad_pixel = grad_colors[:, channel].contiguous()[pixel_ids]
+            torch.mul(grad_pixel, weights, out=per_pair[6 + channel])
+            value += colors[:, channel].contiguous()[gaussian_ids] * grad_pixel
+        later = _later_segment_sum((weights * value).double(), pairs_per_pixel)
+        grad_alpha = transmittance * value - (later / (1 - alphas.double())).to(dtype)
+        grad_sigma = per_pair[5]
+        torch.mul(grad_alpha, alphas * (alphas < ALPHA_MAX), out=grad_sigma)
+        grad_sigma.neg_()
+
+        pixels = pixel_ids.int() if pixel_ids.numel() and int(pixel_ids[-1]) < 2**31 else pixel_ids  # sorted: last is largest
+        image_row = pixels // ctx.width  # camera * height + y
+        dx = means2d[:, 0].contiguous()[gaussian_ids] - (pixels - image_row * ctx.width).to(dtype) - 0.5
+        dy = means2d[:, 1].contiguous()[gaussian_ids] - (image_row % ctx.height).to(dtype) - 0.5
+        a, b, c = (conics[:, k].contiguous()[gaussian_ids] for k in range(3))
+        torch.mul(grad_sigma, a * dx + b * dy, out=per_pair[0])
+        torch.mul(grad_sigma, b * dx + c * dy, out=per_pair[1])
+        grad_sigma_dx = grad_sigma * dx
+        torch.mul(grad_sigma_dx, 0.5 * dx, out=per_pair[2])
+        torch.mul(grad_sigma_dx, dy, out=per_pair[3])
+        torch.mul(grad_sigma * dy, 0.5 * dy, out=per_pair[4])
+        if ctx.absgrad is not None:
+            torch.abs(per_pair[:2], out=per_pair[6 + channels :])
+        per_gaussian = torch.zeros(rows, means2d.shape[0], dtype=dtype, device=colors.device).index_add_(1, gaussian_ids, per_pair)
+        if ctx.absgrad is not None:
+            ctx.absgrad.view(-1, 2).add_(per_gaussian[6 + channels :].t())
+        # dL/do = -dL/dsigma / o (a Gaussian with pairs has o >= a >= 1/255)
+        grad_opacities = torch.where(per_gaussian[5] != 0, -per_gaussian[5] / opacities.clamp(min=ALPHA_MIN), 0.0)
+        return per_gaussian[:2].t(), per_gaussian[2:5].t(), per_gaussian[6 : 6 + channels].t(), grad_opacities, None, None, None, None, None
 
 
 def rasterization_torch(
     means: Float[Tensor, "gaussians 3"],
     quats: Float[Tensor, "gaussians 4"],
     scales: Float[Tensor, "gaussians 3"],
-    opacities: Float[Tensor, "gaussians"],
+    opacities: Float[Tensor, " gaussians"],
     colors: Tensor,
     viewmats: Float[Tensor, "cameras 4 4"],
     Ks: Float[Tensor, "cameras 3 3"],

@@ -13,7 +13,13 @@ from gsplat.cuda._torch_impl import (
     _spherical_harmonics,
 )
 
-from artifactworld_ns.torch_rasterizer import composite_pairs, find_pairs, rasterization, rasterization_torch, tile_rectangles
+from artifactworld_ns.torch_rasterizer import (
+    composite_pairs,
+    find_pairs,
+    rasterization,
+    rasterization_torch,
+    tile_rectangles,
+)
 
 TILE = 16
 
@@ -93,12 +99,17 @@ def _accumulate_abs(absgrad, camera, gaussian, axis):
     return hook
 
 
-def brute_force_rasterization(scene, sh_degree=None, render_mode="RGB", rasterize_mode="classic", backgrounds=None, absgrad=None):
+def brute_force_rasterization(scene, sh_degree=None, render_mode="RGB", rasterize_mode="classic", backgrounds=None, absgrad=None, meta=None):
+    """``meta``, if given, receives ``means2d`` (its gradient retained) and ``radii``."""
     covars, _ = _quat_scale_to_covar_preci(scene["quats"], scene["scales"], True, False, triu=False)
     radii, means2d, depths, conics, compensations = _fully_fused_projection(
         scene["means"], covars, scene["viewmats"], scene["Ks"], scene["width"], scene["height"],
         calc_compensations=rasterize_mode == "antialiased",
     )
+    if meta is not None:
+        if means2d.requires_grad:
+            means2d.retain_grad()
+        meta.update(means2d=means2d, radii=radii)
     num_cameras = scene["viewmats"].shape[0]
     opacities = scene["opacities"].expand(num_cameras, -1)
     if compensations is not None:
@@ -265,6 +276,11 @@ def test_early_stop_matches_brute_force_and_skips_pairs(opacity, scale, count, s
     torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
     for name in PARAMS:
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    means2d_grad, absgrad, radii = densification_inputs(rasterization_torch, scene)
+    ref_means2d_grad, ref_absgrad, ref_radii = densification_inputs(brute_force_rasterization, scene)
+    assert torch.equal(radii, ref_radii)
+    torch.testing.assert_close(means2d_grad, ref_means2d_grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(absgrad, ref_absgrad, atol=1e-4, rtol=1e-4)
     _, _, meta = rasterization_torch(**scene)
     monkeypatch.setattr(rasterizer, "_LOG_TRANSMITTANCE_DONE", -math.inf)  # early stop off: every pair
     _, _, meta_all = rasterization_torch(**scene)
@@ -273,3 +289,59 @@ def test_early_stop_matches_brute_force_and_skips_pairs(opacity, scale, count, s
         assert saturated > 0.1 and meta["n_pairs"] < 0.7 * meta_all["n_pairs"]
     else:
         assert saturated == 0 and meta["n_pairs"] == meta_all["n_pairs"]
+
+
+def densification_inputs(fn, scene):
+    """What the densification strategy reads: ``means2d.grad``, ``means2d.absgrad`` and ``radii``."""
+    inputs = {k: (v.clone().requires_grad_(True) if k in PARAMS else v) for k, v in scene.items()}
+    absgrad = torch.zeros(scene["viewmats"].shape[0], scene["means"].shape[0], 2, dtype=torch.float64)
+    if fn is rasterization_torch:
+        image, alpha, meta = rasterization_torch(**inputs, absgrad=True)
+        meta["means2d"].retain_grad()
+    else:
+        meta = {}
+        image, alpha = fn(inputs, absgrad=absgrad, meta=meta)
+    weights = torch.linspace(0.5, 1.5, image.numel(), dtype=image.dtype).reshape(image.shape)
+    ((image * weights).sum() + (alpha**2).sum()).backward()
+    assert meta["means2d"].grad.abs().max() > 0
+    return meta["means2d"].grad, meta["means2d"].absgrad if fn is rasterization_torch else absgrad, meta["radii"]
+
+
+def test_needle_gaussians_match_brute_force():
+    """Long thin rotated Gaussians: the per-row ellipse bounds of the pair finding must cover every
+    pixel with ``alpha >= 1/255``, also where the ellipse is far from its bounding box."""
+    scene = random_scene(seed=21, num_gaussians=40, width=64, height=48)
+    g = torch.Generator().manual_seed(21)
+    scene["scales"] = torch.stack([torch.rand(40, generator=g, dtype=torch.float64) * 0.6 + 0.3, torch.full((40,), 0.004, dtype=torch.float64),
+                                   torch.full((40,), 0.004, dtype=torch.float64)], 1)
+    image, alpha, grads = render_and_grads(ours, scene)
+    ref_image, ref_alpha, ref_grads = render_and_grads(brute_force_rasterization, scene)
+    assert (ref_alpha > 0).float().mean() > 0.1, "the needles should cover a good part of the image"
+    torch.testing.assert_close(image, ref_image, atol=1e-4, rtol=0)
+    torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
+    for name in PARAMS:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_float32_gradients_match_float64_brute_force():
+    """Training runs in float32: values and gradients (to 1e-4 of the largest) stay those of the float64
+    brute force where pixels saturate (fails if the transmittance is summed in float32)."""
+    scene64 = saturating_scene(seed=13, num_gaussians=120, opacity=0.9, scale=0.3)
+    scene32 = {k: (v.float() if torch.is_tensor(v) else v) for k, v in scene64.items()}
+    image, alpha, grads = render_and_grads(ours, scene32)
+    ref_image, ref_alpha, ref_grads = render_and_grads(brute_force_rasterization, scene64)
+    assert (ref_alpha > 1 - 1e-3).float().mean() > 0.1, "some pixels should saturate"
+    torch.testing.assert_close(image.double(), ref_image, atol=1e-4, rtol=0)
+    for name in PARAMS:
+        scale = ref_grads[name].abs().max()
+        torch.testing.assert_close(grads[name].double(), ref_grads[name], atol=1e-4 * scale, rtol=1e-3, msg=lambda m: f"{name}: {m}")
+
+
+def test_nothing_visible_renders_background_and_zero_gradients():
+    scene = random_scene(seed=3)
+    scene["means"] = scene["means"] * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # all behind the cameras
+    image, alpha, grads = render_and_grads(ours, scene, backgrounds=torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64))
+    assert torch.equal(alpha, torch.zeros_like(alpha))
+    assert torch.equal(image[1], torch.tensor([1.0, 0.0, 0.3], dtype=torch.float64).expand_as(image[1]))
+    for name in PARAMS:
+        assert grads[name] is None or torch.equal(grads[name], torch.zeros_like(grads[name])), name
