@@ -1,7 +1,7 @@
 """Restorer presets: the inference settings of stage 1 (heatmap) and stage 2 (AATF restore).
 
-Pure data; imports nothing from nerfstudio (or from ``restorer``), so the
-restorer can use it on a GPU box that only restores videos.
+Pure data, owned by the restorer: resolving a preset into a loaded restorer (roots, schedule, memory
+profile) is :mod:`restorer.construction`'s job.
 
 * ``full`` -- the released weights with the official inference conventions (DESIGN.md Sec. 3a):
   LTX-Video 0.9.8-distilled 13B + the two ArtifactWorld LoRAs, 8 Euler steps per stage on LTX's
