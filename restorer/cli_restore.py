@@ -163,24 +163,30 @@ def load_heatmap(path: Path, frames: int, height: int, width: int):
     return video
 
 
+def input_videos(args: RestoreArgs) -> list[Path]:
+    """The reference videos to restore, after checking every flag that needs no model (raises InputError)."""
+    input_folder = require_folder(args.input_folder, "input folder (--input-folder)")
+    if args.heatmap_folder is not None:
+        require_folder(args.heatmap_folder, "heatmap folder (--heatmap-folder)")
+        if args.heatmap_only:
+            raise InputError("--heatmap-only and --heatmap-folder cannot be used together.")
+    for flag, value in (("--steps", args.steps), ("--heatmap-steps", args.heatmap_steps)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}.")
+    if args.output_folder.exists() and not args.output_folder.is_dir():
+        raise InputError(f"The output folder {args.output_folder} exists and is not a folder.")
+    files = list_videos(input_folder)
+    if not files:
+        raise InputError(f"The input folder {input_folder} contains no .mp4 videos.")
+    return files
+
+
 def run(args: RestoreArgs, console: Console | None = None) -> int:
     console = console or Console()
     err_console = Console(stderr=True)
     try:
-        input_folder = require_folder(args.input_folder, "input folder (--input-folder)")
-        if args.heatmap_folder is not None:
-            require_folder(args.heatmap_folder, "heatmap folder (--heatmap-folder)")
-            if args.heatmap_only:
-                raise InputError("--heatmap-only and --heatmap-folder cannot be used together.")
-        for flag, value in (("--steps", args.steps), ("--heatmap-steps", args.heatmap_steps)):
-            if value is not None and value < 1:
-                raise InputError(f"{flag} must be at least 1, got {value}.")
-        if args.output_folder.exists() and not args.output_folder.is_dir():
-            raise InputError(f"The output folder {args.output_folder} exists and is not a folder.")
         rank, world = process_index()
-        files = list_videos(input_folder)
-        if not files:
-            raise InputError(f"The input folder {input_folder} contains no .mp4 videos.")
+        files = input_videos(args)
     except InputError as err:
         print_error(err_console, str(err))
         return 2
