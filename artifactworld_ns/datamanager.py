@@ -341,11 +341,9 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         if self._restorer is None:
             from artifactworld_ns.restorer import ArtifactRestorer
 
-            overrides = {"device": str(self.device)}
+            overrides = {"device": str(self.device), **_profile_overrides(self.config)}
             if self.config.restorer_steps is not None:
                 overrides["num_inference_steps"] = self.config.restorer_steps
-            if self.config.restorer_profile is not None:
-                overrides.update(memory_profile=self.config.restorer_profile, force_memory_profile=self.config.restorer_force)
             self._restorer = ArtifactRestorer.from_preset(self.config.restorer_preset, **overrides)
         elif torch.device(self.device).type == "cuda":
             self._restorer.to(self.device)
@@ -383,13 +381,19 @@ def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
         stop(f"--pipeline.datamanager.clips-per-round {config.clips_per_round} must be at least 1.")
 
 
+def _profile_overrides(config: ArtifactWorldDataManagerConfig) -> Dict:
+    """The restorer preset overrides of --pipeline.datamanager.restorer-profile / restorer-force."""
+    if config.restorer_profile is None:
+        return {}
+    return {"memory_profile": config.restorer_profile, "force_memory_profile": config.restorer_force}
+
+
 def _check_restorer_weights(config: ArtifactWorldDataManagerConfig) -> None:
     """Before training: a preset whose weights are missing fails now, not at each round."""
     if config.restorer_preset in ("full", "tiny") and (config.restore_steps is None or len(config.restore_steps) > 0):
         from artifactworld_ns.restorer import ArtifactRestorer, RestorerInputError
 
         try:
-            profile = {"memory_profile": config.restorer_profile, "force_memory_profile": config.restorer_force}
-            ArtifactRestorer.check_weights(config.restorer_preset, **profile)
+            ArtifactRestorer.check_weights(config.restorer_preset, **_profile_overrides(config))
         except RestorerInputError as error:
             stop(f"{error} (Or train without restoration rounds: --pipeline.datamanager.restore-steps with no steps.)")

@@ -318,9 +318,7 @@ def predictions(weights: dict, blocks: dict, vae_full: dict) -> dict:
     for name, profile in PROFILES.items():
         row = next(c for c in combos if (c["fp8"], c["group_offload"], c["vae_tiling"]) == (
             profile.fp8_transformer_storage, profile.group_offload, profile.vae_tiling))
-        fits = [c for c in combos if c["peak_bytes"] <= profile.gpu_gb * 1e9]
-        fastest = min(fits, key=lambda c: (c["fp8"], c["H100-SXM5-80GB"]["clip"])) if fits else None
-        profiles[name] = {"row": row, "fits": row["peak_bytes"] <= profile.gpu_gb * 1e9, "fastest_fitting_bf16_first": fastest}
+        profiles[name] = {"row": row, "fits": row["peak_bytes"] <= profile.gpu_gb * 1e9}
     load_s = (
         weights["transformer_bf16"] + weights["transformer_blocks"] * weights["lora_block_both_adapters"] + weights["vae_bf16"]
     ) / (DISK_GBPS * 1e9)
@@ -345,13 +343,14 @@ def predictions(weights: dict, blocks: dict, vae_full: dict) -> dict:
 
 
 def official_two_process(weights: dict, figures, step_flops: dict, vae_flops: dict) -> dict:
-    """The official scripts: one process per stage, each loading the bf16 backbone and T5 and running T5."""
-    backbone = weights["transformer_bf16"] + weights["vae_bf16"] + weights["lora_block_both_adapters"] // 2 * weights["transformer_blocks"]
-    load_s = (backbone + weights["text_encoder_bf16"]) / (DISK_GBPS * 1e9)
-    peak = (
-        weights["transformer_bf16"] + weights["lora_block_both_adapters"] // 2 * weights["transformer_blocks"] + weights["vae_bf16"]
-        + weights["text_encoder_bf16"] + max(figures.activations.values())
-    )
+    """The official scripts: one process per stage, each loading the bf16 backbone (with its one adapter) and
+    T5, running T5 and keeping it on the GPU; peak by the same formula as the profiles."""
+    from artifactworld_ns.restorer.memory_profiles import ALLOCATOR_SLACK, CUDA_OVERHEAD
+
+    one_adapter = weights["lora_block_both_adapters"] // 2 * weights["transformer_blocks"]
+    resident = weights["transformer_bf16"] + one_adapter + weights["vae_bf16"] + weights["text_encoder_bf16"]
+    load_s = resident / (DISK_GBPS * 1e9)
+    peak = CUDA_OVERHEAD + resident + int(ALLOCATOR_SLACK * max(figures.activations.values()))
     out = {"peak_bytes_if_t5_stays_on_gpu": peak, "load_seconds_per_stage": load_s}
     for name, gpu in GPUS.items():
         ours = seconds_per_clip(gpu, figures, step_flops, vae_flops, False, False, False)

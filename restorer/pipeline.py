@@ -142,8 +142,8 @@ class ArtifactRestorer(StageRunner):
             allow_download=preset.allow_download, max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
             transformer_source=preset.transformer_source, transformer_config=preset.transformer_config,
             transformer_num_layers=preset.transformer_num_layers, group_offload=preset.group_offload,
+            fp8_transformer_storage=preset.fp8_transformer_storage, vae_tiling=preset.vae_tiling,
         )
-        restorer.apply_memory_options(vae_tiling=preset.vae_tiling, fp8_transformer_storage=preset.fp8_transformer_storage)
         return restorer
 
     def apply_memory_options(
@@ -188,12 +188,14 @@ class ArtifactRestorer(StageRunner):
         transformer_config: str = "ltxv-13b",
         transformer_num_layers: int | None = None,
         group_offload: bool = False,
+        fp8_transformer_storage: bool = False,
+        vae_tiling: bool = False,
     ) -> "ArtifactRestorer":
         """Load the cached prompt embeddings, the backbone and the requested LoRA adapters from three roots.
 
         The prompts come first: on a first run the text encoder is loaded, used and freed before the
-        backbone, so the two never share the GPU. With ``group_offload`` the transformer stays on the CPU
-        and is offloaded block by block (:meth:`apply_memory_options`).
+        backbone, so the two never share the GPU. The memory options are applied once, at the end
+        (:meth:`apply_memory_options`); with ``group_offload`` the transformer is loaded on the CPU.
 
         Loading leaves torch's global random state as it was (peft initialises the adapter layers
         randomly before their weights are copied in), so a training run that loads the restorer
@@ -219,7 +221,7 @@ class ArtifactRestorer(StageRunner):
                 load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
             restorer = cls(backbone.transformer, backbone.vae, backbone.scheduler, prompts, roots, settings or RestorerSettings(), progress)
         restorer.execution_device = device
-        return restorer.apply_memory_options(group_offload=group_offload)
+        return restorer.apply_memory_options(vae_tiling, fp8_transformer_storage, group_offload)
 
     # ------------------------------------------------------------------ devices
 
