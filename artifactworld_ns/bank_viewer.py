@@ -1,5 +1,5 @@
 """The pseudo-view bank in nerfstudio's viewer: frustums with their restored images, as nerfstudio draws
-training cameras (viser calls; the datamanager's checkbox toggles them)."""
+training cameras (viser calls; the pipeline's checkbox toggles them)."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def run_demo(args: DemoArgs) -> Path:
         "--machine.device-type", "cpu",
         "--max-num-iterations", str(args.max_num_iterations),
         "--pipeline.datamanager.train-view-ratio", str(args.train_view_ratio),
-        "--pipeline.datamanager.restore-steps", str(step),
+        "--pipeline.restore-steps", str(step),
         "--vis", "tensorboard",
         "--viewer.quit-on-train-completion", "True",
     ]

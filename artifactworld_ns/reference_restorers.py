@@ -88,7 +88,7 @@ class OracleRestorer:
         if not path.is_file():
             raise ReferenceRestorerError(
                 f"The oracle restorer needs the scene's ground truth, {path}, which only aw-demo-scene writes; "
-                "use a scene made by aw-demo-scene or another --pipeline.datamanager.restorer-preset."
+                "use a scene made by aw-demo-scene or another --pipeline.restorer-preset."
             )
         saved = torch.load(path, map_location="cpu", weights_only=True)
         gaussians = {k: saved[k].float() for k in ("means", "quats", "scales", "opacities", "colors")}

@@ -14,7 +14,25 @@ from artifactworld_ns.cameras import anchor_image
 
 
 def render_frames(pipeline, cameras, obb_box=None, background=None, progress=None, description: str = "rendering") -> tuple[Tensor, Tensor]:
-    """Render every camera: rgb ``[N, H, W, 3]`` and accumulation ``[N, H, W]`` on the CPU, in ``[0, 1]``."""
+    """Render every camera in eval mode: rgb ``[N, H, W, 3]`` and accumulation ``[N, H, W]`` on the CPU, in ``[0, 1]``.
+
+    ``aw-render`` renders its paths with it, and the training pipeline its restoration rounds' clips.
+    """
+    with _eval_mode(pipeline.model):
+        return _render_frames(pipeline, cameras, obb_box, background, progress, description)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _render_frames(pipeline, cameras, obb_box, background, progress, description) -> tuple[Tensor, Tensor]:
     from nerfstudio.model_components import renderers
 
     rgbs, alphas = [], []

@@ -32,7 +32,7 @@ def trainer_for(scene: Path, out: Path, name: str, iterations: int, baseline: bo
     config = artifactworld_tiny_config()
     config.machine.device_type = device
     config.pipeline.datamanager.data = scene
-    config.pipeline.datamanager.restore_steps = (1,)
+    config.pipeline.restore_steps = (1,)
     if baseline:
         config.pipeline.datamanager = FullImageDatamanagerConfig(
             data=scene, dataparser=config.pipeline.datamanager.dataparser, cache_images="gpu", cache_images_type="uint8"

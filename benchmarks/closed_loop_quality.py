@@ -54,9 +54,9 @@ def train_run(scene: Path, out: Path, name: str, iterations: int, ratio: float) 
     config.pipeline.datamanager.train_view_ratio = ratio
     config.pipeline.datamanager.view_selection = "even"
     if name == "none":
-        config.pipeline.datamanager.restore_steps = ()
+        config.pipeline.restore_steps = ()
     else:
-        config.pipeline.datamanager.restorer_preset = name
+        config.pipeline.restorer_preset = name
     config.max_num_iterations = iterations
     config.steps_per_save = iterations
     config.steps_per_eval_image = iterations + 1

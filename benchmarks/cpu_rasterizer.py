@@ -162,7 +162,7 @@ def fox_config(data: Path, iterations: int, timestamp: str):
     config = artifactworld_tiny_config()
     config.pipeline.datamanager.data = data
     config.pipeline.datamanager.train_view_ratio = 0.15
-    config.pipeline.datamanager.restore_steps = ()
+    config.pipeline.restore_steps = ()
     config.pipeline.model.random_init = True
     config.max_num_iterations = iterations
     config.steps_per_save = config.steps_per_eval_image = 1_000_000  # nothing but training steps in the timing

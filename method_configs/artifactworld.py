@@ -9,11 +9,11 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
 from artifactworld_ns.model import ArtifactWorldModelConfig
+from artifactworld_ns.pipeline import ArtifactWorldPipelineConfig
 from artifactworld_ns.preflight import ArtifactWorldTrainerConfig
 
 TINY_UNTRAINED_NOTE = "tiny restorer preset: random weights, UNTRAINED - for CPU demos and CI, not for results"
@@ -54,13 +54,13 @@ def artifactworld_config() -> ArtifactWorldTrainerConfig:
         steps_per_eval_all_images=1000,
         max_num_iterations=max_steps,
         mixed_precision=False,
-        pipeline=VanillaPipelineConfig(
+        pipeline=ArtifactWorldPipelineConfig(
             datamanager=ArtifactWorldDataManagerConfig(
                 dataparser=NerfstudioDataParserConfig(load_3D_points=True),
                 cache_images_type="uint8",
-                restorer_preset="full",
             ),
             model=ArtifactWorldModelConfig(),
+            restorer_preset="full",
         ),
         optimizers=splatfacto_optimizers(max_steps),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
@@ -80,15 +80,11 @@ def artifactworld_tiny_config() -> ArtifactWorldTrainerConfig:
         max_num_iterations=max_steps,
         mixed_precision=False,
         machine=MachineConfig(device_type="cpu"),
-        pipeline=VanillaPipelineConfig(
+        pipeline=ArtifactWorldPipelineConfig(
             datamanager=ArtifactWorldDataManagerConfig(
                 dataparser=NerfstudioDataParserConfig(load_3D_points=True),
                 cache_images="cpu",
                 cache_images_type="uint8",
-                restorer_preset="tiny",
-                restore_fractions=(1 / 3, 2 / 3),
-                clips_per_round=2,
-                clip_frames=17,
             ),
             model=ArtifactWorldModelConfig(
                 num_downscales=0,
@@ -101,6 +97,10 @@ def artifactworld_tiny_config() -> ArtifactWorldTrainerConfig:
                 num_random=5000,
                 random_scale=2.0,
             ),
+            restorer_preset="tiny",
+            restore_fractions=(1 / 3, 2 / 3),
+            clips_per_round=2,
+            clip_frames=17,
         ),
         optimizers=splatfacto_optimizers(max_steps),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),

@@ -35,11 +35,12 @@ def small_demo_scene(tmp_path_factory) -> Path:
 
 def tiny_trainer(
     scene: Path, out: Path, *, steps: int, timestamp: str = "run", restore_steps=(40,), load_dir=None,
-    experiment: str = "loop", eval_every: int | None = None, **datamanager,
+    experiment: str = "loop", eval_every: int | None = None, **options,
 ):
     """An ``artifactworld-tiny`` trainer set up as ``ns-train`` sets it up (seeded, config.yml written).
 
-    ``datamanager`` sets ``--pipeline.datamanager.*`` options; ``restore_steps=()`` trains without rounds.
+    ``options`` set ``--pipeline.*`` round options (restorer_preset, clip_frames, ...) or else
+    ``--pipeline.datamanager.*`` ones (train_view_ratio, ...); ``restore_steps=()`` trains without rounds.
     """
     from nerfstudio.scripts.train import _set_random_seed
 
@@ -47,9 +48,9 @@ def tiny_trainer(
 
     config = artifactworld_tiny_config()
     config.pipeline.datamanager.data = scene
-    config.pipeline.datamanager.restore_steps = restore_steps
-    for key, value in datamanager.items():
-        setattr(config.pipeline.datamanager, key, value)
+    config.pipeline.restore_steps = restore_steps
+    for key, value in options.items():
+        setattr(config.pipeline if hasattr(config.pipeline, key) else config.pipeline.datamanager, key, value)
     config.max_num_iterations = steps
     config.steps_per_save = steps
     if eval_every is not None:

@@ -30,16 +30,17 @@ def ns_train(config, capsys) -> str:
     return text
 
 
-def tiny(data, out: Path, **datamanager):
+def tiny(data, out: Path, **options):
+    """The tiny method on ``data``; ``options`` set ``--pipeline.*`` round options, else ``--pipeline.datamanager.*`` ones."""
     config = artifactworld_tiny_config()
     config.data = None
     config.pipeline.datamanager.data = data
     config.output_dir = out
     config.vis = "tensorboard"
     config.max_num_iterations = 4
-    config.pipeline.datamanager.restore_steps = ()
-    for key, value in datamanager.items():
-        setattr(config.pipeline.datamanager, key, value)
+    config.pipeline.restore_steps = ()
+    for key, value in options.items():
+        setattr(config.pipeline if hasattr(config.pipeline, key) else config.pipeline.datamanager, key, value)
     return config
 
 
@@ -157,7 +158,7 @@ def test_output_path_under_a_file(small_demo_scene, tmp_path, capsys):
 def test_full_preset_without_weights_fails_before_training(small_demo_scene, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     config = tiny(small_demo_scene, tmp_path / "out", restorer_preset="full")
-    config.pipeline.datamanager.restore_steps = None  # the default schedule: rounds will run
+    config.pipeline.restore_steps = None  # the default schedule: rounds will run
     text = ns_train(config, capsys)
     assert "hf download buaadwxl/ArtifactWorld" in text and "restore-steps with no steps" in text
     assert not list((tmp_path / "out").rglob("step-*.ckpt")), "nothing was trained"
@@ -204,13 +205,16 @@ def test_bundled_ffmpeg_is_found_without_the_venv_on_path(tmp_path, monkeypatch)
 
 
 def test_evaluating_a_full_preset_run_needs_no_weights(small_demo_scene, tmp_path, monkeypatch):
-    """ns-eval, ns-render and the viewer load a run's datamanager in test mode: no weights check there."""
+    """ns-eval, ns-render and the viewer load a run's pipeline in test mode: no weights check there."""
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
     from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
+    from artifactworld_ns.pipeline import ArtifactWorldPipelineConfig
 
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
-    config = ArtifactWorldDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=small_demo_scene), train_view_ratio=0.5)
+    config = ArtifactWorldPipelineConfig(
+        datamanager=ArtifactWorldDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=small_demo_scene), train_view_ratio=0.5)
+    )
     assert config.restorer_preset == "full"
-    datamanager = config.setup(device="cpu", test_mode="test")
-    assert len(datamanager.train_dataset) == 6
+    pipeline = config.setup(device="cpu", test_mode="test")
+    assert len(pipeline.datamanager.train_dataset) == 6

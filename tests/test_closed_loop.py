@@ -79,7 +79,7 @@ def test_restorer_failure_is_logged_and_training_continues(small_demo_scene, tmp
     def out_of_memory():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
 
-    monkeypatch.setattr(datamanager, "_get_restorer", out_of_memory)
+    monkeypatch.setattr(trainer.pipeline, "_get_restorer", out_of_memory)
     trainer.train()
     assert [r.status.split(":")[0] for r in datamanager.bank.rounds] == ["failed"]
     assert "out of memory" in datamanager.bank.rounds[0].status and len(datamanager.bank) == 0
@@ -91,7 +91,7 @@ def test_restorer_failure_is_logged_and_training_continues(small_demo_scene, tmp
     "settings, message",
     [
         (dict(train_view_ratio=0.1), "keeps 1 of 12 views for training"),
-        (dict(restore_steps=(200,)), "--pipeline.datamanager.restore-steps 200 is beyond the last iteration (9)"),
+        (dict(restore_steps=(200,)), "--pipeline.restore-steps 200 is beyond the last iteration (9)"),
         (dict(clip_frames=20), "Clip length 20 is not 8n+1"),
     ],
 )

@@ -62,8 +62,8 @@ def test_oracle_rounds_beat_no_rounds(runs):
 def test_bank_frames_are_the_ground_truth_at_their_cameras(runs):
     from artifactworld_ns.cameras import pinhole_cameras
 
-    datamanager = runs["oracle"].pipeline.datamanager
-    bank, oracle = datamanager.bank, datamanager._restorer
+    pipeline = runs["oracle"].pipeline
+    bank, oracle = pipeline.datamanager.bank, pipeline._restorer
     assert [(r.step, r.status) for r in bank.rounds] == [(step, "ok") for step in ROUND_STEPS]
     assert len(bank) == len(ROUND_STEPS) * 2 * 15  # rounds x 2 clips x the 15 inner frames of a 17-frame clip
     for index, view in enumerate(bank.views):

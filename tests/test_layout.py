@@ -11,8 +11,8 @@ def test_methods_are_registered_with_nerfstudio():
     full = registered["artifactworld"].load()
     tiny = registered["artifactworld-tiny"].load()
     assert full.config.method_name == "artifactworld"
-    assert full.config.pipeline.datamanager.restorer_preset == "full"
+    assert full.config.pipeline.restorer_preset == "full"
     assert tiny.config.method_name == "artifactworld-tiny"
-    assert tiny.config.pipeline.datamanager.restorer_preset == "tiny"
+    assert tiny.config.pipeline.restorer_preset == "tiny"
     assert tiny.config.machine.device_type == "cpu"
     assert "UNTRAINED" in tiny.description

@@ -35,7 +35,7 @@ def tiny_trained_run(root: Path) -> Path:
     config.experiment_name = "render"
     config.timestamp = "run"
     config.viewer.quit_on_train_completion = True
-    config.pipeline.datamanager.restore_steps = ()  # no closed-loop rounds: only the checkpoint is needed
+    config.pipeline.restore_steps = ()  # no closed-loop rounds: only the checkpoint is needed
     train_main(config)
     run = root / "out" / "render" / "artifactworld-tiny" / "run"
     assert sorted((run / "nerfstudio_models").glob("*.ckpt")), "training wrote no checkpoint"

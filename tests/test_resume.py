@@ -132,8 +132,8 @@ def test_eval_render_and_viewer_frustums_work_on_the_resumed_run(runs, run_cli, 
         def add_camera_frustum(self, name, image, **kwargs):
             added.append((name, image.shape))
 
-    datamanager = resumed.pipeline.datamanager
-    datamanager.viewer_control.viser_server = type("Server", (), {"scene": Scene()})()
-    datamanager.show_bank_checkbox.value = True
-    datamanager.show_bank_in_viewer()
-    assert len(added) == len(datamanager.bank) == 60
+    pipeline = resumed.pipeline
+    pipeline.viewer_control.viser_server = type("Server", (), {"scene": Scene()})()
+    pipeline.show_bank_checkbox.value = True
+    pipeline.show_bank_in_viewer()
+    assert len(added) == len(pipeline.datamanager.bank) == 60

@@ -76,7 +76,7 @@ def test_ns_train_help_documents_options(method, run_cli):
     result = run_cli("ns-train", method, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     text = " ".join(result.stdout.split())
-    assert "--pipeline.datamanager.restorer-preset" in text
+    assert "--pipeline.restorer-preset" in text
     assert "Restorer of the method's restoration rounds" in text
     assert "--pipeline.model.warmup-length" in text and "period of steps where refinement is turned off" in text
 

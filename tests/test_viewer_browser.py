@@ -59,7 +59,7 @@ def viewer_run(small_demo_scene, tmp_path):
     command = [
         str(Path(sys.executable).parent / "ns-train"), "artifactworld-tiny", "--data", str(small_demo_scene),
         "--machine.device-type", "cpu", "--pipeline.datamanager.train-view-ratio", "0.34",
-        "--pipeline.datamanager.restore-steps", "99990", "--max-num-iterations", "100000",
+        "--pipeline.restore-steps", "99990", "--max-num-iterations", "100000",
         "--vis", "viewer", "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port),
         "--output-dir", str(tmp_path / "out"), "--experiment-name", "viewer", "--timestamp", "run",
     ]
