@@ -1,10 +1,17 @@
-"""Checkpoints of a training run (:mod:`restorer.training`): ``OUTPUT/checkpoints/step-N/`` holds the raw
-adapter weights, the optimizer and LR-scheduler state, each process's sampling state and ``state.json``
-(written last: it marks the checkpoint complete)."""
+"""Checkpoints of a training run (:mod:`restorer.training`), written by ``accelerator.save_state`` and read by
+``accelerator.load_state``.
+
+``OUTPUT/checkpoints/step-N/`` holds ``adapter.safetensors`` (the raw adapter weights, written by the save
+hook in place of accelerate's full ``model.safetensors``: the production backbone has 13B frozen weights),
+accelerate's ``optimizer.bin``, ``scheduler.bin`` (with the linear schedule), ``random_states_<process>.pkl``
+and ``custom_checkpoint_0.pkl`` (every process's sampling state, :class:`SamplingState`), and ``state.json``
+(written last: it marks the checkpoint complete).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -13,10 +20,11 @@ import torch
 from torch import nn
 
 from .errors import RestorerInputError
-from .lora_training import adapter_state_dict, save_file_atomic
-from .pairs import atomic_torch_save
+from .lora_training import adapter_state_dict, load_raw_adapter, save_file_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_FILE = "adapter.safetensors"
+ACCELERATE_OPTIMIZER_FILE = "optimizer.bin"  # accelerate's OPTIMIZER_NAME + ".bin": marks a checkpoint of save_state
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -34,40 +42,89 @@ def config_dict(config, **extra) -> dict:
     return data
 
 
-def save_sampling_state(folder: Path, process_index: int, generator: torch.Generator, pending: list[int]) -> None:
-    """Each process's data/noise sampling state (its generator and the epoch's pairs it has not used yet)."""
-    atomic_torch_save({"generator": generator.get_state(), "pending": list(pending)}, folder / f"sampling-rank{process_index}.pt")
+class SamplingState:
+    """This process's data/noise sampling state: its generator and the epoch's pairs it has not used yet.
+
+    Registered with ``accelerator.register_for_checkpointing`` (replaces the hand-written ``sampling-rank<i>.pt``
+    files). accelerate writes a registered object's ``state_dict`` from the main process only, so
+    ``state_dict`` gathers every process's state (``accelerate.utils.gather_object``) and ``load_state_dict``
+    takes this process's entry: a process beyond the saved ones (resuming with more processes) starts fresh.
+    """
+
+    def __init__(self, generator: torch.Generator, size: int, process_index: int, num_processes: int) -> None:
+        self.generator, self.size = generator, size
+        self.process_index, self.num_processes = process_index, num_processes
+        self.pending: list[int] = []
+
+    def next_index(self) -> int:
+        """The next pair of this process's shard, drawing a new epoch order from the generator when the last is used."""
+        if not self.pending:
+            order = torch.randperm(self.size, generator=self.generator).tolist()
+            self.pending.extend(order[self.process_index :: self.num_processes] or order[:1])
+        return self.pending.pop(0)
+
+    def state_dict(self) -> dict:
+        from accelerate.utils import gather_object
+
+        mine = {"generator": self.generator.get_state(), "pending": list(self.pending)}
+        return {"processes": gather_object([mine])}
+
+    def load_state_dict(self, state: dict) -> None:
+        processes = state["processes"]
+        if self.process_index < len(processes):
+            self.generator.set_state(processes[self.process_index]["generator"])
+            self.pending[:] = [i for i in processes[self.process_index]["pending"] if i < self.size]
 
 
-def save_checkpoint(output_dir: Path, step: int, transformer: nn.Module, adapter: str, optimizer, scheduler, config) -> Path:
-    """``step-N/``: raw adapter weights, optimizer and LR-scheduler state, and ``state.json`` (written last: marks it complete)."""
+def register_adapter_hooks(accelerator, adapter: str) -> None:
+    """Make ``save_state`` / ``load_state`` keep only the adapter of the prepared transformer (diffusers'
+    ``train_dreambooth_lora*.py`` hooks): the save hook writes ``adapter.safetensors`` and pops the full
+    state dict from ``weights``; the load hook pops the model from ``models`` and loads the adapter itself."""
+
+    def save_adapter(models: list[nn.Module], weights: list, output_dir: str) -> None:
+        if accelerator.is_main_process:
+            for model in models:
+                state = adapter_state_dict(accelerator.unwrap_model(model), adapter, release=False)
+                save_file_atomic(state, Path(output_dir) / ADAPTER_FILE)
+        weights.clear()  # nothing else of the model is written (accelerate saves what is left in `weights`)
+
+    def load_adapter(models: list[nn.Module], input_dir: str) -> None:
+        from safetensors.torch import load_file
+
+        while models:  # popped: accelerate loads what is left in `models` from model.safetensors
+            model = models.pop()
+            state = load_file(str(Path(input_dir) / ADAPTER_FILE))
+            load_raw_adapter(accelerator.unwrap_model(model), adapter, state, str(input_dir))
+
+    accelerator.register_save_state_pre_hook(save_adapter)
+    accelerator.register_load_state_pre_hook(load_adapter)
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, config) -> Path:
+    """``step-N/`` by ``accelerator.save_state`` (replaces the hand-written adapter, optimizer, scheduler and
+    sampling files; every process takes part), then ``state.json`` from the main process (written last: marks it complete)."""
     folder = Path(output_dir) / CHECKPOINTS_DIR / f"step-{step}"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file_atomic(adapter_state_dict(transformer, adapter, release=False), folder / "adapter.safetensors")
-    atomic_torch_save(optimizer.state_dict(), folder / "optimizer.pt")
-    atomic_torch_save(scheduler.state_dict() if scheduler is not None else None, folder / "scheduler.pt")
-    (folder / "state.json").write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
+    accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp = folder / f".state.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
+        os.replace(tmp, folder / "state.json")
     return folder
 
 
-def load_checkpoint_state(ckpt: Path, optimizer, scheduler) -> int:
-    """Restore optimizer and LR-scheduler state from ``step-N/``; return N."""
-    if not (ckpt / "scheduler.pt").exists():
+def load_checkpoint(accelerator, ckpt: Path, has_scheduler: bool) -> int:
+    """Restore adapter, optimizer, LR schedule, RNG and sampling state from ``step-N/`` by
+    ``accelerator.load_state`` (replaces the hand-written loads); return N."""
+    if not (ckpt / ACCELERATE_OPTIMIZER_FILE).exists():
         raise RestorerInputError(
-            f"The checkpoint {ckpt} has no scheduler.pt (it predates the official LR schedule); start a new run "
+            f"The checkpoint {ckpt} was written by an older aw-train-lora (it has no accelerate state); start a new run "
             "in another --output-dir."
         )
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
-    state = torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False)
-    if scheduler is not None and state is not None:
-        scheduler.load_state_dict(state)
+    if has_scheduler and not (ckpt / "scheduler.bin").exists():
+        raise RestorerInputError(f"The checkpoint {ckpt} was written with --lr-schedule constant; resume it with the same setting.")
+    accelerator.load_state(str(ckpt))
+    # Checkpoints sit on optimizer-step boundaries: count micro-batches afresh, so that accelerate's
+    # accumulate() syncs on this run's --gradient-accumulation-steps boundaries.
+    accelerator.step = 0
     return int(json.loads((ckpt / "state.json").read_text())["global_step"])
-
-
-def load_sampling_state(ckpt: Path, process_index: int, generator: torch.Generator, pending: list[int], size: int) -> None:
-    """Restore this process's generator and unused pairs (below ``size``) from ``step-N/``, when saved there."""
-    sampling = ckpt / f"sampling-rank{process_index}.pt"
-    if sampling.exists():  # absent when resuming with more processes than before: fresh sampling state
-        state = torch.load(sampling, map_location="cpu", weights_only=False)
-        generator.set_state(state["generator"])
-        pending.extend(i for i in state["pending"] if i < size)

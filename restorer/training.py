@@ -13,6 +13,11 @@ to 0.1 over the run's steps, gradient-norm clipping at 1.0; optimizer and schedu
 ``accelerate.prepare`` as in the official ``_init_optimizer`` (so with N processes accelerate steps
 the scheduler N times per optimizer step, as the official run did).
 
+**Loop plumbing (accelerate).** Gradient accumulation by ``Accelerator(gradient_accumulation_steps)`` and
+``accumulate``; checkpoints by ``save_state`` / ``load_state`` (adapter-only hooks and the registered
+sampling state: :mod:`restorer.checkpoints`); logging by accelerate's trackers (``init_trackers``, ``log``,
+``end_training``).
+
 **Output.** The adapter in the official diffusers format, ``transformer.<module>.lora_A.weight`` /
 ``lora_B.weight`` (what ``get_peft_model_state_dict`` + ``save_lora_weights`` write), under the
 release's file name, plus the ComfyUI copy ``comfy_<name>`` with ``diffusion_model.`` keys (the
@@ -29,7 +34,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,13 +43,12 @@ from torch import Tensor, nn
 
 from .aatf import STAGE2_ADAPTER
 from .checkpoints import (
-    CHECKPOINTS_DIR,
+    SamplingState,
     config_dict,
     latest_checkpoint,
-    load_checkpoint_state,
-    load_sampling_state,
+    load_checkpoint,
+    register_adapter_hooks,
     save_checkpoint,
-    save_sampling_state,
 )
 from .errors import RestorerInputError
 from .flow_matching import (
@@ -55,12 +59,7 @@ from .flow_matching import (
     sample_sigma,
 )
 from .heatmap import STAGE1_ADAPTER
-from .lora_training import (
-    add_trainable_lora,
-    comfy_path_for,
-    load_raw_adapter,
-    save_release_adapter,
-)
+from .lora_training import add_trainable_lora, comfy_path_for, save_release_adapter
 from .roots import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .train_config import DEFAULT_RANK, TrainConfig, TrainResult, total_steps, validate_config
 
@@ -99,35 +98,31 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-class _Logger:
-    def __init__(self, kind: str, folder: Path, config: TrainConfig, enabled: bool) -> None:
-        self.writer = None
-        self.wandb = None
-        if not enabled or kind == "none":
-            return
-        if kind == "wandb":
-            try:
-                import wandb
-            except ImportError:
-                raise RestorerInputError("--log-with wandb needs the wandb package; install it or use --log-with tensorboard.") from None
-            self.wandb = wandb.init(project="artifactworld-lora", config=config_dict(config), dir=str(folder))
-        else:
-            from torch.utils.tensorboard import SummaryWriter
+TRACKER_PROJECT = "artifactworld-lora"
+LOGS_DIR = "logs"
 
-            self.writer = SummaryWriter(str(folder / "logs"))
 
-    def log(self, values: dict[str, float], step: int) -> None:
-        if self.writer is not None:
-            for k, v in values.items():
-                self.writer.add_scalar(k, v, step)
-        if self.wandb is not None:
-            self.wandb.log(values, step=step)
+def make_accelerator(config: TrainConfig, cpu: bool, mixed: str):
+    """The run's Accelerator: mixed precision, gradient accumulation (``accumulate``), trackers and their folder.
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+    ``log_with`` + ``ProjectConfiguration(logging_dir=OUTPUT/logs)`` replace the hand-written TensorBoard /
+    wandb logger (TensorBoard events land in ``OUTPUT/logs/artifactworld-lora/``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, is_wandb_available
+
+    if config.log_with == "wandb" and not is_wandb_available():
+        raise RestorerInputError("--log-with wandb needs the wandb package; install it or use --log-with tensorboard.")
+    output = Path(config.output_dir)
+    return Accelerator(
+        mixed_precision=mixed, cpu=cpu, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=None if config.log_with == "none" else config.log_with,
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / LOGS_DIR)),
+    )
+
+
+def tracker_config(config: TrainConfig) -> dict:
+    """The run's settings as tracker hyperparameters (TensorBoard's hparams take only numbers, strings and booleans)."""
+    return {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in config_dict(config).items()}
 
 
 @dataclass
@@ -142,31 +137,26 @@ class _Run:
     alpha: float
     adapter: str
     accelerator: object
-    device: torch.device
     dtype: torch.dtype
     prompt: object
     params: list
-    transformer: nn.Module
+    model: nn.Module
     optimizer: object
     scheduler: object
-    generator: torch.Generator
+    sampling: SamplingState
     start: int = 0
-    indices: list[int] = field(default_factory=list)  # this epoch's pairs not yet used (this process's shard)
-    model: nn.Module | None = None
 
     @property
     def output_dir(self) -> Path:
         return Path(self.config.output_dir)
 
-    def next_item(self) -> dict:
-        if not self.indices:
-            order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
-            self.indices.extend(order[self.accelerator.process_index :: self.accelerator.num_processes] or order[:1])
-        return self.dataset[self.indices.pop(0)]
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
 
-    def micro_step(self, scale: float) -> float:
-        config, generator = self.config, self.generator
-        latents = self.next_item()
+    def micro_step(self) -> float:
+        config, generator = self.config, self.sampling.generator
+        latents = self.dataset[self.sampling.next_index()]
         tokens = math.prod(latents["z_ref"].shape[2:])
         first_frame = draw_first_frame_conditioning(config.first_frame_conditioning_p, generator)
         sigma = sample_sigma(config.timestep_sampling, tokens, generator, config.logit_std)
@@ -175,39 +165,32 @@ class _Run:
         with self.accelerator.autocast():
             prediction = predict_velocity(self.model, batch, self.prompt, self.device, self.dtype)
             loss = masked_flow_matching_loss(prediction, batch)
-        self.accelerator.backward(loss * scale)
+        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps (was: loss * 1 / accum by hand)
         return float(loss.detach())
 
     def optimizer_step(self) -> tuple[float, Tensor]:
-        """One optimizer step over the accumulated micro-batches; returns (mean loss, gradient norm)."""
-        accum = self.config.gradient_accumulation_steps
-        total = 0.0
-        for micro in range(accum):
-            sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(self.model)
-            with sync:
-                total += self.micro_step(1.0 / accum) / accum
-        max_norm = self.config.max_grad_norm
-        grad_norm = self.accelerator.clip_grad_norm_(self.params, max_norm) if max_norm > 0 else torch.zeros(())
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return total, grad_norm
+        """One optimizer step over the accumulated micro-batches; returns (mean loss, gradient norm).
 
-    def checkpoint(self, step: int) -> None:
-        folder = self.output_dir / CHECKPOINTS_DIR / f"step-{step}"
-        save_sampling_state(folder, self.accelerator.process_index, self.generator, self.indices)
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            save_checkpoint(self.output_dir, step, unwrapped, self.adapter, self.optimizer, self.scheduler, self.config)
+        ``accelerator.accumulate`` replaces the hand-written ``no_sync`` on all but the last micro-batch; the
+        prepared optimizer and scheduler skip their step (and zero_grad) while gradients are not synced, so
+        they step once per optimizer step as before, and gradients are clipped on the synced micro-batch only."""
+        accum, max_norm = self.config.gradient_accumulation_steps, self.config.max_grad_norm
+        total, grad_norm = 0.0, torch.zeros(())
+        for _ in range(accum):
+            with self.accelerator.accumulate(self.model):
+                total += self.micro_step() / accum
+                if self.accelerator.sync_gradients and max_norm > 0:
+                    grad_norm = self.accelerator.clip_grad_norm_(self.params, max_norm)
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        return total, grad_norm
 
 
 def _set_up(config: TrainConfig) -> _Run:
-    """Pairs, backbone, fresh adapter, optimizer, schedule and generator (restored from the latest checkpoint
-    with ``resume``), prepared by accelerate."""
-    from accelerate import Accelerator
-
+    """Pairs, backbone, fresh adapter, optimizer, schedule and generator, prepared by accelerate (and restored
+    from the latest checkpoint by ``accelerator.load_state`` with ``resume``)."""
     from .pairs import open_pairs, prompt_embeddings, resolve_preset
 
     validate_config(config)
@@ -221,33 +204,27 @@ def _set_up(config: TrainConfig) -> _Run:
     device_name = config.device or models.device
     cpu = device_name == "cpu" or not torch.cuda.is_available()
     mixed = config.mixed_precision if config.mixed_precision != "auto" else ("no" if cpu else "bf16")
-    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
-    device = accelerator.device
+    accelerator = make_accelerator(config, cpu, mixed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
 
-    transformer = load_training_transformer(models, device, dtype)
-    prompts = dataset.prompts or prompt_embeddings(models, device)
+    transformer = load_training_transformer(models, accelerator.device, dtype)
+    prompts = dataset.prompts or prompt_embeddings(models, accelerator.device)
     params = add_trainable_lora(transformer, adapter, rank, alpha, tuple(config.target_modules))
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    run = _Run(
-        config, steps, dataset, models, rank, alpha, adapter, accelerator, device, dtype, prompts[adapter], params,
-        transformer, optimizer, make_lr_scheduler(optimizer, config, steps),
-        torch.Generator().manual_seed(config.seed + 1000 * accelerator.process_index),
-    )
+    scheduler = make_lr_scheduler(optimizer, config, steps)
+    prepared = accelerator.prepare(transformer, optimizer, *([scheduler] if scheduler is not None else []))
+    generator = torch.Generator().manual_seed(config.seed + 1000 * accelerator.process_index)
+    sampling = SamplingState(generator, len(dataset), accelerator.process_index, accelerator.num_processes)
+    run = _Run(config, steps, dataset, models, rank, alpha, adapter, accelerator, dtype, prompts[adapter], params,
+               prepared[0], prepared[1], prepared[2] if scheduler is not None else None, sampling)
+    register_adapter_hooks(accelerator, adapter)
+    accelerator.register_for_checkpointing(sampling)  # saved / loaded by save_state / load_state
     run.output_dir.mkdir(parents=True, exist_ok=True)
     if config.resume and (ckpt := latest_checkpoint(run.output_dir)) is not None:
-        from safetensors.torch import load_file
-
-        load_raw_adapter(transformer, adapter, load_file(str(ckpt / "adapter.safetensors")), str(ckpt))
-        run.start = load_checkpoint_state(ckpt, optimizer, run.scheduler)
-        load_sampling_state(ckpt, accelerator.process_index, run.generator, run.indices, len(dataset))
-    if run.scheduler is not None:
-        run.model, run.optimizer, run.scheduler = accelerator.prepare(transformer, optimizer, run.scheduler)
-    else:
-        run.model, run.optimizer = accelerator.prepare(transformer, optimizer)
+        run.start = load_checkpoint(accelerator, ckpt, has_scheduler=scheduler is not None)
     return run
 
 
@@ -288,41 +265,47 @@ def _write_run_info(run: _Run, result: TrainResult) -> None:
     os.replace(tmp, result.config_path)
 
 
-def train(config: TrainConfig, console=None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train the stage's adapter; return where it was written and the per-step losses of this run."""
-    run = _set_up(config)
-    accelerator, steps = run.accelerator, run.steps
-    logger = _Logger(config.log_with, run.output_dir, config, accelerator.is_main_process)
-    adapter_path = run.output_dir / RELEASE_FILES[config.stage]
-    result = TrainResult(adapter_path, run.output_dir / f"{adapter_path.stem}.json", run.start, run.start)
-    progress_cm = _progress_bar(run, console)
+def _train_steps(run: _Run, result: TrainResult, console, on_step: Callable[[int, float], None] | None) -> None:
+    """Optimizer steps from ``run.start`` to ``run.steps``: log each (``accelerator.log``), checkpoint every
+    ``checkpoint_every`` and at the end; fills ``result``."""
+    config, steps = run.config, run.steps
     began = time.perf_counter()
     step = run.start
-    try:
-        with progress_cm as progress:
-            task = progress.add_task("train", total=steps, completed=run.start, loss="-") if progress else None
-            while step < steps:
-                total, grad_norm = run.optimizer_step()
-                step += 1
-                result.losses.append(total)
-                lr = float(run.optimizer.param_groups[0]["lr"])
-                logger.log({"train/loss": total, "train/grad_norm": float(grad_norm), "train/lr": lr}, step)
-                if on_step is not None:
-                    on_step(step, total)
-                if progress:
-                    progress.update(task, completed=step, loss=f"{total:.4f}")
-                if step % config.checkpoint_every == 0 or step == steps:
-                    run.checkpoint(step)
-    finally:
-        logger.close()
+    with _progress_bar(run, console) as progress:
+        task = progress.add_task("train", total=steps, completed=run.start, loss="-") if progress else None
+        while step < steps:
+            total, grad_norm = run.optimizer_step()
+            step += 1
+            result.losses.append(total)
+            lr = float(run.optimizer.param_groups[0]["lr"])
+            run.accelerator.log({"train/loss": total, "train/grad_norm": float(grad_norm), "train/lr": lr}, step=step)
+            if on_step is not None:
+                on_step(step, total)
+            if progress:
+                progress.update(task, completed=step, loss=f"{total:.4f}")
+            if step % config.checkpoint_every == 0 or step == steps:
+                save_checkpoint(run.accelerator, run.output_dir, step, config)
     result.seconds = time.perf_counter() - began
     result.end_step = step
     result.peak_memory_bytes = peak_memory_bytes(run.device)
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        result.comfy_path = save_release_adapter(accelerator.unwrap_model(run.model), run.adapter, result.adapter_path)
-        _write_run_info(run, result)
-    else:
-        result.comfy_path = comfy_path_for(result.adapter_path)
+
+def train(config: TrainConfig, console=None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train the stage's adapter; return where it was written and the per-step losses of this run."""
+    run = _set_up(config)
+    accelerator = run.accelerator
+    adapter_path = run.output_dir / RELEASE_FILES[config.stage]
+    result = TrainResult(adapter_path, run.output_dir / f"{adapter_path.stem}.json", run.start, run.start)
+    # init_trackers / log / end_training replace the hand-written logger (trackers run on the main process only)
+    accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config), init_kwargs={"wandb": {"dir": str(run.output_dir)}})
+    try:
+        _train_steps(run, result, console, on_step)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            result.comfy_path = save_release_adapter(accelerator.unwrap_model(run.model), run.adapter, result.adapter_path)
+            _write_run_info(run, result)
+        else:
+            result.comfy_path = comfy_path_for(result.adapter_path)
+    finally:
+        accelerator.end_training()  # closes the trackers (and the process group, after the last collective)
     return result

@@ -283,18 +283,28 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
     done = train(config(pairs_dir, interrupted, steps=6, resume=True))  # nothing left to do
     assert (done.start_step, done.end_step, done.losses) == (6, 6, [])
 
+    # accelerate's save_state layout; the backbone is not in it (the save hook writes the adapter only)
+    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints" / "step-3").iterdir()) == [
+        "adapter.safetensors", "custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl", "scheduler.bin",
+        "state.json"]
+
     # the LR schedule resumed too: LinearLR reached its end factor (0.1) at the last step of both runs
     for run in ("straight", "interrupted"):
-        state = torch.load(tmp_path / run / "checkpoints" / "step-6" / "optimizer.pt", weights_only=False)
+        state = torch.load(tmp_path / run / "checkpoints" / "step-6" / "optimizer.bin", weights_only=False)
         assert state["param_groups"][0]["lr"] == pytest.approx(1e-2 * 0.1)
-    mid = torch.load(tmp_path / "straight" / "checkpoints" / "step-3" / "optimizer.pt", weights_only=False)
+    mid = torch.load(tmp_path / "straight" / "checkpoints" / "step-3" / "optimizer.bin", weights_only=False)
     assert mid["param_groups"][0]["lr"] == pytest.approx(1e-2 * (1 - 0.9 * 3 / 6))
 
-    old = tmp_path / "old"
-    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-3", old / "checkpoints" / "step-3")
-    (old / "checkpoints" / "step-3" / "scheduler.pt").unlink()
-    with pytest.raises(RestorerInputError, match="has no scheduler.pt"):
-        train(config(pairs_dir, old, steps=6, resume=True))
+    # a checkpoint of the earlier hand-written format (optimizer.pt, scheduler.pt, sampling-rank0.pt) is refused
+    old = tmp_path / "old" / "checkpoints" / "step-3"
+    old.mkdir(parents=True)
+    for name in ("adapter.safetensors", "state.json"):
+        shutil.copy(tmp_path / "straight" / "checkpoints" / "step-3" / name, old / name)
+    torch.save(mid, old / "optimizer.pt")
+    torch.save(None, old / "scheduler.pt")
+    torch.save({"generator": torch.Generator().get_state(), "pending": []}, old / "sampling-rank0.pt")
+    with pytest.raises(RestorerInputError, match="has no accelerate state.*start a new run in another --output-dir"):
+        train(config(pairs_dir, tmp_path / "old", steps=6, resume=True))
 
 
 @pytest.mark.parametrize(
@@ -336,3 +346,58 @@ def test_cli_trains_and_reports_speed_and_memory(pairs_dir, tmp_path, capsys) ->
     assert comfy and all(k.startswith("diffusion_model.transformer_blocks.") for k in comfy)
     assert "comfy_stage1_pred_headmap_lora.safetensors" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+
+
+def test_resume_with_gradient_accumulation_repeats_the_uninterrupted_run(pairs_dir, tmp_path) -> None:
+    full = train(config(pairs_dir, tmp_path / "straight", steps=4, checkpoint_every=2, gradient_accumulation_steps=2))
+    assert len(full.losses) == 4
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-2", interrupted / "checkpoints" / "step-2")
+    resumed = train(config(pairs_dir, interrupted, steps=4, checkpoint_every=2, gradient_accumulation_steps=2, resume=True))
+    assert (resumed.start_step, resumed.end_step) == (2, 4)
+    assert resumed.losses == full.losses[2:]  # the same pairs, timesteps and noise, bit for bit
+    a, b = load_file(str(full.adapter_path)), load_file(str(resumed.adapter_path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for run in ("straight", "interrupted"):  # one optimizer and scheduler step per 2 micro-batches
+        state = torch.load(tmp_path / run / "checkpoints" / "step-4" / "optimizer.bin", weights_only=False)
+        assert state["param_groups"][0]["lr"] == pytest.approx(1e-2 * 0.1) and int(state["state"][0]["step"]) == 4
+
+
+def test_sampling_state_is_saved_for_every_process_and_restored_per_process() -> None:
+    from artifactworld_ns.restorer.checkpoints import SamplingState
+
+    saved = [SamplingState(torch.Generator().manual_seed(s), 7, i, 2) for i, s in enumerate((1, 2))]
+    for state in saved:
+        state.next_index()
+    # accelerate writes the main process's state_dict: it holds every process's entry (gathered)
+    processes = {"processes": [{"generator": s.generator.get_state(), "pending": list(s.pending)} for s in saved]}
+    for i in range(3):
+        fresh = SamplingState(torch.Generator().manual_seed(99), 5, i, 3)
+        untouched = fresh.generator.get_state()
+        fresh.load_state_dict(processes)
+        if i < 2:
+            assert torch.equal(fresh.generator.get_state(), saved[i].generator.get_state())
+            assert fresh.pending == [k for k in saved[i].pending if k < 5]  # pairs beyond the dataset are dropped
+        else:  # more processes than were saved: a fresh sampling state
+            assert torch.equal(fresh.generator.get_state(), untouched) and fresh.pending == []
+    single = SamplingState(torch.Generator().manual_seed(3), 4, 0, 1)
+    single.next_index()
+    assert len(single.state_dict()["processes"]) == 1 and single.state_dict()["processes"][0]["pending"] == single.pending
+
+
+def test_tensorboard_events_under_logs_hold_the_step_losses(pairs_dir, tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    result = train(config(pairs_dir, out, steps=2, log_with="tensorboard"))
+    events = EventAccumulator(str(out / "logs" / "artifactworld-lora")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, pytest.approx(result.losses[0])), (2, pytest.approx(result.losses[1]))]
+    assert [e.step for e in events.Scalars("train/lr")] == [1, 2] and events.Scalars("train/grad_norm")
+
+
+def test_wandb_without_the_package_fails_in_one_sentence(pairs_dir, tmp_path, monkeypatch) -> None:
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
+    with pytest.raises(RestorerInputError, match=r"^--log-with wandb needs the wandb package; install it or use --log-with tensorboard\.$"):
+        train(config(pairs_dir, tmp_path / "w", steps=1, log_with="wandb"))
