@@ -7,16 +7,16 @@ between them. Two key formats are accepted:
 * diffusers: ``transformer.<module>.lora_A.weight`` / ``lora_B.weight``
 * ComfyUI (what LTX-Video-Trainer exports): ``diffusion_model.<module>.lora_A.weight`` ...
 
-(``lora_down`` / ``lora_up`` and per-module ``.alpha`` entries are understood too.)
-Every module named by the file must exist as a linear layer with matching
-shapes; otherwise loading fails with one sentence saying why.
+(``lora_down`` / ``lora_up``, per-module ``.alpha`` entries and the ``base_model.model.`` /
+``model.diffusion_model.`` prefixes are understood too.) Every module named by the file must exist as a
+linear layer with matching shapes; otherwise loading fails with one sentence saying why, before diffusers'
+LTX LoRA loader (:func:`load_lora_adapter`) places the adapter.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,49 +107,66 @@ def check_fits(transformer: nn.Module, weights: dict[str, LoraWeights], source: 
             )
 
 
+def diffusers_lora_state(state_dict: dict[str, torch.Tensor], weights: dict[str, LoraWeights]):
+    """The file's tensors in the forms diffusers' LTX loader reads, and its alphas as ``network_alphas``.
+
+    diffusers covers the two official layouts as they are (``transformer.*`` and, through
+    ``LTXVideoLoraLoaderMixin.lora_state_dict``, an all-``diffusion_model.*`` file). What it lacks, and this
+    step supplies (keys only; tensors untouched):
+
+    * other prefixes (``base_model.model.``, ``model.diffusion_model.``, none) and files that mix them:
+      the LTX conversion knows ``diffusion_model.`` alone and rejects a file where not every key has it;
+    * ``lora_down`` / ``lora_up``: its unet-style renaming is tried only when the first key lacks ``lora_A``;
+    * ``.alpha`` entries: the transformer loader would take them for target modules; they go in as
+      ``network_alphas``, where a lone value applies to every module, so modules without one get
+      ``alpha = rank`` (what no alpha means).
+    """
+    comfy = all(key.startswith(("diffusion_model.", "model.diffusion_model.")) for key in state_dict)
+    prefix = "diffusion_model." if comfy else "transformer."
+    kinds = {"lora_down": "lora_A", "lora_up": "lora_B"}
+    tensors = {}
+    for raw_key, tensor in state_dict.items():
+        if m := _SUFFIX.match(strip_prefix(raw_key)):
+            tensors[f"{prefix}{m['module']}.{kinds.get(m['kind'], m['kind'])}.weight"] = tensor
+    alphas = None
+    if any(w.alpha is not None for w in weights.values()):
+        alphas = {f"transformer.{n}.alpha": float(w.rank) if w.alpha is None else w.alpha for n, w in weights.items()}
+    return tensors, alphas
+
+
 def load_lora_adapter(transformer: nn.Module, path: str | Path, adapter_name: str) -> int:
     """Load a LoRA file as the named peft adapter ``adapter_name``; return how many modules it landed in.
+
+    The pre-checks (one sentence each) are ours: diffusers skips or merely logs keys that do not fit. The
+    loading is diffusers' own: ``LTXVideoLoraLoaderMixin.lora_state_dict`` (ComfyUI -> diffusers keys) and
+    the transformer's ``load_lora_adapter`` (ranks and alphas -> ``LoraConfig``, peft injection, weights).
 
     Raises:
         RestorerInputError: the file is missing, its keys match no module, or rank/targets do not fit.
     """
-    from peft import LoraConfig, inject_adapter_in_model
+    from diffusers.loaders import LTXVideoLoraLoaderMixin, PeftAdapterMixin
     from safetensors.torch import load_file
 
     path = Path(path)
     source = f"LoRA file {path}"
     if not path.exists():
         raise RestorerInputError(f"The {source} does not exist.")
-    weights = parse_lora_state_dict(load_file(str(path)), source)
+    if not isinstance(transformer, PeftAdapterMixin):
+        kind = type(transformer).__name__
+        raise TypeError(f"LoRA adapters load into a diffusers PeftAdapterMixin model, not a {kind}.")
+    state_dict = load_file(str(path))
+    weights = parse_lora_state_dict(state_dict, source)
     check_fits(transformer, weights, source)
+    if adapter_name in adapter_names(transformer):
+        raise RestorerInputError(f"The transformer already has a LoRA adapter named {adapter_name!r}.")
 
-    ranks = Counter(w.rank for w in weights.values())
-    rank = ranks.most_common(1)[0][0]
-    alphas = {name: (w.alpha if w.alpha is not None else float(w.rank)) for name, w in weights.items()}
-    alpha = Counter(alphas.values()).most_common(1)[0][0]
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        target_modules=sorted(weights),
-        rank_pattern={f"^{re.escape(n)}$": w.rank for n, w in weights.items() if w.rank != rank},
-        alpha_pattern={f"^{re.escape(n)}$": a for n, a in alphas.items() if a != alpha},
-        lora_dropout=0.0,
-        init_lora_weights=False,
-    )
+    tensors, alphas = diffusers_lora_state(state_dict, weights)
+    tensors = LTXVideoLoraLoaderMixin.lora_state_dict(tensors)
     with warnings.catch_warnings():
         # peft warns when a second named adapter joins the first: that is the point here.
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        inject_adapter_in_model(config, transformer, adapter_name=adapter_name)
-
-    landed = 0
-    with torch.no_grad():
-        for name, lora in weights.items():
-            module = transformer.get_submodule(name)
-            if not hasattr(module, "lora_A") or adapter_name not in module.lora_A:
-                continue
-            module.lora_A[adapter_name].weight.copy_(lora.down)
-            module.lora_B[adapter_name].weight.copy_(lora.up)
-            landed += 1
+        transformer.load_lora_adapter(tensors, prefix="transformer", adapter_name=adapter_name, network_alphas=alphas)
+    landed = len(lora_modules(transformer, adapter_name))
     if landed != len(weights):
         raise RestorerInputError(
             f"The {source} landed in {landed} of its {len(weights)} target modules; peft could not place the rest."
@@ -159,30 +176,21 @@ def load_lora_adapter(transformer: nn.Module, path: str | Path, adapter_name: st
 
 
 def adapter_names(transformer: nn.Module) -> set[str]:
-    """Names of the LoRA adapters present on the transformer."""
-    names: set[str] = set()
-    for module in transformer.modules():
-        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict):
-            names.update(module.lora_A.keys())
-    return names
+    """Names of the LoRA adapters present on the transformer (peft's ``peft_config`` registry)."""
+    return set(getattr(transformer, "peft_config", {}))
 
 
 def lora_modules(transformer: nn.Module, adapter_name: str) -> set[str]:
     """Names of the modules that carry ``adapter_name``."""
-    return {
-        name
-        for name, module in transformer.named_modules()
-        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict) and adapter_name in module.lora_A
-    }
+    from peft.tuners.lora import LoraLayer
+
+    layers = ((name, module) for name, module in transformer.named_modules() if isinstance(module, LoraLayer))
+    return {name for name, module in layers if adapter_name in module.lora_A}
 
 
 def set_active_adapter(transformer: nn.Module, adapter_name: str) -> None:
     """Make ``adapter_name`` the only active adapter on every LoRA layer (layers without it run bare)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     if adapter_name not in adapter_names(transformer):
         raise RestorerInputError(f"The transformer has no LoRA adapter named {adapter_name!r}; load it first.")
-    for module in transformer.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.set_adapter(adapter_name)
-    transformer.requires_grad_(False)
+    transformer.set_adapter(adapter_name)  # diffusers' PeftAdapterMixin (was: BaseTunerLayer.set_adapter per layer)
+    transformer.requires_grad_(False)  # peft's set_adapter marks the active adapter trainable

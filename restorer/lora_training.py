@@ -45,43 +45,40 @@ def check_rank(transformer: nn.Module, names: list[str], rank: int) -> None:
 
 
 def add_trainable_lora(transformer: nn.Module, adapter: str, rank: int, alpha: float, targets: tuple[str, ...]) -> list[nn.Parameter]:
-    """Inject a fresh peft LoRA (official init: kaiming ``lora_A``, ``lora_B = 0``, no dropout); return its float32 parameters."""
-    from peft import LoraConfig, inject_adapter_in_model
+    """Add a fresh peft LoRA (official init: kaiming ``lora_A``, ``lora_B = 0``, no dropout); return its float32 parameters.
+
+    diffusers' ``add_adapter`` injects and activates it (as the official trainer does); ``cast_training_params``
+    upcasts the trainable weights (was: a hand-written walk over the LoRA layers).
+    """
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
 
     names = lora_target_names(transformer, targets)
     check_rank(transformer, names, rank)
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0, init_lora_weights=True)
-    inject_adapter_in_model(config, transformer, adapter_name=adapter)
-    transformer.requires_grad_(False)
-    params = []
-    for _, module in _lora_layers(transformer, adapter):
-        for layer in (module.lora_A[adapter], module.lora_B[adapter]):
-            layer.float()
-            layer.weight.requires_grad_(True)
-            params.append(layer.weight)
-    return params
-
-
-def _lora_layers(transformer: nn.Module, adapter: str):
-    for name, module in transformer.named_modules():
-        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict) and adapter in module.lora_A:
-            yield name, module
+    transformer.add_adapter(config, adapter_name=adapter)  # peft leaves only this adapter's weights trainable
+    cast_training_params(transformer, dtype=torch.float32)
+    return [param for param in transformer.parameters() if param.requires_grad]
 
 
 def adapter_state_dict(transformer: nn.Module, adapter: str, release: bool = True) -> dict[str, Tensor]:
-    """The adapter's weights.
+    """The adapter's weights (peft's ``get_peft_model_state_dict``: ``<module>.lora_A/B.weight``).
 
     ``release``: the official diffusers keys ``transformer.<module>.lora_A/B.weight``; ``lora_B`` is
     multiplied by ``alpha / rank`` only when that is not 1 (the files carry no alpha). Otherwise the
     raw peft weights under bare module names (checkpoints).
     """
+    from peft import get_peft_model_state_dict
+
+    raw = get_peft_model_state_dict(transformer, adapter_name=adapter, save_embedding_layers=False)
     state = {}
-    prefix = "transformer." if release else ""
-    for name, module in _lora_layers(transformer, adapter):
-        scale = float(module.scaling[adapter]) if release else 1.0
-        up = module.lora_B[adapter].weight.detach().float().cpu()
-        state[f"{prefix}{name}.lora_A.weight"] = module.lora_A[adapter].weight.detach().float().cpu().contiguous()
-        state[f"{prefix}{name}.lora_B.weight"] = (up * scale if scale != 1.0 else up).contiguous()
+    for key, tensor in raw.items():
+        value = tensor.detach().float().cpu()
+        if release and key.endswith(".lora_B.weight"):
+            # peft keeps alpha / rank as the layer's scaling; the release files have no place for it
+            scale = float(transformer.get_submodule(key.removesuffix(".lora_B.weight")).scaling[adapter])
+            value = value * scale if scale != 1.0 else value
+        state[("transformer." if release else "") + key] = value.contiguous()
     return state
 
 
@@ -105,17 +102,20 @@ def save_release_adapter(transformer: nn.Module, adapter: str, path: Path) -> Pa
 
 
 def load_raw_adapter(transformer: nn.Module, adapter: str, state: dict[str, Tensor], source: str) -> None:
-    layers = dict(_lora_layers(transformer, adapter))
-    expected = {f"{n}.lora_{ab}.weight" for n in layers for ab in ("A", "B")}
-    if set(state) != expected:
+    """Put a checkpoint's raw weights into the adapter (peft's ``set_peft_model_state_dict``, in place).
+
+    The key and shape checks are ours: peft would skip unknown keys with a warning and fail on a shape
+    with a long traceback.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    expected = get_peft_model_state_dict(transformer, adapter_name=adapter, save_embedding_layers=False)
+    if set(state) != set(expected):
         raise RestorerInputError(f"The checkpoint {source} was saved with other LoRA targets or rank than this run uses.")
-    with torch.no_grad():
-        for name, module in layers.items():
-            for ab, holder in (("A", module.lora_A), ("B", module.lora_B)):
-                value = state[f"{name}.lora_{ab}.weight"]
-                if value.shape != holder[adapter].weight.shape:
-                    raise RestorerInputError(f"The checkpoint {source} has LoRA rank {value.shape} where this run needs {tuple(holder[adapter].weight.shape)}.")
-                holder[adapter].weight.copy_(value)
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise RestorerInputError(f"The checkpoint {source} has LoRA rank {value.shape} where this run needs {tuple(expected[key].shape)}.")
+    set_peft_model_state_dict(transformer, state, adapter_name=adapter)
 
 
 def save_file_atomic(state: dict[str, Tensor], path: Path) -> None:

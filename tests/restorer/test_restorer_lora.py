@@ -1,5 +1,6 @@
 import pytest
 import torch
+from peft import get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from artifactworld_ns.restorer.errors import RestorerInputError
@@ -130,6 +131,9 @@ def test_mixed_ranks_and_alpha_are_honoured(tmp_path):
     assert to_v.r["stage2"] == 2 and to_v.scaling["stage2"] == pytest.approx(2 / 2)
     to_q = transformer.get_submodule("transformer_blocks.0.attn1.to_q")
     assert to_q.r["stage2"] == 4 and to_q.scaling["stage2"] == pytest.approx(8 / 4)
+    # the lone alpha stays on its module (diffusers would spread a single network alpha over all of them)
+    to_k = transformer.get_submodule("transformer_blocks.0.attn1.to_k")
+    assert to_k.r["stage2"] == 4 and to_k.scaling["stage2"] == pytest.approx(1.0)
     set_active_adapter(transformer, "stage2")
     x = torch.randn(3, 16, generator=g)
     base = to_q.base_layer(x)
@@ -137,3 +141,72 @@ def test_mixed_ranks_and_alpha_are_honoured(tmp_path):
     b = state["diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight"]
     with torch.no_grad():
         assert torch.allclose(to_q(x), base + 2.0 * x @ a.T @ b.T, atol=1e-5)
+
+
+def _key_variant(state, variant):
+    """The diffusers-keyed ``state`` rewritten in another accepted key form."""
+    bare = {k.removeprefix("transformer."): v for k, v in state.items()}
+    if variant == "mixed prefixes":
+        return {("diffusion_model." if i % 2 else "transformer.") + k: v for i, (k, v) in enumerate(bare.items())}
+    if variant == "lora_down/lora_up":
+        return {"diffusion_model." + k.replace(".lora_A.", ".lora_down.").replace(".lora_B.", ".lora_up."): v
+                for k, v in bare.items()}
+    return {{"bare": ""}.get(variant, variant) + k: v for k, v in bare.items()}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["diffusion_model.", "model.diffusion_model.", "base_model.model.", "bare", "mixed prefixes", "lora_down/lora_up"],
+)
+def test_every_key_form_loads_to_the_same_adapter_through_diffusers(variant, tmp_path):
+    state = random_lora_state_dict(_transformer(), "diffusers", seed=1)
+    paths = {"diffusers": tmp_path / "diffusers.safetensors", variant: tmp_path / "variant.safetensors"}
+    save_file(state, str(paths["diffusers"]))
+    save_file(_key_variant(state, variant), str(paths[variant]))
+    loaded = {}
+    for name, path in paths.items():
+        loaded[name] = _transformer()
+        assert load_lora_adapter(loaded[name], path, "stage1") == 20
+    reference, other = loaded["diffusers"], loaded[variant]
+    modules = {k.removeprefix("transformer.").removesuffix(".lora_A.weight") for k in state if ".lora_A." in k}
+    assert lora_modules(reference, "stage1") == lora_modules(other, "stage1") == modules
+    # the file's tensors, unchanged, in the modules they name; the config diffusers built from them
+    want = {k.removeprefix("transformer."): v for k, v in state.items()}
+    for transformer in (reference, other):
+        got = get_peft_model_state_dict(transformer, adapter_name="stage1")
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        config = transformer.peft_config["stage1"]
+        assert (config.r, config.lora_alpha, config.rank_pattern, config.alpha_pattern) == (4, 4, {}, {})
+
+
+def test_an_adapter_name_loads_once(lora_files):
+    transformer = _transformer()
+    load_lora_adapter(transformer, lora_files["diffusers", 1], "stage1")
+    with pytest.raises(RestorerInputError, match="already has a LoRA adapter named 'stage1'"):
+        load_lora_adapter(transformer, lora_files["comfyui", 2], "stage1")
+
+
+def test_only_a_diffusers_model_takes_adapters(lora_files):
+    with pytest.raises(TypeError, match="diffusers PeftAdapterMixin model, not a Linear"):
+        load_lora_adapter(torch.nn.Linear(16, 16), lora_files["diffusers", 1], "stage1")
+
+
+def test_raw_adapter_weights_round_trip_and_misfits_fail_clearly():
+    from artifactworld_ns.restorer.lora_training import adapter_state_dict, add_trainable_lora, load_raw_adapter
+
+    trained, fresh, narrow = _transformer(), _transformer(), _transformer()
+    params = add_trainable_lora(trained, "stage2", 4, 8.0, TINY_LORA_TARGETS)
+    assert len(params) == 40 and all(p.dtype == torch.float32 and p.requires_grad for p in params)
+    assert sum(p.requires_grad for p in trained.parameters()) == 40
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1)
+    state = adapter_state_dict(trained, "stage2", release=False)
+    fresh_params = add_trainable_lora(fresh, "stage2", 4, 8.0, TINY_LORA_TARGETS)
+    load_raw_adapter(fresh, "stage2", state, "step-3")
+    assert all(torch.equal(a, b) for a, b in zip(fresh_params, params, strict=True))  # in place: the optimizer's tensors
+    add_trainable_lora(narrow, "stage2", 2, 2.0, TINY_LORA_TARGETS)
+    with pytest.raises(RestorerInputError, match="has LoRA rank"):
+        load_raw_adapter(narrow, "stage2", state, "step-3")
+    with pytest.raises(RestorerInputError, match="saved with other LoRA targets or rank"):
+        load_raw_adapter(fresh, "stage2", dict(list(state.items())[2:]), "step-3")
