@@ -62,8 +62,10 @@ def logit_normal_shift(tokens: int) -> float:
     The line through ``(1024, 0.95)`` and ``(4096, 2.05)``, extrapolated outside that range
     (e.g. 6630 tokens, 97 x 544 x 960, -> about 2.957).
     """
-    slope = (SHIFT_AT_MAX - SHIFT_AT_MIN) / (SHIFT_MAX_TOKENS - SHIFT_MIN_TOKENS)
-    return slope * tokens + SHIFT_AT_MIN - slope * SHIFT_MIN_TOKENS
+    # diffusers' LTX shift line (``calculate_shift``), with the trainer's two points instead of the pipeline's.
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    return calculate_shift(tokens, SHIFT_MIN_TOKENS, SHIFT_MAX_TOKENS, SHIFT_AT_MIN, SHIFT_AT_MAX)
 
 
 def sample_sigma(mode: str, tokens: int, generator: torch.Generator, std: float = 1.0) -> float:

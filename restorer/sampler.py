@@ -45,11 +45,13 @@ ProgressCallback = Callable[[str, int, int], None]
 
 def pack_latents(latents: Float[Tensor, "batch channels frames height width"]) -> Float[Tensor, "batch tokens channels"]:
     """``[B, C, F, H, W]`` -> tokens ``[B, F*H*W, C]`` (patch size 1, frame-major order)."""
+    # Mirrors diffusers' LTXPipeline._pack_latents with patch_size = patch_size_t = 1 (a private static method there).
     return latents.flatten(2).transpose(1, 2)
 
 
 def unpack_latents(tokens: Float[Tensor, "batch tokens channels"], frames: int, height: int, width: int) -> Tensor:
     """Inverse of :func:`pack_latents`."""
+    # Mirrors diffusers' LTXPipeline._unpack_latents with patch_size = patch_size_t = 1.
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], frames, height, width)
 
 

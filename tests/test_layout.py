@@ -16,3 +16,20 @@ def test_methods_are_registered_with_nerfstudio():
     assert tiny.config.pipeline.restorer_preset == "tiny"
     assert tiny.config.machine.device_type == "cpu"
     assert "UNTRAINED" in tiny.description
+
+
+def test_the_rounds_belong_to_the_pipeline_and_the_datamanager_only_serves_data():
+    """Plan, render, restore and bank are the pipeline's options; the datamanager keeps only data options."""
+    from dataclasses import fields
+
+    from artifactworld_ns.datamanager import ArtifactWorldDataManager, ArtifactWorldDataManagerConfig
+    from artifactworld_ns.method_configs.artifactworld import artifactworld_config
+    from artifactworld_ns.pipeline import ArtifactWorldPipeline, ArtifactWorldPipelineConfig
+
+    config = artifactworld_config().pipeline
+    assert isinstance(config, ArtifactWorldPipelineConfig) and config._target is ArtifactWorldPipeline
+    assert isinstance(config.datamanager, ArtifactWorldDataManagerConfig)
+    round_options = {"restorer_preset", "restorer_steps", "restorer_profile", "restore_steps", "clips_per_round", "clip_frames", "trajectory"}
+    assert round_options <= {f.name for f in fields(ArtifactWorldPipelineConfig)}
+    assert not round_options & {f.name for f in fields(ArtifactWorldDataManagerConfig)}
+    assert not any(hasattr(ArtifactWorldDataManager, name) for name in ("run_round", "get_training_callbacks_for_rounds", "request_round"))
