@@ -119,7 +119,10 @@ def block_worker(stage: int, depth: int) -> dict:
     torch.manual_seed(0)
     spec = full_width_spec(num_layers=depth)
     transformer = build_tiny_transformer(spec.transformer_config).to(torch.bfloat16)
-    states = {a: random_lora_state_dict(transformer, seed=i, rank=OFFICIAL_LORA_RANK) for i, a in enumerate((STAGE1_ADAPTER, STAGE2_ADAPTER))}
+    states = {
+        a: random_lora_state_dict(transformer, seed=i, rank=OFFICIAL_LORA_RANK)
+        for i, a in enumerate((STAGE1_ADAPTER, STAGE2_ADAPTER))
+    }
     with tempfile.TemporaryDirectory() as folder:
         for adapter, state in states.items():
             path = Path(folder) / f"{adapter}.safetensors"
@@ -136,6 +139,7 @@ def block_worker(stage: int, depth: int) -> dict:
     sigmas = linear_quadratic_sigmas(STEPS_PER_STAGE)[:2]  # the first of the 8 steps
     prompt = _random_prompt(generator)
     if stage == 1:
+
         def run():
             return sample_heatmap_latent(transformer, prompt, z_ref, noise, sigmas, coords, generator)
     else:
@@ -143,7 +147,17 @@ def block_worker(stage: int, depth: int) -> dict:
 
         def run():
             return sample_restored_latent(
-                transformer, prompt, z_ref, z_hm, z_full, z_null, official_blend_table(1), noise, sigmas, coords, generator
+                transformer,
+                prompt,
+                z_ref,
+                z_hm,
+                z_full,
+                z_null,
+                official_blend_table(1),
+                noise,
+                sigmas,
+                coords,
+                generator,
             )
 
     tracker = LiveTensorBytes(transformer)
@@ -153,8 +167,12 @@ def block_worker(stage: int, depth: int) -> dict:
         seconds = time.perf_counter() - start
     assert torch.isfinite(out).all(), "the real-width step produced non-finite values"
     return {
-        "stage": stage, "depth": depth, "tokens": (2 if stage == 1 else 3) * math.prod(latent[2:]),
-        "seconds": seconds, "process_peak_bytes": process.peak, "tensor_peak_bytes": tracker.peak,
+        "stage": stage,
+        "depth": depth,
+        "tokens": (2 if stage == 1 else 3) * math.prod(latent[2:]),
+        "seconds": seconds,
+        "process_peak_bytes": process.peak,
+        "tensor_peak_bytes": tracker.peak,
         "flops": flops.get_total_flops(),
     }
 
