@@ -6,16 +6,14 @@ On disk (``RUN/bank/``, next to ``nerfstudio_models/``)::
     round_000/frame_00000.png      restored frames (RGB)
     round_000/heatmap_00000.png    the restorer's heatmap for that frame (grey, bright = severe)
 
-Every write is atomic: a round's folder is written under a temporary name and renamed, and
-``bank.json`` is replaced in one ``os.replace``.
+Every write is atomic (the restorer's ``atomic_folder`` and ``atomic_path``): a round's folder is
+written under a temporary name and renamed, and ``bank.json`` is replaced in one ``os.replace``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List
@@ -25,6 +23,8 @@ import torch
 from jaxtyping import Float, UInt8
 from PIL import Image
 from torch import Tensor
+
+from artifactworld_ns.restorer import atomic_folder, atomic_path
 
 BANK_FILE = "bank.json"
 
@@ -90,8 +90,7 @@ class PseudoViewBank:
         """Write one round's frames atomically, then add them and the record to the bank."""
         round_name = f"round_{record.round:03d}"
         new_views, images, maps = [], [], []
-        staging = Path(tempfile.mkdtemp(prefix=f".{round_name}.", dir=_ensure(folder)))
-        try:
+        with atomic_folder(folder / round_name) as staging:  # a round redone after a resume replaces its old files
             for index, (frame, heatmap, camera) in enumerate(zip(frames, heatmaps, views)):
                 image = (frame.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
                 heat = (heatmap.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -102,13 +101,6 @@ class PseudoViewBank:
                 )
                 images.append(image)
                 maps.append(heat)
-            target = folder / round_name
-            if target.exists():  # a round redone after a resume replaces its old files
-                shutil.rmtree(target)
-            staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         record.num_views = len(new_views)
         self.views.extend(new_views)
         self.images.extend(images)
@@ -122,10 +114,8 @@ class PseudoViewBank:
 
     def save_index(self, folder: Path) -> None:
         payload = {"version": 1, "views": [asdict(v) for v in self.views], "rounds": [asdict(r) for r in self.rounds]}
-        handle, temporary = tempfile.mkstemp(prefix=".bank.", suffix=".json", dir=_ensure(folder))
-        with os.fdopen(handle, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(temporary, folder / BANK_FILE)
+        with atomic_path(folder / BANK_FILE) as temporary:
+            temporary.write_text(json.dumps(payload, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> "PseudoViewBank":

@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
-from artifactworld_ns.method_configs.artifactworld import TINY_UNTRAINED_NOTE
-from artifactworld_ns.restorer import environment_with_ffmpeg
+from artifactworld_ns.restorer import environment_with_ffmpeg, untrained_note
 
 CONSOLE = Console()
 
@@ -63,7 +62,7 @@ def round_step(args: DemoArgs) -> int:
 def run_demo(args: DemoArgs) -> Path:
     """Returns the run's config.yml."""
     step = round_step(args)
-    CONSOLE.print(f"[bold yellow]Note:[/] this demo uses the {TINY_UNTRAINED_NOTE}.")
+    CONSOLE.print(f"[bold yellow]Note:[/] this demo trains artifactworld-tiny. {untrained_note()}")
     if (args.scene_dir / "transforms.json").is_file():
         CONSOLE.print(f"Reusing the demo scene in {args.scene_dir}")
     else:
@@ -101,7 +100,7 @@ def run_demo(args: DemoArgs) -> Path:
                     f"Viewer:       ns-viewer --load-config {config}",
                     f"Metrics:      ns-eval --load-config {config} --output-path {run_dir / 'eval.json'}",
                     f"TensorBoard:  tensorboard --logdir {run_dir}",
-                    f"Restorer:     {TINY_UNTRAINED_NOTE}",
+                    f"Restorer:     {untrained_note()}",
                 ]
             ),
             title="ArtifactWorld demo finished",

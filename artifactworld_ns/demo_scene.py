@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict
@@ -176,15 +174,15 @@ def validate(args: DemoSceneArgs) -> None:
 
 def write_demo_scene(args: DemoSceneArgs) -> Path:
     """Render and write the scene; the folder appears complete or not at all (temp folder + rename)."""
+    from artifactworld_ns.restorer import atomic_folder
+
     validate(args)
     scene = procedural_scene(args.seed)
     camera_to_worlds = orbit_camera_to_worlds(args.num_views)
     images = render_views(scene, camera_to_worlds, args.width, args.height)
 
     out = args.output_dir.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         (staging / "images").mkdir()
         frames = []
         for i, (image, pose) in enumerate(zip(images, camera_to_worlds)):
@@ -207,12 +205,6 @@ def write_demo_scene(args: DemoSceneArgs) -> Path:
             "frames": frames,
         }
         (staging / "transforms.json").write_text(json.dumps(transforms, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

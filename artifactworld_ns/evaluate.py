@@ -18,7 +18,6 @@ not on this machine is reported as unavailable with the reason; nothing is downl
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +96,11 @@ def markdown_table(report: dict, compare_paper: bool = False) -> str:
 def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
     table = markdown_table(report, compare_paper)
     if out is not None:
+        from artifactworld_ns.restorer import atomic_path
+
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         out.with_suffix(".md").write_text(table, encoding="utf-8")
     return table
 

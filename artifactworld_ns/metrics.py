@@ -18,7 +18,6 @@ from torch import Tensor
 
 PSNR_CAP_DB = 100.0
 """PSNR of identical frames: the per-frame MSE is floored at 10^(-PSNR_CAP_DB / 10) = 1e-10."""
-ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 FVD_MIN_CLIPS = 2
 
@@ -48,10 +47,9 @@ def nchw(frames: Tensor) -> Tensor:
 
 def lpips_unavailable_reason() -> Optional[str]:
     """Why LPIPS cannot be computed here, or None when torchvision's AlexNet weights are in the hub cache."""
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    if not (checkpoints / ALEXNET_WEIGHTS).is_file():
-        return f"torchvision's AlexNet weights ({ALEXNET_WEIGHTS}) are not in {checkpoints}"
-    return None
+    from artifactworld_ns.restorer import missing_alexnet_weights
+
+    return missing_alexnet_weights()
 
 
 class LpipsMetric:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Literal, Optional, Type, Union
 from unittest import mock
 
@@ -214,10 +213,12 @@ class LazyLPIPS(torch.nn.Module):
             try:
                 self._metric.append(LearnedPerceptualImagePatchSimilarity(**self._lpips_kwargs))
             except OSError as error:  # URLError is an OSError: no network and no cached weights
-                checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+                from artifactworld_ns.restorer import alexnet_weights_path
+
+                weights = alexnet_weights_path()
                 self.unavailable_reason = (
-                    f"LPIPS is unavailable: torchvision's AlexNet weights are not in {checkpoints} and could not be "
-                    f"downloaded ({error}); copy alexnet-owt-7be5be79.pth there to enable it."
+                    f"LPIPS is unavailable: torchvision's AlexNet weights are not in {weights.parent} and could not be "
+                    f"downloaded ({error}); copy {weights.name} there to enable it."
                 )
                 CONSOLE.print(f"[yellow]{self.unavailable_reason}")
         if not self._metric:

@@ -33,7 +33,7 @@ from artifactworld_ns.windows import (
     WindowPlanError,
     blend_windows,
     bridge_window,
-    check_window_frames,
+    check_window_options,
     plan_windows,
 )
 
@@ -90,13 +90,7 @@ class RestoreOptions:
             raise RenderInputError(f"The config file {load_config} does not exist.")
         if not self.restore:
             return
-        check_window_frames(self.window_frames)
-        if not 0 <= self.overlap <= (self.window_frames - 1) // 2:
-            raise WindowPlanError(
-                f"--overlap must be between 0 and {(self.window_frames - 1) // 2} for {self.window_frames}-frame windows, got {self.overlap}."
-            )
-        if self.bridge_frames < MIN_BRIDGE_FRAMES:
-            raise WindowPlanError(f"--bridge-frames must be at least {MIN_BRIDGE_FRAMES} (one latent chunk), got {self.bridge_frames}.")
+        check_window_options(self.window_frames, self.overlap, self.bridge_frames)
         if list(getattr(self, "rendered_output_names", ["rgb"])) != ["rgb"]:
             raise RenderInputError("--restore restores RGB only; pass --rendered-output-names rgb or use --no-restore.")
         if getattr(self, "render_nearest_camera", False):
@@ -146,7 +140,7 @@ class RestoreOptions:
     ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from artifactworld_ns.restorer import ArtifactRestorer, StepProgress
+        from artifactworld_ns.restorer import UNTRAINED_LABEL, ArtifactRestorer, StepProgress
 
         console = ns.CONSOLE
         cameras.rescale_output_resolution(rendered_resolution_scaling_factor)
@@ -200,7 +194,7 @@ class RestoreOptions:
             comparison = comparison_path(output_filename)
             write_output(torch.cat([raw, frames], dim=2), comparison, fps, "video", image_format, jpeg_quality)
             written.append(str(comparison))
-        label = " (tiny preset: UNTRAINED restorer)" if self.preset == "tiny" else ""
+        label = f" {UNTRAINED_LABEL}" if self.preset == "tiny" else ""
         console.print(
             f"Restored {num_frames} frames ({frames.shape[2]}x{frames.shape[1]}) in {len(windows)} windows{label}: "
             + ", ".join(written),

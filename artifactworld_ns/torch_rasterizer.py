@@ -1,4 +1,4 @@
-"""A pure-PyTorch Gaussian rasterizer for machines without CUDA.
+"""A pure-PyTorch Gaussian rasterizer for machines without CUDA, with gsplat's ``rasterization`` signature.
 
 gsplat's ``rasterization`` needs its CUDA kernels. This module renders the same images on any
 device, with autograd providing the backward pass except for the compositing, by reusing gsplat's own
@@ -8,20 +8,9 @@ PyTorch reference functions for everything they cover:
 - the EWA projection to the image plane, radii and compensation (``_fully_fused_projection``),
 - spherical harmonics (``_spherical_harmonics``).
 
-Written here, because gsplat has no CPU version of it, is the alpha compositing (gsplat's
-``_rasterize_to_pixels`` calls a CUDA op; its ``_isect_tiles`` binning visits every Gaussian and
-tile in a Python loop, far too slow to train with). It follows the CUDA kernel's rules exactly:
-a Gaussian reaches only the pixels of its tile rectangle, pixel centres sit at ``+0.5``, alpha is
-clamped to 0.999, pairs with ``sigma < 0`` or ``alpha < 1/255`` are skipped, and a pixel stops at
-the first Gaussian that would drop its transmittance to ``1e-4`` or below. Instead of dense tiles
-it composites the sparse list of (pixel, Gaussian) pairs that pass those rules (:func:`find_pairs`,
-:func:`composite_pairs`), so the work follows the Gaussians' real footprints. Like the kernel, it
-stops early: pairs are found front to back in depth-sorted chunks of Gaussians (row by row of
-each Gaussian's ``alpha >= 1/255`` ellipse), a pixel is dropped from later chunks once its
-transmittance is at the cut-off, and a row that holds no live pixel is skipped; those pairs would
-get no weight, so images and gradients are unchanged.
-The compositing's backward pass is written out (:class:`_CompositePairs`, gsplat's CUDA backward in
-per-pair tensors): autograd's graph over a few million pairs cost more than the arithmetic.
+The one piece gsplat has no CPU version of, the alpha compositing, is written by hand in
+:mod:`artifactworld_ns.alpha_compositing` (the CUDA kernel's rules, sparse (pixel, Gaussian) pairs,
+early termination, a written-out backward pass).
 
 The returned ``meta`` holds what splatfacto's densification strategy reads (``means2d`` with
 gradients, ``radii``, ``width``, ``height``, ``n_cameras``, ``gaussian_ids``) and, when ``absgrad``
@@ -31,303 +20,16 @@ is set, ``means2d.absgrad`` (per-pixel absolute gradients summed, as gsplat's CU
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Dict, Literal, Optional, Tuple
 
 import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
+from artifactworld_ns.alpha_compositing import composite_pairs, find_pairs
+
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
-
-# The CUDA kernel's constants (gsplat/cuda/csrc/rasterize_to_pixels_fwd.cu).
-ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
-TRANSMITTANCE_MIN = 1e-4
-
-# Candidate (pixel, Gaussian) pairs examined at once while finding pairs; bounds peak memory and
-# sets how often saturated pixels are dropped.
-_CHUNK_ELEMENTS = 1 << 18
-# A pixel is done once its log-transmittance, summed in float32 while finding pairs, is below
-# log(1e-4) by more than that sum's rounding: every later Gaussian would leave T <= 1e-4, so the
-# compositor (float64) gives it no weight.
-_LOG_TRANSMITTANCE_DONE = math.log(TRANSMITTANCE_MIN) - 1e-3
-# Slack on the ellipse ``sigma <= log(255 o)`` that bounds the candidates, so that rounding never
-# leaves out a pixel with ``alpha >= 1/255``.
-_THRESHOLD_SLACK = 1e-3
-
-
-@torch.no_grad()
-def tile_rectangles(
-    means2d: Float[Tensor, "cameras gaussians 2"],
-    radii: Int[Tensor, "cameras gaussians"],
-    tile_size: int,
-    tile_width: int,
-    tile_height: int,
-) -> Tuple[Int[Tensor, "cameras gaussians 2"], Int[Tensor, "cameras gaussians 2"]]:
-    """Each Gaussian's tile rectangle ``[min, max)``: its radius rounded out to tiles, as gsplat's
-    ``_isect_tiles`` computes it (a Gaussian reaches only the pixels of these tiles)."""
-    tile_means = means2d / tile_size
-    tile_radii = radii.to(means2d.dtype)[..., None] / tile_size
-    limits = torch.tensor([tile_width, tile_height], device=means2d.device)
-    tile_mins = torch.minimum(torch.floor(tile_means - tile_radii).long().clamp(min=0), limits)
-    tile_maxs = torch.minimum(torch.ceil(tile_means + tile_radii).long().clamp(min=0), limits)
-    return tile_mins, tile_maxs
-
-
-@dataclass
-class PixelGaussianPairs:
-    """Every (pixel, Gaussian) pair the CUDA kernel would blend or test past its skip rules,
-    sorted by pixel and then front to back."""
-
-    pixel_ids: Int[Tensor, " pairs"]
-    """``camera * height * width + y * width + x``."""
-    gaussian_ids: Int[Tensor, " pairs"]
-    """``camera * N + gaussian``."""
-    alphas: Float[Tensor, " pairs"]
-    """``min(0.999, o exp(-sigma))`` of each pair (no gradient; :func:`composite_pairs` adds it)."""
-
-
-def _ellipse_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, width: int, height: int, tile_size: int):
-    """Per Gaussian and image row, the pixels ``[x_lo, x_hi]`` where ``alpha >= 1/255`` can hold:
-    the ellipse ``sigma <= log(255 o)`` cut to the Gaussian's tile rectangle and the image.
-
-    Returns ``(gaussian, y, x_lo, length)`` per non-empty row, with the ids ``camera * N + gaussian``,
-    grouped by Gaussian in the order of the flat ids.
-    """
-    device = means2d.device
-    tile_mins, tile_maxs = tile_rectangles(means2d, radii, tile_size, math.ceil(width / tile_size), math.ceil(height / tile_size))
-    tile_mins, tile_maxs = tile_mins.reshape(-1, 2) * tile_size, tile_maxs.reshape(-1, 2) * tile_size - 1
-    means, (a, b, c) = means2d.reshape(-1, 2).double(), conics.reshape(-1, 3).double().unbind(-1)
-    threshold = torch.log((255.0 * opacities.reshape(-1).double()).clamp(min=1e-12)) + _THRESHOLD_SLACK
-    det = (a * c - b * b).clamp(min=1e-12)
-    # sigma = d^T Q d / 2 <= t: |dy| <= sqrt(2 t a / det), and per row dx in centre +- half.
-    extent_y = torch.sqrt(2 * threshold.clamp(min=0) * a / det)
-    y_lo = torch.maximum(torch.ceil(means[:, 1] - extent_y - 0.5).long(), tile_mins[:, 1])
-    y_hi = torch.minimum(torch.floor(means[:, 1] + extent_y - 0.5).long(), tile_maxs[:, 1]).clamp(max=height - 1)
-    rows_per = (y_hi - y_lo + 1).clamp(min=0) * ((radii.reshape(-1) > 0) & (threshold > 0) & (tile_maxs[:, 0] >= tile_mins[:, 0]))
-    gaussian = torch.repeat_interleave(torch.arange(rows_per.numel(), device=device), rows_per)
-    y = torch.arange(gaussian.numel(), device=device) - torch.repeat_interleave(torch.cumsum(rows_per, 0) - rows_per - y_lo, rows_per)
-    a, b = a[gaussian], b[gaussian]
-    dy = means[gaussian, 1] - (y + 0.5)
-    half = torch.sqrt((2 * a * threshold[gaussian] - det[gaussian] * dy * dy).clamp(min=0)) / a
-    x_centre = means[gaussian, 0] - 0.5 + b * dy / a  # x = mean_x - 0.5 - dx, dx centred on -b dy / a
-    x_lo = torch.maximum(torch.ceil(x_centre - half).long(), tile_mins[gaussian, 0]).clamp(min=0)
-    x_hi = torch.minimum(torch.floor(x_centre + half).long(), tile_maxs[gaussian, 0]).clamp(max=width - 1)
-    length = (x_hi - x_lo + 1).clamp(min=0)
-    keep = length > 0
-    return gaussian[keep], y[keep], x_lo[keep], length[keep]
-
-
-@torch.no_grad()
-def find_pairs(
-    means2d: Float[Tensor, "cameras gaussians 2"],
-    conics: Float[Tensor, "cameras gaussians 3"],
-    opacities: Float[Tensor, "cameras gaussians"],
-    radii: Int[Tensor, "cameras gaussians"],
-    depths: Float[Tensor, "cameras gaussians"],
-    width: int,
-    height: int,
-    tile_size: int,
-) -> PixelGaussianPairs:
-    """The pairs with ``sigma >= 0`` and ``alpha >= 1/255`` inside the Gaussian's tile rectangle, up to
-    the pixel's saturation.
-
-    All other pairs are skipped by the kernel, so compositing only these gives the same image.
-    Candidates are the pixels of the ellipse ``sigma <= log(255 o)`` (where ``alpha >= 1/255`` can
-    hold), row by row, clipped to the tile rectangle and the image, enumerated front to back in
-    chunks of at most ``_CHUNK_ELEMENTS`` candidates; after each chunk the pixels whose transmittance
-    reached the cut-off are dropped from the later chunks (their later pairs would get no weight).
-    Found front to back, the pairs need only a stable sort by pixel to be in compositing order.
-    """
-    num_cameras, num_gaussians = means2d.shape[:2]
-    num_pixels = num_cameras * height * width
-    device, dtype = means2d.device, means2d.dtype
-    gaussian, y, x_lo, length = _ellipse_rows(means2d, conics, opacities, radii, width, height, tile_size)
-
-    # Front to back: rows in depth order (each camera's own, stable so a Gaussian's rows stay
-    # together), so that a pixel whose transmittance has reached the cut-off can be dropped from
-    # every later chunk (the kernel's early termination).
-    depth_rank = torch.empty(num_cameras, num_gaussians, dtype=torch.long, device=device)
-    depth_rank.scatter_(1, torch.argsort(depths, dim=1, stable=True), torch.arange(num_gaussians, device=device).expand(num_cameras, -1).contiguous())
-    order = torch.argsort(depth_rank.reshape(-1)[gaussian], stable=True)
-    gaussian, y, x_lo, length = gaussian[order], y[order], x_lo[order], length[order]
-    image_row = (gaussian // num_gaussians) * height + y  # camera * height + y
-    row_start = image_row * width  # pixel id of (camera, y, 0)
-    # What sigma and alpha need per row: sigma = dx (a dx / 2 + b dy) + c dy^2 / 2, dx = mean_x - x - 0.5.
-    flat_means, flat_conics = means2d.reshape(-1, 2)[gaussian], conics.reshape(-1, 3)[gaussian]
-    dy = flat_means[:, 1] - (y.to(dtype) + 0.5)
-    half_a, b_dy, half_c_dy2 = 0.5 * flat_conics[:, 0], flat_conics[:, 1] * dy, 0.5 * flat_conics[:, 2] * dy * dy
-    mean_x, opacity = flat_means[:, 0] - 0.5, opacities.reshape(-1)[gaussian]
-
-    log_transmittance = torch.zeros(num_pixels, dtype=torch.float32, device=device)
-    alive = torch.ones(num_pixels, dtype=torch.bool, device=device)
-    live_left: Optional[Tensor] = None  # [image row, x]: live pixels left of x; rebuilt when pixels die
-    pixel_parts, gaussian_parts, alpha_parts = [], [], []
-    cumulative = torch.cumsum(length, 0)
-    begin = 0
-    while begin < length.numel():
-        spent = int(cumulative[begin - 1]) if begin else 0
-        end = max(begin + 1, int(torch.searchsorted(cumulative, spent + _CHUNK_ELEMENTS, right=True)))
-        rows = torch.arange(begin, end, device=device)
-        begin = end
-        if live_left is not None:
-            image_rows, first = image_row[rows], x_lo[rows]
-            rows = rows[live_left[image_rows, first + length[rows]] > live_left[image_rows, first]]
-            if rows.numel() == 0:
-                continue
-        lengths = length[rows]
-        total = int(lengths.sum())
-        row = torch.repeat_interleave(rows, lengths, output_size=total)
-        x = torch.arange(total, device=device) + torch.repeat_interleave(x_lo[rows] - (torch.cumsum(lengths, 0) - lengths), lengths, output_size=total)
-        delta_x = mean_x[row] - x.to(dtype)
-        sigma = delta_x * (half_a[row] * delta_x + b_dy[row]) + half_c_dy2[row]
-        alpha = torch.clamp_max(opacity[row] * torch.exp(-sigma), ALPHA_MAX)
-        pixel = row_start[row] + x
-        passes = (sigma >= 0) & (alpha >= ALPHA_MIN)
-        keep = torch.nonzero(passes if live_left is None else passes & alive[pixel], as_tuple=True)[0]
-        pixel, alpha = pixel[keep], alpha[keep]
-        pixel_parts.append(pixel)
-        gaussian_parts.append(gaussian[row[keep]])
-        alpha_parts.append(alpha)
-        if _LOG_TRANSMITTANCE_DONE > -math.inf:
-            log_transmittance.index_add_(0, pixel, torch.log1p(-alpha.float()))
-            dying = alive & (log_transmittance <= _LOG_TRANSMITTANCE_DONE)
-            if bool(dying.any()):
-                alive &= ~dying
-                live_left = torch.zeros(num_cameras * height, width + 1, dtype=torch.int32, device=device)
-                live_left[:, 1:] = torch.cumsum(alive.view(-1, width), 1, dtype=torch.int32)
-    if not pixel_parts:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return PixelGaussianPairs(empty, empty, torch.zeros(0, dtype=dtype, device=device))
-    pixel_ids = torch.cat(pixel_parts)
-    pixel_ids, order = torch.sort(pixel_ids.int() if num_pixels < 2**31 else pixel_ids, stable=True)
-    return PixelGaussianPairs(pixel_ids.long(), torch.cat(gaussian_parts)[order], torch.cat(alpha_parts)[order])
-
-
-def composite_pairs(
-    means2d: Float[Tensor, "cameras gaussians 2"],
-    conics: Float[Tensor, "cameras gaussians 3"],
-    colors: Float[Tensor, "cameras gaussians channels"],
-    opacities: Float[Tensor, "cameras gaussians"],
-    pairs: PixelGaussianPairs,
-    width: int,
-    height: int,
-    absgrad: Optional[Float[Tensor, "cameras gaussians 2"]] = None,
-) -> Tuple[Float[Tensor, "cameras height width channels"], Float[Tensor, "cameras height width 1"]]:
-    """Front-to-back alpha compositing (the step gsplat only has in CUDA), differentiable.
-
-    ``C = sum_i c_i a_i T_i`` with ``a_i = min(0.999, o_i exp(-sigma_i))`` and
-    ``T_i = prod_{j<i} (1 - a_j)``, per pixel over its sorted pairs (``pairs`` comes from
-    :func:`find_pairs` on the same inputs; its ``alphas`` are reused). Transmittance is a segmented
-    sum of ``log(1 - a)`` in float64; a pixel keeps the Gaussians before the first one that would
-    leave ``T <= 1e-4`` (``T`` only falls, so that is a prefix). The backward pass is written out in
-    :class:`_CompositePairs`. If ``absgrad`` is given, the absolute per-pixel gradients w.r.t.
-    ``means2d`` are summed into it during the backward pass.
-    """
-    num_cameras, channels = means2d.shape[0], colors.shape[-1]
-    render_colors, render_alphas = _CompositePairs.apply(
-        means2d.reshape(-1, 2), conics.reshape(-1, 3), colors.reshape(-1, channels), opacities.reshape(-1), pairs, width, height,
-        num_cameras * height * width, absgrad,
-    )
-    return render_colors.reshape(num_cameras, height, width, channels), render_alphas.reshape(num_cameras, height, width, 1)
-
-
-def _exclusive_segment_cumsum(values: Tensor, lengths: Tensor) -> Tensor:
-    """Per element, the sum of the elements before it in its segment (consecutive runs of ``lengths``)."""
-    if values.numel() == 0:
-        return values.clone()
-    before = torch.cumsum(values, 0) - values
-    first = (torch.cumsum(lengths, 0) - lengths).clamp(max=values.numel() - 1)
-    return before - torch.repeat_interleave(before[first], lengths, output_size=values.numel())
-
-
-def _segment_sum(values: Tensor, lengths: Tensor) -> Tensor:
-    """``[rows, segments]``: each row of ``values`` summed over consecutive runs of ``lengths``."""
-    if values.shape[1] == 0:
-        return values.new_zeros(values.shape[0], lengths.numel())
-    return torch.segment_reduce(values, "sum", lengths=lengths.expand(values.shape[0], -1), axis=1)
-
-
-def _later_segment_sum(values: Tensor, lengths: Tensor) -> Tensor:
-    """Per element, the sum of the elements after it in its segment."""
-    if values.numel() == 0:
-        return values.clone()
-    running = torch.cumsum(values, 0)
-    last = (torch.cumsum(lengths, 0) - 1).clamp(min=0)
-    return torch.repeat_interleave(running[last], lengths, output_size=values.numel()) - running
-
-
-class _CompositePairs(torch.autograd.Function):
-    """The sparse composite with its backward pass written out, as gsplat's CUDA backward has it.
-
-    Per pixel, with weights ``w_i = a_i T_i`` over its counted pairs and ``v_i = c_i . dL/dC + dL/dA``
-    (the rendered alpha is ``A = sum_i w_i``): ``dL/dc_i = w_i dL/dC`` and
-    ``dL/da_i = T_i v_i - S_i / (1 - a_i)`` with ``S_i = sum_{j>i} w_j v_j`` (``S_i`` in float64).
-    Through ``a = o exp(-sigma)``, zero where clamped to 0.999: ``dL/dsigma = -a dL/da`` and
-    ``dL/do = a dL/da / o``; ``sigma = (A dx^2 + C dy^2) / 2 + B dx dy`` with ``(dx, dy) = mean2d - pixel``.
-    ``absgrad`` sums ``|dL/dmean2d|`` per pair, before the pairs of a Gaussian are added up.
-    Per-pair quantities are rows ``[quantity, pair]`` (one contiguous row each), which makes the
-    gathers and the sums over pixels and Gaussians several times cheaper than ``[pair, quantity]``.
-    """
-
-    @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, pairs: PixelGaussianPairs, width: int, height: int, num_pixels: int, absgrad):
-        pixel_ids, gaussian_ids, alphas = pairs.pixel_ids, pairs.gaussian_ids, pairs.alphas.to(colors.dtype)
-        pairs_per_pixel = torch.bincount(pixel_ids, minlength=num_pixels)
-        log_survival = torch.log1p(-alphas).double()
-        log_transmittance = _exclusive_segment_cumsum(log_survival, pairs_per_pixel)
-        counted = log_transmittance + log_survival > math.log(TRANSMITTANCE_MIN)
-        transmittance = torch.exp(log_transmittance.to(colors.dtype)) * counted  # 0 from the stopping pair on
-        weights = alphas * transmittance
-        weighted = torch.empty(colors.shape[-1] + 1, pixel_ids.numel(), dtype=colors.dtype, device=colors.device)
-        for channel, values in enumerate(colors.t()):
-            torch.mul(values[gaussian_ids], weights, out=weighted[channel])
-        weighted[-1] = weights
-        sums = _segment_sum(weighted, pairs_per_pixel)
-        ctx.save_for_backward(means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel)
-        ctx.width, ctx.height, ctx.absgrad = width, height, absgrad
-        return sums[:-1].t(), sums[-1:].t()
-
-    @staticmethod
-    def backward(ctx, grad_colors, grad_alphas):
-        means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel = ctx.saved_tensors
-        channels, dtype = colors.shape[-1], colors.dtype
-        weights = alphas * transmittance
-        rows = 6 + channels + 2 * (ctx.absgrad is not None)
-        per_pair = torch.empty(rows, pixel_ids.numel(), dtype=dtype, device=colors.device)
-        # rows: dL/dmean2d (2), dL/dconic (3), dL/dsigma, dL/dcolor (channels), |dL/dmean2d| (2, with absgrad)
-        value = grad_alphas[:, 0][pixel_ids]
-        for channel in range(channels):
-            grad_pixel = grad_colors[:, channel].contiguous()[pixel_ids]
-            torch.mul(grad_pixel, weights, out=per_pair[6 + channel])
-            value += colors[:, channel].contiguous()[gaussian_ids] * grad_pixel
-        later = _later_segment_sum((weights * value).double(), pairs_per_pixel)
-        grad_alpha = transmittance * value - (later / (1 - alphas.double())).to(dtype)
-        grad_sigma = per_pair[5]
-        torch.mul(grad_alpha, alphas * (alphas < ALPHA_MAX), out=grad_sigma)
-        grad_sigma.neg_()
-
-        pixels = pixel_ids.int() if pixel_ids.numel() and int(pixel_ids[-1]) < 2**31 else pixel_ids  # sorted: last is largest
-        image_row = pixels // ctx.width  # camera * height + y
-        dx = means2d[:, 0].contiguous()[gaussian_ids] - (pixels - image_row * ctx.width).to(dtype) - 0.5
-        dy = means2d[:, 1].contiguous()[gaussian_ids] - (image_row % ctx.height).to(dtype) - 0.5
-        a, b, c = (conics[:, k].contiguous()[gaussian_ids] for k in range(3))
-        torch.mul(grad_sigma, a * dx + b * dy, out=per_pair[0])
-        torch.mul(grad_sigma, b * dx + c * dy, out=per_pair[1])
-        grad_sigma_dx = grad_sigma * dx
-        torch.mul(grad_sigma_dx, 0.5 * dx, out=per_pair[2])
-        torch.mul(grad_sigma_dx, dy, out=per_pair[3])
-        torch.mul(grad_sigma * dy, 0.5 * dy, out=per_pair[4])
-        if ctx.absgrad is not None:
-            torch.abs(per_pair[:2], out=per_pair[6 + channels :])
-        per_gaussian = torch.zeros(rows, means2d.shape[0], dtype=dtype, device=colors.device).index_add_(1, gaussian_ids, per_pair)
-        if ctx.absgrad is not None:
-            ctx.absgrad.view(-1, 2).add_(per_gaussian[6 + channels :].t())
-        # dL/do = -dL/dsigma / o (a Gaussian with pairs has o >= a >= 1/255)
-        grad_opacities = torch.where(per_gaussian[5] != 0, -per_gaussian[5] / opacities.clamp(min=ALPHA_MIN), 0.0)
-        return per_gaussian[:2].t(), per_gaussian[2:5].t(), per_gaussian[6 : 6 + channels].t(), grad_opacities, None, None, None, None, None
 
 
 def rasterization_torch(
@@ -376,25 +78,7 @@ def rasterization_torch(
     if compensations is not None:
         opacities = opacities * compensations
 
-    if sh_degree is None:
-        colors = colors.expand(num_cameras, -1, -1) if colors.dim() == 2 else colors
-    else:
-        camera_centers = torch.inverse(viewmats)[:, :3, 3]
-        directions = means[None] - camera_centers[:, None]
-        coeffs = colors.expand(num_cameras, -1, -1, -1) if colors.dim() == 3 else colors
-        colors = torch.clamp_min(_spherical_harmonics(sh_degree, directions, coeffs) + 0.5, 0.0)
-
-    if render_mode in ("RGB+D", "RGB+ED"):
-        colors = torch.cat([colors, depths[..., None]], dim=-1)
-        if backgrounds is not None:
-            backgrounds = torch.cat([backgrounds, torch.zeros_like(backgrounds[:, :1])], dim=-1)
-    elif render_mode in ("D", "ED"):
-        colors = depths[..., None]
-        if backgrounds is not None:
-            backgrounds = torch.zeros_like(backgrounds[:, :1])
-
-    tile_width = math.ceil(width / tile_size)
-    tile_height = math.ceil(height / tile_size)
+    colors, backgrounds = _colors_to_composite(colors, means, viewmats, depths, sh_degree, backgrounds, render_mode)
     pairs = find_pairs(means2d.detach(), conics.detach(), opacities.detach(), radii, depths.detach(), width, height, tile_size)
     absgrad_buffer = torch.zeros(means2d.shape, dtype=means2d.dtype, device=means2d.device) if absgrad else None
     render_colors, render_alphas = composite_pairs(means2d, conics, colors, opacities, pairs, width, height, absgrad=absgrad_buffer)
@@ -413,8 +97,8 @@ def rasterization_torch(
         "depths": depths,
         "conics": conics,
         "opacities": opacities,
-        "tile_width": tile_width,
-        "tile_height": tile_height,
+        "tile_width": math.ceil(width / tile_size),
+        "tile_height": math.ceil(height / tile_size),
         "n_pairs": pairs.pixel_ids.numel(),
         "width": width,
         "height": height,
@@ -422,6 +106,37 @@ def rasterization_torch(
         "n_cameras": num_cameras,
     }
     return render_colors, render_alphas, meta
+
+
+def _colors_to_composite(
+    colors: Tensor,
+    means: Tensor,
+    viewmats: Tensor,
+    depths: Tensor,
+    sh_degree: Optional[int],
+    backgrounds: Optional[Tensor],
+    render_mode: RenderMode,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Per camera and Gaussian, the channels to composite (colours from SH when ``sh_degree`` is set,
+    depth appended or alone for the depth modes) and the backgrounds to match."""
+    num_cameras = viewmats.shape[0]
+    if sh_degree is None:
+        colors = colors.expand(num_cameras, -1, -1) if colors.dim() == 2 else colors
+    else:
+        camera_centers = torch.inverse(viewmats)[:, :3, 3]
+        directions = means[None] - camera_centers[:, None]
+        coeffs = colors.expand(num_cameras, -1, -1, -1) if colors.dim() == 3 else colors
+        colors = torch.clamp_min(_spherical_harmonics(sh_degree, directions, coeffs) + 0.5, 0.0)
+
+    if render_mode in ("RGB+D", "RGB+ED"):
+        colors = torch.cat([colors, depths[..., None]], dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, torch.zeros_like(backgrounds[:, :1])], dim=-1)
+    elif render_mode in ("D", "ED"):
+        colors = depths[..., None]
+        if backgrounds is not None:
+            backgrounds = torch.zeros_like(backgrounds[:, :1])
+    return colors, backgrounds
 
 
 def _check_unsupported(options: Dict[str, object]) -> None:

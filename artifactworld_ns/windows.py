@@ -49,6 +49,25 @@ def check_window_frames(window_frames: int) -> None:
         raise WindowPlanError(f"--window-frames must be 8n + 1 with n >= 1 (9, 17, 25, 33, ...), got {window_frames}.")
 
 
+def check_overlap(window_frames: int, overlap: int) -> None:
+    if not 0 <= overlap <= (window_frames - 1) // 2:
+        raise WindowPlanError(
+            f"--overlap must be between 0 and {(window_frames - 1) // 2} for {window_frames}-frame windows, got {overlap}."
+        )
+
+
+def check_bridge_frames(bridge_frames: int) -> None:
+    if bridge_frames < MIN_BRIDGE_FRAMES:
+        raise WindowPlanError(f"--bridge-frames must be at least {MIN_BRIDGE_FRAMES} (one latent chunk), got {bridge_frames}.")
+
+
+def check_window_options(window_frames: int, overlap: int, bridge_frames: int) -> None:
+    """One sentence for the first bad option of ``aw-render``'s windows, before anything is loaded."""
+    check_window_frames(window_frames)
+    check_overlap(window_frames, overlap)
+    check_bridge_frames(bridge_frames)
+
+
 def plan_windows(num_frames: int, window_frames: int, overlap: int) -> List[Window]:
     """Overlapping windows covering ``[0, num_frames)``, each ``window_frames`` long (``8n + 1``).
 
@@ -57,16 +76,15 @@ def plan_windows(num_frames: int, window_frames: int, overlap: int) -> List[Wind
     ``window_frames`` gets one window of the largest ``8n + 1`` that fits, repeated as needed; a render
     shorter than 9 frames is one window of its own length (the bridges pad the restorer's clip).
     """
+    from artifactworld_ns.restorer import MIN_CLIP_FRAMES, largest_clip_length
+
     check_window_frames(window_frames)
     if num_frames < 1:
         raise WindowPlanError(f"Nothing to restore: the render has {num_frames} frames.")
-    if not 0 <= overlap <= (window_frames - 1) // 2:
-        raise WindowPlanError(
-            f"--overlap must be between 0 and {(window_frames - 1) // 2} for {window_frames}-frame windows, got {overlap}."
-        )
-    if num_frames < 9:
+    check_overlap(window_frames, overlap)
+    if num_frames < MIN_CLIP_FRAMES:
         return [Window(0, num_frames)]
-    length = min(window_frames, 8 * ((num_frames - 1) // 8) + 1)
+    length = min(window_frames, largest_clip_length(num_frames))
     overlap = min(overlap, (length - 1) // 2)
     if num_frames <= length:
         return [Window(0, num_frames)]
@@ -128,11 +146,11 @@ class BridgedWindow:
 
 def bridge_lengths(window_length: int, bridge_frames: int) -> tuple[int, int]:
     """(in, out) bridge lengths: ``bridge_frames`` each, the in-bridge padded so the clip is ``8m + 1`` frames."""
-    if bridge_frames < MIN_BRIDGE_FRAMES:
-        raise WindowPlanError(f"--bridge-frames must be at least {MIN_BRIDGE_FRAMES} (one latent chunk), got {bridge_frames}.")
+    from artifactworld_ns.restorer import nearest_clip_length
+
+    check_bridge_frames(bridge_frames)
     total = 2 * bridge_frames + window_length
-    pad = (-(total - 1)) % 8
-    return bridge_frames + pad, bridge_frames
+    return bridge_frames + nearest_clip_length(total) - total, bridge_frames
 
 
 def bridge_window(

@@ -35,6 +35,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+import artifactworld_ns.alpha_compositing as compositing
 import artifactworld_ns.model as model_module
 import artifactworld_ns.torch_rasterizer as rasterizer
 
@@ -97,13 +98,13 @@ def minimum_pairs(meta: dict, pairs) -> int:
     d = flat_means[pairs.gaussian_ids] - torch.stack([x, y], -1)
     c = conics[pairs.gaussian_ids]
     sigma = 0.5 * (c[:, 0] * d[:, 0] ** 2 + c[:, 2] * d[:, 1] ** 2) + c[:, 1] * d[:, 0] * d[:, 1]
-    alpha = torch.clamp_max(meta["opacities"].detach().reshape(-1)[pairs.gaussian_ids] * torch.exp(-sigma), rasterizer.ALPHA_MAX)
+    alpha = torch.clamp_max(meta["opacities"].detach().reshape(-1)[pairs.gaussian_ids] * torch.exp(-sigma), compositing.ALPHA_MAX)
     log_survival = torch.log1p(-alpha.double())
     running = torch.cumsum(log_survival, 0)
     first = torch.ones_like(ids, dtype=torch.bool)
     first[1:] = ids[1:] != ids[:-1]
     start = torch.cummax(torch.where(first, torch.arange(ids.numel()), 0), 0).values
-    weighed = (running - (running - log_survival)[start]) > math.log(rasterizer.TRANSMITTANCE_MIN)
+    weighed = (running - (running - log_survival)[start]) > math.log(compositing.TRANSMITTANCE_MIN)
     return int(weighed.sum()) + int(torch.unique(ids[~weighed]).numel())
 
 
@@ -150,8 +151,8 @@ def render_case(case: dict, item1: ModuleType, repeats: int = 3) -> dict:
             run = median_run(module, case, repeats)
         out[label] = {"seconds": run["total"], "pairs": run["pairs"]}
     meta = run["meta"]
-    pairs = rasterizer.find_pairs(meta["means2d"].detach(), meta["conics"].detach(), meta["opacities"].detach(), meta["radii"],
-                                  meta["depths"].detach(), case["width"], case["height"], 16)
+    pairs = compositing.find_pairs(meta["means2d"].detach(), meta["conics"].detach(), meta["opacities"].detach(), meta["radii"],
+                                   meta["depths"].detach(), case["width"], case["height"], 16)
     out["minimum_pairs"] = minimum_pairs(meta, pairs)
     return out
 

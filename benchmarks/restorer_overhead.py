@@ -189,7 +189,9 @@ def run_benchmark(args: BenchmarkArgs) -> dict:
 
     console = Console()
     if args.preset == "tiny":
-        console.print("[yellow]note:[/] the tiny preset is untrained (random weights); only ratios are meaningful.")
+        from artifactworld_ns.restorer import untrained_note
+
+        console.print(f"[yellow]note:[/] {untrained_note()} Only ratios are meaningful.")
     with console.status("building / caching the model..."):
         spawn(args, "build")
     with console.status("timing a full two-stage restore..."):

@@ -229,7 +229,9 @@ def main(args: ThroughputArgs) -> dict:
     }
     print(table(rows))
     if any(r["untrained"] for r in rows):
-        print("tiny preset: random weights (UNTRAINED); the numbers measure the machinery, not the 13B model.")
+        from artifactworld_ns.restorer import untrained_note
+
+        print(f"{untrained_note()} The numbers measure the machinery, not the 13B model.")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

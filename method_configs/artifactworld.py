@@ -15,8 +15,7 @@ from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
 from artifactworld_ns.model import ArtifactWorldModelConfig
 from artifactworld_ns.pipeline import ArtifactWorldPipelineConfig
 from artifactworld_ns.preflight import ArtifactWorldTrainerConfig
-
-TINY_UNTRAINED_NOTE = "tiny restorer preset: random weights, UNTRAINED - for CPU demos and CI, not for results"
+from artifactworld_ns.restorer import untrained_note
 
 
 def splatfacto_optimizers(max_steps: int) -> dict:
@@ -115,5 +114,5 @@ artifactworld_method = MethodSpecification(
 
 artifactworld_tiny_method = MethodSpecification(
     config=artifactworld_tiny_config(),
-    description=f"ArtifactWorld with CPU-friendly settings and the {TINY_UNTRAINED_NOTE}.",
+    description=f"ArtifactWorld with CPU-friendly settings. {untrained_note()}",
 )

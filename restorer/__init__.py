@@ -11,39 +11,53 @@ Clips are ``T = 8n + 1`` frames (89 as trained); their DBA reference is ``T + 8`
 (:mod:`restorer.dba`, where the clip-length rule is stated once).
 """
 
+from .atomic import atomic_folder, atomic_path
 from .batch import StepProgress, print_error, print_note
 from .dba import (
     ANCHOR_TAIL_FRAMES,
+    MIN_CLIP_FRAMES,
     TRAINED_CLIP_FRAMES,
     ClipLengthError,
     build_reference_video,
     check_clip_length,
     is_clip_length,
+    largest_clip_length,
     nearest_clip_length,
     trim_to_clip,
 )
 from .errors import RestorerInputError
 from .pipeline import ArtifactRestorer, RestorationResult
+from .presets import UNTRAINED_LABEL, untrained_note
+from .pseudo_heatmaps import ALEXNET_WEIGHTS_FILE, alexnet_weights_path, missing_alexnet_weights
 from .video_io import VideoReadError, environment_with_ffmpeg, put_ffmpeg_on_path, read_video, write_video
 
 __all__ = [
+    "ALEXNET_WEIGHTS_FILE",
     "ANCHOR_TAIL_FRAMES",
+    "MIN_CLIP_FRAMES",
     "TRAINED_CLIP_FRAMES",
+    "UNTRAINED_LABEL",
     "ArtifactRestorer",
     "ClipLengthError",
     "RestorationResult",
     "RestorerInputError",
     "StepProgress",
     "VideoReadError",
+    "alexnet_weights_path",
+    "atomic_folder",
+    "atomic_path",
     "build_reference_video",
     "check_clip_length",
     "environment_with_ffmpeg",
     "is_clip_length",
+    "largest_clip_length",
+    "missing_alexnet_weights",
     "nearest_clip_length",
     "print_error",
     "print_note",
     "put_ffmpeg_on_path",
     "read_video",
     "trim_to_clip",
+    "untrained_note",
     "write_video",
 ]

@@ -31,6 +31,7 @@ from .batch import (
 )
 from .errors import RestorerInputError
 from .loading import quiet_hub_progress
+from .presets import untrained_note
 from .video_io import DEFAULT_CRF, read_video
 
 
@@ -100,7 +101,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     notes = [f"{n} is in the GT folder but not in the artifact folder; it was skipped." for n in sorted(set(gt_names) - set(artifact_names))]
     notes += [f"{n} is in the artifact folder but not in the GT folder; it was skipped." for n in sorted(set(artifact_names) - set(gt_names))]
     if models.untrained:
-        notes.append("The tiny preset's VAE is UNTRAINED (random weights): these latents are only good for tests and smoke runs.")
+        notes.append(untrained_note("VAE"))
     device = torch.device(args.device or models.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         with quiet_hub_progress(enabled=models.untrained):

@@ -41,6 +41,7 @@ from .batch import (
 )
 from .dba import ANCHOR_TAIL_FRAMES, MIN_CLIP_FRAMES, clip_length, is_clip_length, trim_to_clip
 from .errors import RestorerInputError
+from .presets import untrained_note
 from .video_io import DEFAULT_CRF, read_video, write_video
 
 HEATMAPS_DIR = "heatmaps"
@@ -89,12 +90,6 @@ class RestoreArgs:
     """x264 constant rate factor of the written videos (0 = lossless, 18 = visually lossless)."""
     overwrite: bool = False
     """Recompute outputs that already exist instead of skipping them."""
-
-
-UNTRAINED_NOTE = (
-    "The 'tiny' preset is a randomly initialised (untrained) model: its outputs are not restorations; "
-    "use it only to exercise the pipeline."
-)
 
 
 def default_device() -> str:
@@ -204,7 +199,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
         return (sample_dir / path.name).exists()
 
     if args.preset == "tiny":
-        print_note(console, UNTRAINED_NOTE)
+        print_note(console, untrained_note("model"))
     step_progress = StepProgress()
     loaded: list[Any] = []
 

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from .batch import print_error, print_note
 from .errors import RestorerInputError
+from .presets import untrained_note
 from .train_config import TrainConfig
 
 
@@ -26,7 +27,7 @@ def run(config: TrainConfig, console: Console | None = None) -> int:
 
     console = console or Console(stderr=True)
     if config.preset == "tiny":
-        print_note(console, "The tiny preset's backbone is UNTRAINED (random weights): the adapter is only good for tests and smoke runs.")
+        print_note(console, untrained_note("backbone"))
     try:
         result = train(config, console=console)
     except RestorerInputError as err:

@@ -13,7 +13,8 @@ videos and heatmaps come back ``T + 8`` frames long and are trimmed to the first
 
 **The clip-length rule, stated once.** LTX's VAE needs ``8n + 1`` frames, and ``T + 8`` is ``8n + 1``
 exactly when ``T`` is, so clips are ``T = 8n + 1`` frames with ``n >= 1`` (9, 17, ..., 89 trained, ...):
-:func:`check_clip_length`, :data:`MIN_CLIP_FRAMES`, :data:`TRAINED_CLIP_FRAMES`.
+:func:`is_clip_length`, :func:`check_clip_length`, :func:`nearest_clip_length`, :func:`largest_clip_length`,
+:data:`MIN_CLIP_FRAMES`, :data:`TRAINED_CLIP_FRAMES`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def nearest_clip_length(num_frames: int) -> int:
     """Smallest valid clip length ``>= num_frames`` (for resampling clips of other lengths)."""
     n = max(num_frames, MIN_CLIP_FRAMES)
     return ((n - 1 + TEMPORAL_COMPRESSION - 1) // TEMPORAL_COMPRESSION) * TEMPORAL_COMPRESSION + 1
+
+
+def largest_clip_length(num_frames: int) -> int:
+    """Longest valid clip length ``<= num_frames`` (for cutting ``num_frames >= 9`` frames into clips)."""
+    if num_frames < MIN_CLIP_FRAMES:
+        raise ClipLengthError(f"No clip of at least {MIN_CLIP_FRAMES} frames fits in {num_frames} frames.")
+    return (num_frames - 1) // TEMPORAL_COMPRESSION * TEMPORAL_COMPRESSION + 1
 
 
 def reference_length(clip_frames: int) -> int:

@@ -64,6 +64,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .atomic import atomic_path
 from .dba import (
     ANCHOR_TAIL_FRAMES,
     build_reference_video,
@@ -293,17 +294,13 @@ def pairs_meta(models: PresetModels, metric: str, seed: int = DEFAULT_SEED) -> d
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_pair(out_dir: Path, name: str, pair: PairVideos, latents: dict, fps: float, crf: int) -> None:

@@ -51,6 +51,7 @@ from .loading import (
     text_encoder_identity,
 )
 from .lora import load_lora_adapter
+from .presets import UNTRAINED_LABEL, untrained_note
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots, resolve_roots
 from .sampler import (
@@ -110,13 +111,12 @@ class ArtifactRestorer(StageRunner):
         loads it through the same loader as ``full``.
         """
         preset = resolve_restorer_preset(name, overrides)
-        label = "[tiny preset: UNTRAINED, random weights] " if preset.untrained else ""
+        label = f"{UNTRAINED_LABEL} " if preset.untrained else ""
         with quiet_hub_progress(enabled=preset.untrained):
             restorer = cls._from_preset(preset, label, progress)
         if preset.untrained:
             console().print(
-                f"{label}ArtifactRestorer '{preset.name}' loaded from {restorer.roots.weights.parent}; "
-                "its outputs are untrained (random weights) and only good for tests and smoke runs.",
+                f"ArtifactRestorer '{preset.name}' loaded from {restorer.roots.weights.parent}. {untrained_note()}",
                 markup=False, soft_wrap=True,
             )
         return restorer

@@ -17,6 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+UNTRAINED_LABEL = "[tiny preset: UNTRAINED, random weights]"
+"""What the tiny preset's progress bars and log lines start with."""
+
+
+def untrained_note(part: str = "restorer") -> str:
+    """The one sentence every command prints about the tiny preset; ``part`` names the piece of it that
+    the command uses (``restorer``, ``model``, ``VAE``, ``backbone``)."""
+    return f"The tiny preset's {part} is UNTRAINED (random weights): fine for tests, CPU demos and smoke runs, not for results."
+
 
 @dataclass(frozen=True)
 class RestorerPreset:

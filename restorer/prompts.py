@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .atomic import atomic_path
+
 STAGE1_PROMPT = "predict artifact map"
 STAGE2_PROMPT = "remove artifact"
 STAGE_PROMPTS = {"stage1": STAGE1_PROMPT, "stage2": STAGE2_PROMPT}
@@ -76,9 +78,8 @@ def cached_prompt_embeddings(
                 mask = tokens["attention_mask"].to(device)
                 embeds = text_encoder(tokens["input_ids"].to(device), attention_mask=mask)[0]
                 result[name] = PromptEmbedding(embeds.float().cpu(), mask.cpu())
-                tmp = files[name].with_suffix(".tmp")
-                torch.save({"embeds": result[name].embeds, "mask": result[name].mask, "prompt": prompts[name]}, tmp)
-                tmp.replace(files[name])
+                with atomic_path(files[name]) as tmp:
+                    torch.save({"embeds": result[name].embeds, "mask": result[name].mask, "prompt": prompts[name]}, tmp)
         del tokenizer, text_encoder
         gc.collect()
         if torch.cuda.is_available():

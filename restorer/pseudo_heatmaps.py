@@ -20,17 +20,26 @@ ALEXNET_WEIGHTS_FILE = "alexnet-owt-7be5be79.pth"
 
 
 def alexnet_weights_path() -> Path:
-    """Where torchvision looks for the AlexNet weights that LPIPS needs."""
+    """Where torchvision looks for the AlexNet weights that LPIPS needs (the one place that knows it; the
+    glue's LPIPS metrics ask here too)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS_FILE
+
+
+def missing_alexnet_weights() -> str | None:
+    """A phrase naming the missing AlexNet weight file and its folder, or None when it is there."""
+    path = alexnet_weights_path()
+    if path.is_file():
+        return None
+    return f"torchvision's AlexNet weights ({path.name}) are not in {path.parent}"
 
 
 def check_lpips_weights() -> None:
     """Raise one sentence naming the missing AlexNet weight file and its folder (no download is attempted)."""
-    path = alexnet_weights_path()
-    if not path.exists():
+    missing = missing_alexnet_weights()
+    if missing is not None:
         raise RestorerInputError(
-            f"The LPIPS heatmap needs torchvision's AlexNet weights {ALEXNET_WEIGHTS_FILE}, which is missing: "
-            f"put it in {path.parent} (or set TORCH_HOME), or use --heatmap-metric l1 or ssim."
+            f"The LPIPS heatmap cannot be computed: {missing}; put the file there (or set TORCH_HOME), "
+            "or use --heatmap-metric l1 or ssim."
         )
 
 

@@ -24,22 +24,21 @@ offline in about a second.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_folder
 from .latents import auxiliary_latents
 from .loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG, quiet_hub_progress
+from .presets import UNTRAINED_LABEL
 from .prompts import STAGE_PROMPTS
 from .roots import AUXILIARY_LATENTS_DIR, TRANSFORMER_SINGLE_FILE, Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir
 from .sampler import pack_latents
 
 TINY_RELEASE_VERSION = "tiny-release-v2"
 TINY_RELEASE_SEED = 0
-UNTRAINED_LABEL = "[tiny preset: UNTRAINED, random weights]"
 TINY_LATENT_CHANNELS = 8
 TINY_TEXT_DIM = 16
 TINY_LORA_RANK = 4
@@ -238,15 +237,7 @@ def ensure_tiny_release(base: Path | None = None, seed: int = TINY_RELEASE_SEED)
     root = base / f"{TINY_RELEASE_VERSION}-seed{seed}"
     marker = root / "COMPLETE"
     if not marker.exists():
-        base.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=base))
-        try:
+        with atomic_folder(root) as staging:
             save_tiny_release(staging, seed=seed)
             (staging / "COMPLETE").write_text(f"{TINY_RELEASE_VERSION} {UNTRAINED_LABEL}\n")
-            if root.exists():
-                shutil.rmtree(root)
-            staging.rename(root)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
     return tiny_roots(root)

@@ -1,8 +1,8 @@
 """Video reading and writing through ffmpeg (ffmpeg-python command lines, raw rgb24 pipes).
 
-Frames are float tensors ``[frames, height, width, 3]`` in ``[0, 1]``. Writes are atomic: the video
-is encoded to a hidden temporary file in the destination folder and moved into place with
-``os.replace``, so an interrupted run never leaves a half-written file under the final name.
+Frames are float tensors ``[frames, height, width, 3]`` in ``[0, 1]``. Writes are atomic
+(:mod:`restorer.atomic`): the video is encoded to a hidden temporary file in the destination folder and
+moved into place, so an interrupted run never leaves a half-written file under the final name.
 
 The ffmpeg executable is looked up on ``PATH`` and falls back to the binary shipped with
 ``imageio-ffmpeg``. ``ffprobe`` is not needed: stream parameters are parsed from ``ffmpeg -i``.
@@ -17,13 +17,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 import ffmpeg
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from .atomic import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -35,7 +37,6 @@ __all__ = [
     "probe_video",
     "read_video",
     "write_video",
-    "atomic_output",
     "gray_to_rgb",
     "rgb_to_gray",
     "DEFAULT_CRF",
@@ -89,11 +90,8 @@ def environment_with_ffmpeg(env: dict | None = None) -> dict:
     folder = cache_dir() / "bin"
     link = folder / "ffmpeg"
     if not link.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".ffmpeg-{os.getpid()}"
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(find_ffmpeg())
-        os.replace(temporary, link)
+        with atomic_path(link) as temporary:
+            temporary.symlink_to(find_ffmpeg())
     env["PATH"] = f"{folder}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -207,25 +205,6 @@ def _to_uint8(frames: Tensor | np.ndarray) -> np.ndarray:
     return frames.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).contiguous().numpy()
 
 
-def _temp_name(final: Path) -> Path:
-    # Hidden, same folder (so os.replace is atomic), keeps the suffix so ffmpeg picks the container.
-    return final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it to ``path``, else delete it."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_video(
     path: PathLike,
     frames: Float[Tensor, "frames height width 3"] | np.ndarray,
@@ -256,7 +235,7 @@ def write_video(
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     final = Path(path)
-    with atomic_output(final) as tmp:
+    with atomic_path(final) as tmp:
         stream = ffmpeg.input(
             "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=f"{fps:g}"
         ).output(str(tmp), vcodec="libx264", pix_fmt=pix_fmt, crf=int(crf), preset=preset, an=None)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small demo scene and the venv's command-line tools on PATH."""
+"""Shared fixtures: a small demo scene, the venv's command-line tools on PATH, and the synthetic test clip."""
 
 from __future__ import annotations
 
@@ -6,12 +6,44 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Optional
 
 import pytest
+import torch
 
 BIN = Path(sys.executable).parent
 # The venv's tools (ffmpeg, ns-*, aw-*) come first, as `make test` arranges, also under a bare `pytest`.
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def wave_clip(
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    freqs: tuple[float, float, float] = (3.0, 2.0, 1.5),
+    speeds: tuple[float, float, float] = (0.3, 0.2, 0.0),
+    phases: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    blue: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+) -> torch.Tensor:
+    """The synthetic test clip ``[frames, height, width, 3]`` in ``[0, 1]``: smooth colour waves that move
+    from frame to frame and survive H.264 with little loss. With ``x``, ``y`` running 0..1 across the frame
+    and ``t`` the frame index, per channel::
+
+        r = 0.5 + 0.4 sin(fr x + sr t + pr)
+        g = 0.5 + 0.4 cos(fg y - sg t + pg)
+        b = 0.5 + 0.3 sin(fb (x + y) + pb + sb t)      (or blue(x, y, t))
+
+    (``freqs``, ``speeds``, ``phases`` per channel); each test module fixes its own waves.
+    """
+    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
+    y = torch.linspace(0, 1, height).view(1, -1, 1)
+    x = torch.linspace(0, 1, width).view(1, 1, -1)
+    (fr, fg, fb), (sr, sg, sb), (pr, pg, pb) = freqs, speeds, phases
+    r = 0.5 + 0.4 * torch.sin(fr * x + sr * t + pr)
+    g = 0.5 + 0.4 * torch.cos(fg * y - sg * t + pg)
+    b = 0.5 + 0.3 * torch.sin(fb * (x + y) + pb + sb * t) if blue is None else blue(x, y, t)
+    return torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
 
 
 def _run_cli(*args: str, timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -7,18 +7,17 @@ import math
 
 import pytest
 import torch
+from conftest import wave_clip
 
 from artifactworld_ns import evaluate as ev
 from artifactworld_ns import metrics
+from artifactworld_ns.restorer import ALEXNET_WEIGHTS_FILE
 from artifactworld_ns.restorer.video_io import read_video, write_video
 
 
 def _clip(frames: int = 5, height: int = 32, width: int = 48, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
-    y = torch.linspace(0, 1, height).view(1, -1, 1)
-    x = torch.linspace(0, 1, width).view(1, 1, -1)
-    base = torch.stack(torch.broadcast_tensors(0.5 + 0.4 * torch.sin(7 * x + 0.5 * t), 0.5 + 0.4 * torch.cos(6 * y - 0.3 * t), 0.4 + 0.3 * x * y + 0 * t), -1)
+    base = wave_clip(frames, height, width, freqs=(7, 6, 0), speeds=(0.5, 0.3, 0), blue=lambda x, y, t: 0.4 + 0.3 * x * y + 0 * t)
     return (base + 0.03 * torch.rand(base.shape, generator=g)).clamp(0, 1)
 
 
@@ -43,26 +42,22 @@ def folders(tmp_path):
 
 
 @pytest.fixture
-def fake_alexnet(tmp_path):
+def fake_alexnet(tmp_path, monkeypatch):
     """A torch hub cache holding random AlexNet weights under the name torchvision looks for."""
     import torchvision
 
-    previous = torch.hub.get_dir()
     hub = tmp_path / "hub"
     (hub / "checkpoints").mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "checkpoints" / metrics.ALEXNET_WEIGHTS)
-    torch.hub.set_dir(str(hub))
-    yield hub
-    torch.hub.set_dir(previous)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "checkpoints" / ALEXNET_WEIGHTS_FILE)
+    # torch.hub.set_dir, undone afterwards (set_dir(get_dir()) would pin the folder and hide TORCH_HOME from later tests)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(hub))
+    return hub
 
 
 @pytest.fixture
-def empty_hub(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "empty_hub"))
-    yield
-    torch.hub.set_dir(previous)
+def empty_hub(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "empty_hub"))
 
 
 def test_identical_clips_score_cap_ssim_one_lpips_zero(tmp_path, fake_alexnet):

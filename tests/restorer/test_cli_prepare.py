@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import wave_clip
 
 from artifactworld_ns.restorer import cli_prepare
 from artifactworld_ns.restorer.batch import list_videos, process_index, shard
@@ -16,14 +17,8 @@ T, H, W = 17, 64, 96
 
 
 def clip(frames: int, phase: float, height: int = H, width: int = W) -> torch.Tensor:
-    """Smooth content, distinct per frame and per phase."""
-    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
-    y = torch.linspace(0, 1, height).view(1, -1, 1)
-    x = torch.linspace(0, 1, width).view(1, 1, -1)
-    r = 0.5 + 0.4 * torch.sin(3.0 * x + 0.35 * t + phase)
-    g = 0.5 + 0.4 * torch.cos(2.0 * y - 0.25 * t + 2 * phase)
-    b = 0.5 + 0.3 * torch.sin(1.5 * (x + y) + phase + 0.1 * t)
-    return torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+    """Distinct per frame and per phase."""
+    return wave_clip(frames, height, width, speeds=(0.35, 0.25, 0.1), phases=(phase, 2 * phase, phase))
 
 
 @pytest.fixture

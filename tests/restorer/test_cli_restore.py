@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import wave_clip
 
 from artifactworld_ns.restorer import cli_restore
 from artifactworld_ns.restorer.batch import InputError
@@ -22,13 +23,7 @@ CLIP = T - 8
 
 
 def clip(frames: int, height: int, width: int, phase: float) -> torch.Tensor:
-    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
-    y = torch.linspace(0, 1, height).view(1, -1, 1)
-    x = torch.linspace(0, 1, width).view(1, 1, -1)
-    r = 0.5 + 0.4 * torch.sin(3.0 * x + 0.3 * t + phase)
-    g = 0.5 + 0.4 * torch.cos(2.0 * y - 0.2 * t + phase)
-    b = 0.5 + 0.3 * torch.sin(1.5 * (x + y) + phase)
-    return torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+    return wave_clip(frames, height, width, phases=(phase, phase, phase))
 
 
 GOOD = {"a.mp4": (64, 96, 24.0), "b.mp4": (64, 96, 30.0), "c.mp4": (63, 95, 24.0)}  # name: (height, width, fps)
@@ -137,7 +132,7 @@ def test_restore_end_to_end_resume_and_bad_files(
     code = restore(inputs, out)
     text = capsys.readouterr().out
     assert code == 2  # two bad inputs, listed at the end
-    assert "untrained" in text
+    assert "UNTRAINED" in text
     assert {p.name for p in out.iterdir()} == {"heatmaps", "samples"}
     check_outputs(out / "heatmaps", set(GOOD))
     check_outputs(out / "samples", set(GOOD))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import wave_clip
 from restorer_fixtures import aw_cache  # noqa: F401
 
 from artifactworld_ns.restorer import cli_make_pairs
@@ -32,13 +33,7 @@ F_REF = T + 8  # the official DBA layout appends 8 frames of anchor B
 
 
 def clean_clip(phase: float, frames: int = T, size: int = S) -> torch.Tensor:
-    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1)
-    y = torch.linspace(0, 1, size).view(1, -1, 1)
-    x = torch.linspace(0, 1, size).view(1, 1, -1)
-    r = 0.5 + 0.4 * torch.sin(6.0 * x + 0.3 * t + phase)
-    g = 0.5 + 0.4 * torch.cos(5.0 * y - 0.2 * t + phase)
-    b = 0.5 + 0.3 * torch.sin(4.0 * (x + y) + phase)
-    return torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+    return wave_clip(frames, size, size, freqs=(6.0, 5.0, 4.0), phases=(phase, phase, phase))
 
 
 def degrade_left_half(clip: torch.Tensor, seed: int) -> torch.Tensor:
