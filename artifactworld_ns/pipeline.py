@@ -116,7 +116,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
             except ReferenceRestorerError as error:
                 stop(str(error))
         if preset == "tiny":
-            CONSOLE.print("[yellow]ArtifactWorld: restorer preset 'tiny' has random weights (untrained); use it for demos and CI only.")
+            from artifactworld_ns.restorer import untrained_note
+
+            CONSOLE.print(f"[yellow]ArtifactWorld: {untrained_note()}")
 
     # ------------------------------------------------------------------ schedule and bank
 

@@ -11,7 +11,6 @@ and ``custom_checkpoint_0.pkl`` (every process's sampling state, :class:`Samplin
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .errors import RestorerInputError
 from .lora_training import adapter_state_dict, load_raw_adapter, save_file_atomic
 
@@ -107,9 +107,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, config) -> Path:
     accelerator.save_state(str(folder))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        tmp = folder / f".state.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
-        os.replace(tmp, folder / "state.json")
+        with atomic_path(folder / "state.json") as tmp:
+            tmp.write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
     return folder
 
 

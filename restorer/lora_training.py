@@ -7,12 +7,12 @@ the release file uses the diffusers keys ``transformer.<module>.lora_A/B.weight`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_path
 from .errors import RestorerInputError
 
 COMFY_PREFIX = "comfy_"
@@ -121,7 +121,5 @@ def load_raw_adapter(transformer: nn.Module, adapter: str, state: dict[str, Tens
 def save_file_atomic(state: dict[str, Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .aatf import STAGE2_ADAPTER
+from .atomic import atomic_path
 from .checkpoints import (
     SamplingState,
     config_dict,
@@ -60,6 +60,7 @@ from .flow_matching import (
 )
 from .heatmap import STAGE1_ADAPTER
 from .lora_training import add_trainable_lora, comfy_path_for, save_release_adapter
+from .presets import UNTRAINED_LABEL
 from .roots import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .train_config import DEFAULT_RANK, TrainConfig, TrainResult, total_steps, validate_config
 
@@ -241,7 +242,7 @@ def _progress_bar(run: _Run, console):
         TimeRemainingColumn,
     )
 
-    label = "[tiny preset: UNTRAINED backbone] " if run.models.untrained else ""
+    label = f"{UNTRAINED_LABEL} " if run.models.untrained else ""
     return Progress(
         TextColumn(f"{label}stage {run.config.stage} LoRA"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -260,9 +261,8 @@ def _write_run_info(run: _Run, result: TrainResult) -> None:
         pairs_meta=run.dataset.meta, final_loss=result.losses[-1] if result.losses else None,
         steps_per_second=result.steps_per_second, peak_memory_bytes=result.peak_memory_bytes,
     )
-    tmp = result.config_path.with_name(f".{result.config_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, result.config_path)
+    with atomic_path(result.config_path) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _train_steps(run: _Run, result: TrainResult, console, on_step: Callable[[int, float], None] | None) -> None:
