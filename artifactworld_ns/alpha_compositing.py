@@ -75,7 +75,9 @@ class PixelGaussianPairs:
     """``min(0.999, o exp(-sigma))`` of each pair (no gradient; :func:`composite_pairs` adds it)."""
 
 
-def _ellipse_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, width: int, height: int, tile_size: int):
+def _ellipse_rows(
+    means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, width: int, height: int, tile_size: int
+):
     """Per Gaussian and image row, the pixels ``[x_lo, x_hi]`` where ``alpha >= 1/255`` can hold:
     the ellipse ``sigma <= log(255 o)`` cut to the Gaussian's tile rectangle and the image.
 
@@ -83,7 +85,9 @@ def _ellipse_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Ten
     grouped by Gaussian in the order of the flat ids.
     """
     device = means2d.device
-    tile_mins, tile_maxs = tile_rectangles(means2d, radii, tile_size, math.ceil(width / tile_size), math.ceil(height / tile_size))
+    tile_mins, tile_maxs = tile_rectangles(
+        means2d, radii, tile_size, math.ceil(width / tile_size), math.ceil(height / tile_size)
+    )
     tile_mins, tile_maxs = tile_mins.reshape(-1, 2) * tile_size, tile_maxs.reshape(-1, 2) * tile_size - 1
     means, (a, b, c) = means2d.reshape(-1, 2).double(), conics.reshape(-1, 3).double().unbind(-1)
     threshold = torch.log((255.0 * opacities.reshape(-1).double()).clamp(min=1e-12)) + _THRESHOLD_SLACK
@@ -92,9 +96,13 @@ def _ellipse_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Ten
     extent_y = torch.sqrt(2 * threshold.clamp(min=0) * a / det)
     y_lo = torch.maximum(torch.ceil(means[:, 1] - extent_y - 0.5).long(), tile_mins[:, 1])
     y_hi = torch.minimum(torch.floor(means[:, 1] + extent_y - 0.5).long(), tile_maxs[:, 1]).clamp(max=height - 1)
-    rows_per = (y_hi - y_lo + 1).clamp(min=0) * ((radii.reshape(-1) > 0) & (threshold > 0) & (tile_maxs[:, 0] >= tile_mins[:, 0]))
+    rows_per = (y_hi - y_lo + 1).clamp(min=0) * (
+        (radii.reshape(-1) > 0) & (threshold > 0) & (tile_maxs[:, 0] >= tile_mins[:, 0])
+    )
     gaussian = torch.repeat_interleave(torch.arange(rows_per.numel(), device=device), rows_per)
-    y = torch.arange(gaussian.numel(), device=device) - torch.repeat_interleave(torch.cumsum(rows_per, 0) - rows_per - y_lo, rows_per)
+    y = torch.arange(gaussian.numel(), device=device) - torch.repeat_interleave(
+        torch.cumsum(rows_per, 0) - rows_per - y_lo, rows_per
+    )
     a, b = a[gaussian], b[gaussian]
     dy = means[gaussian, 1] - (y + 0.5)
     half = torch.sqrt((2 * a * threshold[gaussian] - det[gaussian] * dy * dy).clamp(min=0)) / a
@@ -127,7 +135,16 @@ class _Rows:
     opacity: Tensor
 
 
-def _rows_front_to_back(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> _Rows:
+def _rows_front_to_back(
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    width: int,
+    height: int,
+    tile_size: int,
+) -> _Rows:
     """The ellipse rows in depth order (each camera's own, stable so a Gaussian's rows stay together), so
     that a pixel whose transmittance has reached the cut-off can be dropped from every later chunk (the
     kernel's early termination)."""
@@ -135,16 +152,27 @@ def _rows_front_to_back(means2d: Tensor, conics: Tensor, opacities: Tensor, radi
     device, dtype = means2d.device, means2d.dtype
     gaussian, y, x_lo, length = _ellipse_rows(means2d, conics, opacities, radii, width, height, tile_size)
     depth_rank = torch.empty(num_cameras, num_gaussians, dtype=torch.long, device=device)
-    depth_rank.scatter_(1, torch.argsort(depths, dim=1, stable=True), torch.arange(num_gaussians, device=device).expand(num_cameras, -1).contiguous())
+    depth_rank.scatter_(
+        1,
+        torch.argsort(depths, dim=1, stable=True),
+        torch.arange(num_gaussians, device=device).expand(num_cameras, -1).contiguous(),
+    )
     order = torch.argsort(depth_rank.reshape(-1)[gaussian], stable=True)
     gaussian, y, x_lo, length = gaussian[order], y[order], x_lo[order], length[order]
     image_row = (gaussian // num_gaussians) * height + y
     flat_means, flat_conics = means2d.reshape(-1, 2)[gaussian], conics.reshape(-1, 3)[gaussian]
     dy = flat_means[:, 1] - (y.to(dtype) + 0.5)
     return _Rows(
-        gaussian=gaussian, image_row=image_row, row_start=image_row * width, x_lo=x_lo, length=length,
-        mean_x=flat_means[:, 0] - 0.5, half_a=0.5 * flat_conics[:, 0], b_dy=flat_conics[:, 1] * dy,
-        half_c_dy2=0.5 * flat_conics[:, 2] * dy * dy, opacity=opacities.reshape(-1)[gaussian],
+        gaussian=gaussian,
+        image_row=image_row,
+        row_start=image_row * width,
+        x_lo=x_lo,
+        length=length,
+        mean_x=flat_means[:, 0] - 0.5,
+        half_a=0.5 * flat_conics[:, 0],
+        b_dy=flat_conics[:, 1] * dy,
+        half_c_dy2=0.5 * flat_conics[:, 2] * dy * dy,
+        opacity=opacities.reshape(-1)[gaussian],
     )
 
 
@@ -153,7 +181,9 @@ def _candidates(rows: _Rows, chunk: Tensor) -> Tuple[Tensor, Tensor, Tensor, Ten
     lengths = rows.length[chunk]
     total = int(lengths.sum())
     row = torch.repeat_interleave(chunk, lengths, output_size=total)
-    x = torch.arange(total, device=chunk.device) + torch.repeat_interleave(rows.x_lo[chunk] - (torch.cumsum(lengths, 0) - lengths), lengths, output_size=total)
+    x = torch.arange(total, device=chunk.device) + torch.repeat_interleave(
+        rows.x_lo[chunk] - (torch.cumsum(lengths, 0) - lengths), lengths, output_size=total
+    )
     delta_x = rows.mean_x[row] - x.to(rows.mean_x.dtype)
     sigma = delta_x * (rows.half_a[row] * delta_x + rows.b_dy[row]) + rows.half_c_dy2[row]
     alpha = torch.clamp_max(rows.opacity[row] * torch.exp(-sigma), ALPHA_MAX)
@@ -265,10 +295,19 @@ def composite_pairs(
     """
     num_cameras, channels = means2d.shape[0], colors.shape[-1]
     render_colors, render_alphas = _CompositePairs.apply(
-        means2d.reshape(-1, 2), conics.reshape(-1, 3), colors.reshape(-1, channels), opacities.reshape(-1), pairs, width, height,
-        num_cameras * height * width, absgrad,
+        means2d.reshape(-1, 2),
+        conics.reshape(-1, 3),
+        colors.reshape(-1, channels),
+        opacities.reshape(-1),
+        pairs,
+        width,
+        height,
+        num_cameras * height * width,
+        absgrad,
     )
-    return render_colors.reshape(num_cameras, height, width, channels), render_alphas.reshape(num_cameras, height, width, 1)
+    return render_colors.reshape(num_cameras, height, width, channels), render_alphas.reshape(
+        num_cameras, height, width, 1
+    )
 
 
 def _exclusive_segment_cumsum(values: Tensor, lengths: Tensor) -> Tensor:
@@ -310,7 +349,18 @@ class _CompositePairs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, pairs: PixelGaussianPairs, width: int, height: int, num_pixels: int, absgrad):
+    def forward(
+        ctx,
+        means2d,
+        conics,
+        colors,
+        opacities,
+        pairs: PixelGaussianPairs,
+        width: int,
+        height: int,
+        num_pixels: int,
+        absgrad,
+    ):
         pixel_ids, gaussian_ids, alphas = pairs.pixel_ids, pairs.gaussian_ids, pairs.alphas.to(colors.dtype)
         pairs_per_pixel = torch.bincount(pixel_ids, minlength=num_pixels)
         log_survival = torch.log1p(-alphas).double()
@@ -323,13 +373,17 @@ class _CompositePairs(torch.autograd.Function):
             torch.mul(values[gaussian_ids], weights, out=weighted[channel])
         weighted[-1] = weights
         sums = _segment_sum(weighted, pairs_per_pixel)
-        ctx.save_for_backward(means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel)
+        ctx.save_for_backward(
+            means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel
+        )
         ctx.width, ctx.height, ctx.absgrad = width, height, absgrad
         return sums[:-1].t(), sums[-1:].t()
 
     @staticmethod
     def backward(ctx, grad_colors, grad_alphas):
-        means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel = ctx.saved_tensors
+        means2d, conics, colors, opacities, pixel_ids, gaussian_ids, alphas, transmittance, pairs_per_pixel = (
+            ctx.saved_tensors
+        )
         channels, dtype = colors.shape[-1], colors.dtype
         weights = alphas * transmittance
         rows = 6 + channels + 2 * (ctx.absgrad is not None)
@@ -346,7 +400,9 @@ class _CompositePairs(torch.autograd.Function):
         torch.mul(grad_alpha, alphas * (alphas < ALPHA_MAX), out=grad_sigma)
         grad_sigma.neg_()
 
-        pixels = pixel_ids.int() if pixel_ids.numel() and int(pixel_ids[-1]) < 2**31 else pixel_ids  # sorted: last is largest
+        pixels = (
+            pixel_ids.int() if pixel_ids.numel() and int(pixel_ids[-1]) < 2**31 else pixel_ids
+        )  # sorted: last is largest
         image_row = pixels // ctx.width  # camera * height + y
         dx = means2d[:, 0].contiguous()[gaussian_ids] - (pixels - image_row * ctx.width).to(dtype) - 0.5
         dy = means2d[:, 1].contiguous()[gaussian_ids] - (image_row % ctx.height).to(dtype) - 0.5
@@ -359,9 +415,21 @@ class _CompositePairs(torch.autograd.Function):
         torch.mul(grad_sigma * dy, 0.5 * dy, out=per_pair[4])
         if ctx.absgrad is not None:
             torch.abs(per_pair[:2], out=per_pair[6 + channels :])
-        per_gaussian = torch.zeros(rows, means2d.shape[0], dtype=dtype, device=colors.device).index_add_(1, gaussian_ids, per_pair)
+        per_gaussian = torch.zeros(rows, means2d.shape[0], dtype=dtype, device=colors.device).index_add_(
+            1, gaussian_ids, per_pair
+        )
         if ctx.absgrad is not None:
             ctx.absgrad.view(-1, 2).add_(per_gaussian[6 + channels :].t())
         # dL/do = -dL/dsigma / o (a Gaussian with pairs has o >= a >= 1/255)
         grad_opacities = torch.where(per_gaussian[5] != 0, -per_gaussian[5] / opacities.clamp(min=ALPHA_MIN), 0.0)
-        return per_gaussian[:2].t(), per_gaussian[2:5].t(), per_gaussian[6 : 6 + channels].t(), grad_opacities, None, None, None, None, None
+        return (
+            per_gaussian[:2].t(),
+            per_gaussian[2:5].t(),
+            per_gaussian[6 : 6 + channels].t(),
+            grad_opacities,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )

@@ -97,7 +97,12 @@ class PseudoViewBank:
                 Image.fromarray(image.numpy()).save(staging / f"frame_{index:05d}.png")
                 Image.fromarray(heat.numpy()).save(staging / f"heatmap_{index:05d}.png")
                 new_views.append(
-                    BankView(image=f"{round_name}/frame_{index:05d}.png", heatmap=f"{round_name}/heatmap_{index:05d}.png", round=record.round, **camera)
+                    BankView(
+                        image=f"{round_name}/frame_{index:05d}.png",
+                        heatmap=f"{round_name}/heatmap_{index:05d}.png",
+                        round=record.round,
+                        **camera,
+                    )
                 )
                 images.append(image)
                 maps.append(heat)
@@ -149,11 +154,15 @@ class PseudoViewBank:
         view = self.views[index]
         return {
             "camera_to_world": torch.tensor(view.camera_to_world, dtype=torch.float32),
-            "fx": view.fx, "fy": view.fy, "cx": view.cx, "cy": view.cy, "width": view.width, "height": view.height,
+            "fx": view.fx,
+            "fy": view.fy,
+            "cx": view.cx,
+            "cy": view.cy,
+            "width": view.width,
+            "height": view.height,
         }
 
 
 def _ensure(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-

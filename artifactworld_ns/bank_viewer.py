@@ -27,6 +27,11 @@ def draw_bank(server, bank: PseudoViewBank, visible: bool) -> None:
         thumbnail = bank.images[index][:: max(1, view.height // 64), :: max(1, view.height // 64)].numpy()
         server.scene.add_camera_frustum(
             name=f"{BANK_NODE}/view_{index:05d}",
-            fov=float(2 * np.arctan(view.cy / view.fy)), aspect=view.width / view.height, scale=0.08,
-            image=thumbnail, wxyz=rotation.wxyz, position=pose[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO, color=BANK_COLOR,
+            fov=float(2 * np.arctan(view.cy / view.fy)),
+            aspect=view.width / view.height,
+            scale=0.08,
+            image=thumbnail,
+            wxyz=rotation.wxyz,
+            position=pose[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO,
+            color=BANK_COLOR,
         )

@@ -21,7 +21,11 @@ def anchor_image(image: Tensor, size) -> Float[Tensor, "height width 3"]:
     image = image[..., :3]
     if tuple(image.shape[:2]) != tuple(int(s) for s in size):
         image = torch.nn.functional.interpolate(
-            image.permute(2, 0, 1)[None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False, antialias=True
+            image.permute(2, 0, 1)[None],
+            size=tuple(int(s) for s in size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         )[0].permute(1, 2, 0)
     return image.clamp(0, 1)
 
@@ -45,8 +49,12 @@ def subset_dataparser_outputs(outputs: DataparserOutputs, indices: List[int]) ->
 def camera_record(pose: Optional[Tensor], camera: Cameras) -> Dict:
     """A bank record of one camera: ``camera``'s intrinsics, with ``pose`` as its camera-to-world when given."""
     record = {
-        "fx": float(camera.fx), "fy": float(camera.fy), "cx": float(camera.cx), "cy": float(camera.cy),
-        "width": int(camera.width), "height": int(camera.height),
+        "fx": float(camera.fx),
+        "fy": float(camera.fy),
+        "cx": float(camera.cx),
+        "cy": float(camera.cy),
+        "width": int(camera.width),
+        "height": int(camera.height),
     }
     if pose is not None:
         record["camera_to_world"] = pose[:3, :4].tolist()
@@ -59,7 +67,11 @@ def pinhole_cameras(camera_to_worlds: Float[Tensor, "n 3 4"], intrinsics: Dict) 
     column = lambda value, dtype=torch.float32: torch.full((n, 1), value, dtype=dtype)  # noqa: E731
     return Cameras(
         camera_to_worlds=camera_to_worlds[:, :3, :4].float(),
-        fx=column(intrinsics["fx"]), fy=column(intrinsics["fy"]), cx=column(intrinsics["cx"]), cy=column(intrinsics["cy"]),
-        width=column(intrinsics["width"], torch.long), height=column(intrinsics["height"], torch.long),
+        fx=column(intrinsics["fx"]),
+        fy=column(intrinsics["fy"]),
+        cx=column(intrinsics["cx"]),
+        cy=column(intrinsics["cy"]),
+        width=column(intrinsics["width"], torch.long),
+        height=column(intrinsics["height"], torch.long),
         camera_type=CameraType.PERSPECTIVE,
     )

@@ -70,7 +70,9 @@ class ArtifactWorldDataManager(FullImageDatamanager):
 
     def set_extra_state(self, state: dict) -> None:
         if state:
-            self.train_unseen_cameras = load_random_extra_state(state, self._rng, getattr(self, "random_generator", None))
+            self.train_unseen_cameras = load_random_extra_state(
+                state, self._rng, getattr(self, "random_generator", None)
+            )
 
     # ------------------------------------------------------------------ sparse-view protocol
 
@@ -84,7 +86,10 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             positions = outputs.cameras.camera_to_worlds[:, :3, 3]
             try:
                 train_indices, eval_indices = select_train_views(
-                    positions, ratio=self.config.train_view_ratio, count=self.config.num_train_views, method=self.config.view_selection
+                    positions,
+                    ratio=self.config.train_view_ratio,
+                    count=self.config.num_train_views,
+                    method=self.config.view_selection,
                 )
             except ViewSelectionError as error:
                 stop(str(error))
@@ -94,14 +99,20 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             )
             self._eval_outputs = subset_dataparser_outputs(outputs, eval_indices.tolist())
             self.train_dataparser_outputs = subset_dataparser_outputs(outputs, train_indices.tolist())
-        return self.dataset_type(dataparser_outputs=self.train_dataparser_outputs, scale_factor=self.config.camera_res_scale_factor)
+        return self.dataset_type(
+            dataparser_outputs=self.train_dataparser_outputs, scale_factor=self.config.camera_res_scale_factor
+        )
 
     def create_eval_dataset(self):
         if self._eval_outputs is None:
             return super().create_eval_dataset()
-        return self.dataset_type(dataparser_outputs=self._eval_outputs, scale_factor=self.config.camera_res_scale_factor)
+        return self.dataset_type(
+            dataparser_outputs=self._eval_outputs, scale_factor=self.config.camera_res_scale_factor
+        )
 
-    def _load_images(self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]) -> List[Dict[str, torch.Tensor]]:
+    def _load_images(
+        self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]
+    ) -> List[Dict[str, torch.Tensor]]:
         # Caching "on cpu" pins host memory, which needs CUDA; when training on the CPU the images
         # already live on the training device, which is what "gpu" caching does.
         if torch.device(self.device).type == "cpu":
@@ -109,7 +120,9 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         try:
             return super()._load_images(split, cache_images_device=cache_images_device)
         except OSError as error:  # PIL's UnidentifiedImageError, truncated files, unreadable files
-            stop(f"An image of the {split} views cannot be read ({error}); replace the file or remove its frame from transforms.json.")
+            stop(
+                f"An image of the {split} views cannot be read ({error}); replace the file or remove its frame from transforms.json."
+            )
 
     # ------------------------------------------------------------------ serving views
 
@@ -142,4 +155,6 @@ class ArtifactWorldDataManager(FullImageDatamanager):
 
 def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
     if not 0.0 <= config.generated_view_fraction <= 1.0:
-        stop(f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1.")
+        stop(
+            f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1."
+        )

@@ -49,7 +49,9 @@ class DemoError(ValueError):
 def round_step(args: DemoArgs) -> int:
     """The round's iteration: ``--restore-step`` or half the run; it must fall inside the run."""
     if args.max_num_iterations < 2:
-        raise DemoError(f"--max-num-iterations {args.max_num_iterations} is too short for a restoration round; use at least 2.")
+        raise DemoError(
+            f"--max-num-iterations {args.max_num_iterations} is too short for a restoration round; use at least 2."
+        )
     step = args.max_num_iterations // 2 if args.restore_step is None else args.restore_step
     if not 0 < step < args.max_num_iterations:
         raise DemoError(
@@ -71,17 +73,28 @@ def run_demo(args: DemoArgs) -> Path:
 
     timestamp = datetime.now().strftime("%Y-%m-%d_%H%M%S")
     command = [
-        str(Path(sys.executable).parent / "ns-train"), "artifactworld-tiny",
-        "--data", str(args.scene_dir),
-        "--output-dir", str(args.output_dir),
-        "--experiment-name", "demo",
-        "--timestamp", timestamp,
-        "--machine.device-type", "cpu",
-        "--max-num-iterations", str(args.max_num_iterations),
-        "--pipeline.datamanager.train-view-ratio", str(args.train_view_ratio),
-        "--pipeline.restore-steps", str(step),
-        "--vis", "tensorboard",
-        "--viewer.quit-on-train-completion", "True",
+        str(Path(sys.executable).parent / "ns-train"),
+        "artifactworld-tiny",
+        "--data",
+        str(args.scene_dir),
+        "--output-dir",
+        str(args.output_dir),
+        "--experiment-name",
+        "demo",
+        "--timestamp",
+        timestamp,
+        "--machine.device-type",
+        "cpu",
+        "--max-num-iterations",
+        str(args.max_num_iterations),
+        "--pipeline.datamanager.train-view-ratio",
+        str(args.train_view_ratio),
+        "--pipeline.restore-steps",
+        str(step),
+        "--vis",
+        "tensorboard",
+        "--viewer.quit-on-train-completion",
+        "True",
     ]
     CONSOLE.print("Running: ns-train " + " ".join(command[1:]))
     started = time.perf_counter()

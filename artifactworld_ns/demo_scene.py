@@ -74,7 +74,12 @@ def procedural_scene(seed: int) -> Dict[str, Tensor]:
     keep = fx**2 + fy**2 <= 1.3**2
     floor = torch.stack([fx[keep], fy[keep], torch.zeros_like(fx[keep])], -1)
     checker = ((torch.floor(floor[:, 0] / 0.26) + torch.floor(floor[:, 1] / 0.26)) % 2)[:, None]
-    add(floor, checker * torch.tensor([0.85, 0.82, 0.75]) + (1 - checker) * torch.tensor([0.25, 0.3, 0.35]), 0.05, flat_axis=2)
+    add(
+        floor,
+        checker * torch.tensor([0.85, 0.82, 0.75]) + (1 - checker) * torch.tensor([0.25, 0.3, 0.35]),
+        0.05,
+        flat_axis=2,
+    )
 
     # A sphere shaded by its normal.
     normals = torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1)
@@ -134,7 +139,9 @@ def focal_length(width: int) -> float:
 
 
 @torch.no_grad()
-def render_views(scene: Dict[str, Tensor], camera_to_worlds: Tensor, width: int, height: int) -> Float[Tensor, "views height width 3"]:
+def render_views(
+    scene: Dict[str, Tensor], camera_to_worlds: Tensor, width: int, height: int
+) -> Float[Tensor, "views height width 3"]:
     opencv_c2w = camera_to_worlds @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     viewmats = torch.linalg.inv(opencv_c2w)
     f = focal_length(width)
@@ -143,8 +150,15 @@ def render_views(scene: Dict[str, Tensor], camera_to_worlds: Tensor, width: int,
     with Progress(transient=True) as progress:
         for viewmat in progress.track(viewmats, description="rendering demo views"):
             image, alpha, _ = rasterization_torch(
-                means=scene["means"], quats=scene["quats"], scales=scene["scales"], opacities=scene["opacities"],
-                colors=scene["colors"], viewmats=viewmat[None], Ks=K[None], width=width, height=height,
+                means=scene["means"],
+                quats=scene["quats"],
+                scales=scene["scales"],
+                opacities=scene["opacities"],
+                colors=scene["colors"],
+                viewmats=viewmat[None],
+                Ks=K[None],
+                width=width,
+                height=height,
             )
             images.append(image[0] + (1 - alpha[0]) * BACKGROUND)  # grey where nothing is (rare: the dome covers it)
     return torch.stack(images).clamp(0, 1)
@@ -152,8 +166,18 @@ def render_views(scene: Dict[str, Tensor], camera_to_worlds: Tensor, width: int,
 
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
     header = "\n".join(
-        ["ply", "format ascii 1.0", f"element vertex {len(points)}", "property float x", "property float y", "property float z",
-         "property uchar red", "property uchar green", "property uchar blue", "end_header"]
+        [
+            "ply",
+            "format ascii 1.0",
+            f"element vertex {len(points)}",
+            "property float x",
+            "property float y",
+            "property float z",
+            "property uchar red",
+            "property uchar green",
+            "property uchar blue",
+            "end_header",
+        ]
     )
     rows = [f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}" for (x, y, z), (r, g, b) in zip(points.tolist(), colors.tolist())]
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
@@ -162,9 +186,13 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
 def validate(args: DemoSceneArgs) -> None:
     for name, value in (("--width", args.width), ("--height", args.height)):
         if not MIN_SIDE <= value <= MAX_SIDE:
-            raise DemoSceneError(f"{name} {value} is not a usable image side; choose a value from {MIN_SIDE} to {MAX_SIDE} pixels.")
+            raise DemoSceneError(
+                f"{name} {value} is not a usable image side; choose a value from {MIN_SIDE} to {MAX_SIDE} pixels."
+            )
     if not 2 <= args.num_views <= MAX_VIEWS:
-        raise DemoSceneError(f"--num-views {args.num_views} is out of range; a scene needs from 2 to {MAX_VIEWS} views.")
+        raise DemoSceneError(
+            f"--num-views {args.num_views} is out of range; a scene needs from 2 to {MAX_VIEWS} views."
+        )
     out = args.output_dir
     if out.exists() and not out.is_dir():
         raise DemoSceneError(f"{out} is a file, not a folder; choose another OUTPUT_DIR.")
@@ -193,14 +221,24 @@ def write_demo_scene(args: DemoSceneArgs) -> Path:
         object_points = scene["means"].numpy()
         chosen = rng.choice(len(object_points), size=len(object_points) // 2, replace=False)
         points = object_points[chosen] + rng.normal(scale=0.02, size=(len(chosen), 3))
-        colors = np.clip(scene["colors"].numpy()[chosen] * 255 + rng.normal(scale=8, size=(len(chosen), 3)), 0, 255).astype(np.uint8)
+        colors = np.clip(
+            scene["colors"].numpy()[chosen] * 255 + rng.normal(scale=8, size=(len(chosen), 3)), 0, 255
+        ).astype(np.uint8)
         write_ply(staging / "sparse_pc.ply", points, colors)
         torch.save({**scene, "background": BACKGROUND}, staging / "ground_truth_gaussians.pt")
         f = focal_length(args.width)
         transforms = {
             "camera_model": "OPENCV",
-            "fl_x": f, "fl_y": f, "cx": args.width / 2, "cy": args.height / 2, "w": args.width, "h": args.height,
-            "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+            "fl_x": f,
+            "fl_y": f,
+            "cx": args.width / 2,
+            "cy": args.height / 2,
+            "w": args.width,
+            "h": args.height,
+            "k1": 0.0,
+            "k2": 0.0,
+            "p1": 0.0,
+            "p2": 0.0,
             "ply_file_path": "sparse_pc.ply",
             "frames": frames,
         }

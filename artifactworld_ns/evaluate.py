@@ -57,7 +57,9 @@ class EvalInputError(ValueError):
 
 def mean_values(per_item: Dict[str, Dict[str, float]]) -> Dict[str, float]:
     names = [m for m in METRIC_ORDER if any(m in v for v in per_item.values())]
-    return {m: sum(v[m] for v in per_item.values()) / len(per_item) for m in names if all(m in v for v in per_item.values())}
+    return {
+        m: sum(v[m] for v in per_item.values()) / len(per_item) for m in names if all(m in v for v in per_item.values())
+    }
 
 
 def _fmt(metric: str, value: Optional[float]) -> str:
@@ -74,20 +76,34 @@ def markdown_table(report: dict, compare_paper: bool = False) -> str:
     unavailable = report.get("unavailable", {})
     if report["kind"] == "video":
         metrics = list(METRIC_ORDER)
-        lines = ["| Method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines = [
+            "| Method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
+            "|---" * (len(metrics) + 1) + "|",
+        ]
         cells = [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
         lines.append(f"| this run ({report['count']} clips) | " + " | ".join(cells) + " |")
         if compare_paper:
-            lines.append("| ArtifactWorld, paper Table 3 (1,284 clips) | " + " | ".join(_fmt(m, PAPER_TABLE3[m]) for m in metrics) + " |")
+            lines.append(
+                "| ArtifactWorld, paper Table 3 (1,284 clips) | "
+                + " | ".join(_fmt(m, PAPER_TABLE3[m]) for m in metrics)
+                + " |"
+            )
     else:
         metrics = ["psnr", "ssim", "lpips"]
-        lines = ["| Method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines = [
+            "| Method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
+            "|---" * (len(metrics) + 1) + "|",
+        ]
         cells = [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
         lines.append(f"| this run ({report['count']} eval views) | " + " | ".join(cells) + " |")
         if compare_paper:
             for dataset, rows in PAPER_TABLE1.items():
                 for ratio, row in rows.items():
-                    lines.append(f"| ArtifactWorld, paper Table 1, {dataset} {ratio} views | " + " | ".join(_fmt(m, row[m]) for m in metrics) + " |")
+                    lines.append(
+                        f"| ArtifactWorld, paper Table 1, {dataset} {ratio} views | "
+                        + " | ".join(_fmt(m, row[m]) for m in metrics)
+                        + " |"
+                    )
     for metric, reason in unavailable.items():
         lines.append(f"\n{METRIC_LABELS.get(metric, metric)} unavailable: {reason}.")
     return "\n".join(lines) + "\n"
@@ -202,7 +218,9 @@ def evaluate_scene(load_config: Path, suite: MetricSuite, progress: Optional[Cal
             gt = gt[..., :3] * gt[..., 3:] + background * (1 - gt[..., 3:])
         gt = gt[..., :3].clamp(0, 1)
         if gt.shape[:2] != pred.shape[:2]:
-            raise EvalInputError(f"Eval view {names[i]} renders at {tuple(pred.shape[:2])} but its image is {tuple(gt.shape[:2])}.")
+            raise EvalInputError(
+                f"Eval view {names[i]} renders at {tuple(pred.shape[:2])} but its image is {tuple(gt.shape[:2])}."
+            )
         per_view[names[i]] = suite.score(pred[None], gt[None])
     mean = mean_values(per_view)
     return {

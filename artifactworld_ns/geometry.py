@@ -28,7 +28,9 @@ def as_poses(camera_to_worlds: Tensor, name: str = "poses") -> Float[Tensor, "n 
     if camera_to_worlds.ndim == 2:
         camera_to_worlds = camera_to_worlds[None]
     if camera_to_worlds.ndim != 3 or camera_to_worlds.shape[-2] not in (3, 4) or camera_to_worlds.shape[-1] != 4:
-        raise TrajectoryError(f"The {name} must be camera-to-world matrices of shape [N, 3, 4] or [N, 4, 4], got {list(camera_to_worlds.shape)}.")
+        raise TrajectoryError(
+            f"The {name} must be camera-to-world matrices of shape [N, 3, 4] or [N, 4, 4], got {list(camera_to_worlds.shape)}."
+        )
     poses = camera_to_worlds[:, :3, :4].detach().to(device="cpu", dtype=torch.float64).clone()
     if not torch.isfinite(poses).all():
         raise TrajectoryError(f"The {name} contain NaN or infinite values.")
@@ -59,7 +61,9 @@ def quaternion_to_rotation(q: Float[Tensor, "*b 4"]) -> Float[Tensor, "*b 3 3"]:
     return torch.from_numpy(matrices).to(q.dtype).reshape(*q.shape[:-1], 3, 3)
 
 
-def slerp_rotations(rot_a: Float[Tensor, "3 3"], rot_b: Float[Tensor, "3 3"], fractions: Float[Tensor, " t"]) -> Float[Tensor, "t 3 3"]:
+def slerp_rotations(
+    rot_a: Float[Tensor, "3 3"], rot_b: Float[Tensor, "3 3"], fractions: Float[Tensor, " t"]
+) -> Float[Tensor, "t 3 3"]:
     """Rotations at ``fractions`` (in ``[0, 1]``) of the shortest arc from ``rot_a`` to ``rot_b`` (scipy's ``Slerp``)."""
     ends = torch.stack([project_to_rotation(rot_a.to(torch.float64)), project_to_rotation(rot_b.to(torch.float64))])
     slerp = Slerp([0.0, 1.0], Rotation.from_matrix(ends.numpy()))
@@ -73,7 +77,9 @@ def rotation_angle(rot_a: Float[Tensor, "3 3"], rot_b: Float[Tensor, "3 3"]) -> 
     return math.acos(max(-1.0, min(1.0, cos)))
 
 
-def interpolate_poses(pose_a: Float[Tensor, "3 4"], pose_b: Float[Tensor, "3 4"], fractions: Float[Tensor, " t"]) -> Float[Tensor, "t 3 4"]:
+def interpolate_poses(
+    pose_a: Float[Tensor, "3 4"], pose_b: Float[Tensor, "3 4"], fractions: Float[Tensor, " t"]
+) -> Float[Tensor, "t 3 4"]:
     """Poses at ``fractions`` of the way from ``pose_a`` to ``pose_b``: positions lerp, rotations slerp."""
     pose_a, pose_b = pose_a.to(torch.float64), pose_b.to(torch.float64)
     t = fractions.to(torch.float64)
@@ -93,7 +99,9 @@ def look_at(position: Float[Tensor, "3"], target: Float[Tensor, "3"], up: Float[
     forward = target - position
     norm = forward.norm()
     if norm < 1e-12:
-        raise TrajectoryError("A camera sits exactly at the point it should look at, so its viewing direction is undefined.")
+        raise TrajectoryError(
+            "A camera sits exactly at the point it should look at, so its viewing direction is undefined."
+        )
     forward = forward / norm
     right = torch.linalg.cross(forward, up)
     if right.norm() < 1e-6:
@@ -150,7 +158,9 @@ def fit_sphere(camera_to_worlds: Float[Tensor, "n 3 4"]) -> Tuple[Float[Tensor, 
             center = center + vector * (vector @ residual) / value
     radius = float((origins - center).norm(dim=-1).mean())
     if radius < 1e-9:
-        raise TrajectoryError("The training cameras all sit at one point, so no spherical path can be fitted around them.")
+        raise TrajectoryError(
+            "The training cameras all sit at one point, so no spherical path can be fitted around them."
+        )
     return center, radius
 
 

@@ -36,9 +36,7 @@ def psnr_per_frame(pred: Tensor, gt: Tensor) -> Tensor:
 def ssim_per_frame(pred: Tensor, gt: Tensor) -> Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    return structural_similarity_index_measure(
-        nchw(pred), nchw(gt), data_range=1.0, reduction="none"
-    ).double()
+    return structural_similarity_index_measure(nchw(pred), nchw(gt), data_range=1.0, reduction="none").double()
 
 
 def nchw(frames: Tensor) -> Tensor:
@@ -58,7 +56,9 @@ class LpipsMetric:
     def __init__(self, device: torch.device) -> None:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        self.metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True, reduction="mean").to(device)
+        self.metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True, reduction="mean").to(
+            device
+        )
         self.device = device
 
     def __call__(self, pred: Tensor, gt: Tensor) -> Tensor:
@@ -80,7 +80,9 @@ def resolve_local_model(name_or_path: str) -> Path:
     try:
         return Path(snapshot_download(name_or_path, local_files_only=True))
     except Exception:  # noqa: BLE001 -- any failure means "not on this machine"
-        raise FileNotFoundError(f"{name_or_path} is neither a local folder nor in the local Hugging Face cache") from None
+        raise FileNotFoundError(
+            f"{name_or_path} is neither a local folder nor in the local Hugging Face cache"
+        ) from None
 
 
 class ClipImageMetric:
@@ -92,7 +94,9 @@ class ClipImageMetric:
     def __init__(self, model_dir: Path, device: torch.device) -> None:
         from transformers import CLIPVisionModelWithProjection
 
-        self.model = CLIPVisionModelWithProjection.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+        self.model = (
+            CLIPVisionModelWithProjection.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+        )
         self.size = int(self.model.config.image_size)
         self.device = device
 
@@ -101,7 +105,11 @@ class ClipImageMetric:
         h, w = x.shape[-2:]
         scale = self.size / min(h, w)
         x = torch.nn.functional.interpolate(
-            x, size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))), mode="bicubic", align_corners=False, antialias=True
+            x,
+            size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
         )
         top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
         x = x[..., top : top + self.size, left : left + self.size]
@@ -141,7 +149,9 @@ class I3dFeatures:
         self.device = device
 
     def __call__(self, frames: Tensor) -> Tensor:
-        x = torch.nn.functional.interpolate(nchw(frames), size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
+        x = torch.nn.functional.interpolate(
+            nchw(frames), size=(224, 224), mode="bilinear", align_corners=False, antialias=True
+        )
         x = (x.clamp(0, 1) * 2 - 1).permute(1, 0, 2, 3)[None].to(self.device)  # [1, 3, T, 224, 224]
         with torch.no_grad():
             feats = self.model(x, rescale=False, resize=False, return_features=True)

@@ -59,8 +59,12 @@ class ArtifactWorldModel(SplatfactoModel):
         with mock.patch("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", LazyLPIPS):
             super().populate_modules()
         self.gen_loss_slider = ViewerSlider(
-            name="ArtifactWorld: generated-view loss weight (lambda)", default_value=float(self.config.gen_loss_weight),
-            min_value=0.0, max_value=2.0, step=0.05, cb_hook=lambda slider: setattr(self.config, "gen_loss_weight", float(slider.value)),
+            name="ArtifactWorld: generated-view loss weight (lambda)",
+            default_value=float(self.config.gen_loss_weight),
+            min_value=0.0,
+            max_value=2.0,
+            step=0.05,
+            cb_hook=lambda slider: setattr(self.config, "gen_loss_weight", float(slider.value)),
         )
         if seed_colors is None:
             return
@@ -121,7 +125,9 @@ class ArtifactWorldModel(SplatfactoModel):
         if self.crop_box is not None and not self.training:
             crop_ids = self.crop_box.within(self.means).squeeze()
             if crop_ids.sum() == 0:
-                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+                return self.get_empty_outputs(
+                    int(camera.width.item()), int(camera.height.item()), self.background_color
+                )
             params = {name: value[crop_ids] for name, value in params.items()}
 
         colors = torch.cat((params["features_dc"][:, None, :], params["features_rest"]), dim=1)
@@ -162,11 +168,18 @@ class ArtifactWorldModel(SplatfactoModel):
             rasterize_mode=self.config.rasterize_mode,
         )
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
-        if self.config.use_bilateral_grid and self.training and camera.metadata is not None and "cam_idx" in camera.metadata:
+        if (
+            self.config.use_bilateral_grid
+            and self.training
+            and camera.metadata is not None
+            and "cam_idx" in camera.metadata
+        ):
             rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
 
         depth = None

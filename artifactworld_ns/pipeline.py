@@ -85,7 +85,14 @@ class ArtifactWorldPipeline(VanillaPipeline):
     config: ArtifactWorldPipelineConfig
     datamanager: ArtifactWorldDataManager
 
-    def __init__(self, config: ArtifactWorldPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val", *args, **kwargs):
+    def __init__(
+        self,
+        config: ArtifactWorldPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        *args,
+        **kwargs,
+    ):
         check_round_config(config)
         training = test_mode == "val"  # ns-eval, ns-render and the viewer load runs with other modes
         if training and config.restorer_preset in ("full", "tiny"):
@@ -100,9 +107,13 @@ class ArtifactWorldPipeline(VanillaPipeline):
             self._announce_restorer()
         # Viewer elements (nerfstudio's viewer finds them on the pipeline).
         self.viewer_control = ViewerControl()
-        self.restore_button = ViewerButton(name="ArtifactWorld: run restoration round", cb_hook=lambda _: self.request_round())
+        self.restore_button = ViewerButton(
+            name="ArtifactWorld: run restoration round", cb_hook=lambda _: self.request_round()
+        )
         self.show_bank_checkbox = ViewerCheckbox(
-            name="ArtifactWorld: show bank cameras", default_value=False, cb_hook=lambda _: self.show_bank_in_viewer(),
+            name="ArtifactWorld: show bank cameras",
+            default_value=False,
+            cb_hook=lambda _: self.show_bank_in_viewer(),
             hint="Frustums of the restored views in the pseudo-view bank, with their images.",
         )
 
@@ -110,7 +121,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
         """Before training: say which restorer runs the rounds; build a reference restorer now."""
         preset = self.config.restorer_preset
         if preset in REFERENCE_RESTORERS:
-            CONSOLE.print(f"[yellow]ArtifactWorld: {escape(REFERENCE_RESTORERS[preset])} restores the rounds; for research and tests only.")
+            CONSOLE.print(
+                f"[yellow]ArtifactWorld: {escape(REFERENCE_RESTORERS[preset])} restores the rounds; for research and tests only."
+            )
             try:
                 self._restorer = self._reference_restorer()
             except ReferenceRestorerError as error:
@@ -136,7 +149,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
             self._resume_bank(Path(trainer.config.load_dir).parent / "bank")
         else:
             self.datamanager.bank.save_index(self.bank_dir)
-        return callbacks + [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._before_train_iteration)]
+        return callbacks + [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._before_train_iteration)
+        ]
 
     def _resume_bank(self, source: Path) -> None:
         try:
@@ -145,7 +160,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
             stop(str(error))
         bank.copy_files_to(source, self.bank_dir)
         self.datamanager.bank = bank
-        CONSOLE.print(f"ArtifactWorld: resumed the pseudo-view bank from {source} ({len(bank)} views, {len(bank.rounds)} rounds).")
+        CONSOLE.print(
+            f"ArtifactWorld: resumed the pseudo-view bank from {source} ({len(bank)} views, {len(bank.rounds)} rounds)."
+        )
 
     def _before_train_iteration(self, step: int) -> None:
         done = {record.step for record in self.datamanager.bank.rounds}
@@ -159,7 +176,11 @@ class ArtifactWorldPipeline(VanillaPipeline):
 
     def show_bank_in_viewer(self) -> None:
         """Draw (or remove) the bank's cameras in the viewer (see :func:`artifactworld_ns.bank_viewer.draw_bank`)."""
-        draw_bank(getattr(self.viewer_control, "viser_server", None), self.datamanager.bank, bool(self.show_bank_checkbox.value))
+        draw_bank(
+            getattr(self.viewer_control, "viser_server", None),
+            self.datamanager.bank,
+            bool(self.show_bank_checkbox.value),
+        )
 
     # ------------------------------------------------------------------ restoration rounds
 
@@ -173,7 +194,10 @@ class ArtifactWorldPipeline(VanillaPipeline):
         try:
             started = time.perf_counter()
             clips = self._plan_clips(record.round)
-            clip_cameras = [cameras_at(self.datamanager.train_dataset.cameras, clip.anchor_first, clip.camera_to_worlds) for clip in clips]
+            clip_cameras = [
+                cameras_at(self.datamanager.train_dataset.cameras, clip.anchor_first, clip.camera_to_worlds)
+                for clip in clips
+            ]
             renders = [render_frames(self, cameras) for cameras in clip_cameras]
             record.seconds["render"] = time.perf_counter() - started
 
@@ -188,7 +212,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
             self._log_round(step, record, renders, results)
         except Exception as error:  # noqa: BLE001 - a failed round (e.g. out of memory) must not stop training
             record.status = f"failed: {type(error).__name__}: {error}"
-            CONSOLE.print(f"[bold yellow]ArtifactWorld: restoration round {record.round} at step {step} failed ({record.status[8:]}); training continues without it.")
+            CONSOLE.print(
+                f"[bold yellow]ArtifactWorld: restoration round {record.round} at step {step} failed ({record.status[8:]}); training continues without it."
+            )
             bank.add_failed_round(self.bank_dir, record)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -205,8 +231,12 @@ class ArtifactWorldPipeline(VanillaPipeline):
         config = self.config
         if config.trajectory == "progressive":
             return plan_clips(
-                train_poses, config.clips_per_round, config.clip_frames, mode="progressive",
-                eval_poses=self.datamanager.eval_dataset.cameras.camera_to_worlds, round_index=round_index,
+                train_poses,
+                config.clips_per_round,
+                config.clip_frames,
+                mode="progressive",
+                eval_poses=self.datamanager.eval_dataset.cameras.camera_to_worlds,
+                round_index=round_index,
                 num_rounds=max(len(self.restore_steps), round_index + 1),
             )
         return plan_clips(train_poses, config.clips_per_round, config.clip_frames, mode="reference_guided")
@@ -216,7 +246,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
         restorer = self._get_restorer()
         results = []
         for clip, cameras, (rgb, accumulation) in zip(clips, clip_cameras, renders):
-            first, last = (self.datamanager.training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last))
+            first, last = (
+                self.datamanager.training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last)
+            )
             extra = {"cameras": cameras} if getattr(restorer, "needs_cameras", False) else {}
             results.append(restorer.restore(rgb, first, last, opacity=accumulation, **extra))
         if torch.device(self.device).type == "cuda":
@@ -232,7 +264,13 @@ class ArtifactWorldPipeline(VanillaPipeline):
             heatmaps.append(result.heatmap[inner])
             anchor = self.datamanager.train_dataset.cameras[clip.anchor_first]
             cameras += [camera_record(pose, anchor) for pose in clip.camera_to_worlds[inner]]
-            record.clips.append({"anchor_first": clip.anchor_first, "anchor_last": clip.anchor_last, "frames": len(clip.camera_to_worlds)})
+            record.clips.append(
+                {
+                    "anchor_first": clip.anchor_first,
+                    "anchor_last": clip.anchor_last,
+                    "frames": len(clip.camera_to_worlds),
+                }
+            )
         self.datamanager.bank.add_round(self.bank_dir, record, torch.cat(frames), torch.cat(heatmaps), cameras)
 
     def _get_restorer(self):

@@ -40,9 +40,13 @@ def check_output_writable(folder: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise PreflightError(f"The output path {folder} lies under {probe}, which is a file; choose another --output-dir.")
+        raise PreflightError(
+            f"The output path {folder} lies under {probe}, which is a file; choose another --output-dir."
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PreflightError(f"The output folder {probe} is not writable; choose a writable --output-dir (the run goes to {folder}).")
+        raise PreflightError(
+            f"The output folder {probe} is not writable; choose a writable --output-dir (the run goes to {folder})."
+        )
 
 
 def check_device(device_type: str, method_name: str) -> None:
@@ -61,15 +65,21 @@ def check_load_dir(load_dir: Optional[Path], load_step: Optional[int]) -> None:
         raise PreflightError(f"--load-dir {load_dir} is not a folder; point it at a run's nerfstudio_models folder.")
     steps = sorted(int(p.stem.split("-")[1]) for p in load_dir.glob("step-*.ckpt") if p.stem.split("-")[1].isdigit())
     if not steps:
-        raise PreflightError(f"--load-dir {load_dir} holds no step-*.ckpt checkpoint; point it at a run's nerfstudio_models folder.")
+        raise PreflightError(
+            f"--load-dir {load_dir} holds no step-*.ckpt checkpoint; point it at a run's nerfstudio_models folder."
+        )
     if load_step is not None and load_step not in steps:
-        raise PreflightError(f"--load-step {load_step} is not in {load_dir}; it has steps {', '.join(map(str, steps))}.")
+        raise PreflightError(
+            f"--load-step {load_step} is not in {load_dir}; it has steps {', '.join(map(str, steps))}."
+        )
 
 
 def check_nerfstudio_scene(data: Optional[Path]) -> None:
     """A nerfstudio-data scene: the folder, a readable ``transforms.json`` with frames, and their images."""
     if data is None or str(data) in ("", "."):
-        raise PreflightError("No scene given; pass --data FOLDER (a folder with transforms.json, e.g. from aw-demo-scene or ns-process-data).")
+        raise PreflightError(
+            "No scene given; pass --data FOLDER (a folder with transforms.json, e.g. from aw-demo-scene or ns-process-data)."
+        )
     data = Path(data)
     if not data.exists():
         raise PreflightError(f"The scene {data} does not exist; pass --data a folder with transforms.json.")
@@ -83,10 +93,14 @@ def check_nerfstudio_scene(data: Optional[Path]) -> None:
         meta = json.loads(transforms.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         where = f" at line {error.lineno}, column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-        raise PreflightError(f"{transforms} is not valid JSON{where}; fix or regenerate it with ns-process-data.") from None
+        raise PreflightError(
+            f"{transforms} is not valid JSON{where}; fix or regenerate it with ns-process-data."
+        ) from None
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames:
-        raise PreflightError(f"{transforms} lists no frames; it needs a non-empty \"frames\" list of images with their poses.")
+        raise PreflightError(
+            f'{transforms} lists no frames; it needs a non-empty "frames" list of images with their poses.'
+        )
     folder = transforms.parent
     missing, malformed = [], []
     for index, frame in enumerate(frames):
@@ -98,7 +112,7 @@ def check_nerfstudio_scene(data: Optional[Path]) -> None:
             missing.append(str(frame["file_path"]))
     if malformed:
         raise PreflightError(
-            f"{transforms}: frame {malformed[0]} ({len(malformed)} in all) lacks \"file_path\" or \"transform_matrix\"; every frame needs both."
+            f'{transforms}: frame {malformed[0]} ({len(malformed)} in all) lacks "file_path" or "transform_matrix"; every frame needs both.'
         )
     if missing:
         raise PreflightError(

@@ -41,7 +41,9 @@ class IdentityRestorer:
     label = IDENTITY_LABEL
     needs_cameras = False
 
-    def restore(self, frames: Tensor, first_anchor: Tensor, last_anchor: Tensor, opacity: Optional[Tensor] = None, cameras=None) -> RestorationResult:
+    def restore(
+        self, frames: Tensor, first_anchor: Tensor, last_anchor: Tensor, opacity: Optional[Tensor] = None, cameras=None
+    ) -> RestorationResult:
         frames = frames.float().clamp(0, 1)
         return RestorationResult(frames=frames.clone(), heatmap=torch.zeros(frames.shape[:3]))
 
@@ -107,17 +109,24 @@ class OracleRestorer:
             with torch.no_grad():
                 image, alpha, _ = rasterization_torch(
                     **{k: self.gaussians[k] for k in ("means", "quats", "scales", "opacities", "colors")},
-                    viewmats=viewmats[i : i + 1], Ks=K[None], width=int(cameras.width[i]), height=int(cameras.height[i]),
+                    viewmats=viewmats[i : i + 1],
+                    Ks=K[None],
+                    width=int(cameras.width[i]),
+                    height=int(cameras.height[i]),
                 )
             images.append(image[0] + (1 - alpha[0]) * self.background)
         return torch.stack(images).clamp(0, 1)
 
-    def restore(self, frames: Tensor, first_anchor: Tensor, last_anchor: Tensor, opacity: Optional[Tensor] = None, cameras=None) -> RestorationResult:
+    def restore(
+        self, frames: Tensor, first_anchor: Tensor, last_anchor: Tensor, opacity: Optional[Tensor] = None, cameras=None
+    ) -> RestorationResult:
         if cameras is None:
             raise ReferenceRestorerError("The oracle restorer needs the clip's cameras; the closed loop passes them.")
         truth = self.render(cameras)
         if truth.shape != frames.shape:
-            raise ReferenceRestorerError(f"The oracle rendered {tuple(truth.shape)} for a clip of {tuple(frames.shape)}.")
+            raise ReferenceRestorerError(
+                f"The oracle rendered {tuple(truth.shape)} for a clip of {tuple(frames.shape)}."
+            )
         return RestorationResult(frames=truth, heatmap=torch.zeros(truth.shape[:3]))
 
     def to(self, device) -> "OracleRestorer":

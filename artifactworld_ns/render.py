@@ -152,7 +152,9 @@ class RestoreOptions:
             raise RenderInputError("--restore needs one resolution along the whole camera path.")
         train_dataset = pipeline.datamanager.train_dataset
         if train_dataset is None or len(train_dataset) == 0:
-            raise RenderInputError("--restore needs the training views for its anchors, but the loaded pipeline has none.")
+            raise RenderInputError(
+                "--restore needs the training views for its anchors, but the loaded pipeline has none."
+            )
         windows = plan_windows(num_frames, self.window_frames, self.overlap)
         obb_box = crop_data.obb if crop_data is not None else None
         background = crop_data.background_color if crop_data is not None else None
@@ -183,7 +185,10 @@ class RestoreOptions:
                     if index not in anchors:
                         anchors[index] = training_image(train_dataset, index, size)
                 result = restorer.restore(
-                    clip, anchors[bridged.first_train], anchors[bridged.last_train], opacity if self.use_opacity else None
+                    clip,
+                    anchors[bridged.first_train],
+                    anchors[bridged.last_train],
+                    opacity if self.use_opacity else None,
                 )
                 restored.append(result.frames[bridged.window_slice].float())
                 progress.advance(task)
@@ -198,7 +203,8 @@ class RestoreOptions:
         console.print(
             f"Restored {num_frames} frames ({frames.shape[2]}x{frames.shape[1]}) in {len(windows)} windows{label}: "
             + ", ".join(written),
-            markup=False, soft_wrap=True,
+            markup=False,
+            soft_wrap=True,
         )
 
 
@@ -265,7 +271,9 @@ class AwSpiralRender(RestoreOptions, ns.SpiralRender):
         steps = int(self.frame_rate * self.seconds)
         if steps < 1:
             raise RenderInputError(f"--seconds {self.seconds} at --frame-rate {self.frame_rate} gives no frames.")
-        _, pipeline, _, _ = eval_setup(self.load_config, eval_num_rays_per_chunk=self.eval_num_rays_per_chunk, test_mode="test")
+        _, pipeline, _, _ = eval_setup(
+            self.load_config, eval_num_rays_per_chunk=self.eval_num_rays_per_chunk, test_mode="test"
+        )
         install_checks.check_ffmpeg_installed()
         camera_path = get_spiral_path(first_camera(pipeline), steps=steps, radius=self.radius)
         if self.camera_idx is not None:

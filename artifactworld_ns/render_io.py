@@ -13,7 +13,9 @@ from torch import Tensor
 from artifactworld_ns.cameras import anchor_image
 
 
-def render_frames(pipeline, cameras, obb_box=None, background=None, progress=None, description: str = "rendering") -> tuple[Tensor, Tensor]:
+def render_frames(
+    pipeline, cameras, obb_box=None, background=None, progress=None, description: str = "rendering"
+) -> tuple[Tensor, Tensor]:
     """Render every camera in eval mode: rgb ``[N, H, W, 3]`` and accumulation ``[N, H, W]`` on the CPU, in ``[0, 1]``.
 
     ``aw-render`` renders its paths with it, and the training pipeline its restoration rounds' clips.
@@ -75,7 +77,9 @@ def comparison_path(output_filename: Path) -> Path:
     return output_filename.with_name(f"{output_filename.stem}_comparison.mp4")
 
 
-def write_output(frames: Tensor, output_filename: Path, fps: float, output_format: str, image_format: str, jpeg_quality: int) -> None:
+def write_output(
+    frames: Tensor, output_filename: Path, fps: float, output_format: str, image_format: str, jpeg_quality: int
+) -> None:
     """Write ``frames`` ``[N, H, W, 3]`` as an mp4 (atomically) or as numbered images like ns-render."""
     from artifactworld_ns.restorer import write_video
 

@@ -68,7 +68,9 @@ def strategy_extra_state(strategy_state: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in strategy_state.items()}
 
 
-def load_strategy_extra_state(strategy_state: MutableMapping[str, Any], saved: Mapping[str, Any], device: torch.device) -> None:
+def load_strategy_extra_state(
+    strategy_state: MutableMapping[str, Any], saved: Mapping[str, Any], device: torch.device
+) -> None:
     """Put the saved statistics back (``scene_scale`` stays the model's own)."""
     for key, value in saved.items():
         if key == "scene_scale" and key in strategy_state:
@@ -92,7 +94,9 @@ def random_extra_state(
     return state
 
 
-def load_random_extra_state(saved: Mapping[str, Any], draw_rng: random.Random, camera_rng: Optional[random.Random]) -> list:
+def load_random_extra_state(
+    saved: Mapping[str, Any], draw_rng: random.Random, camera_rng: Optional[random.Random]
+) -> list:
     """Restore the generators; returns the saved ``train_unseen_cameras``."""
     draw_rng.setstate(_as_rng_state(saved["draw_rng"]))
     if camera_rng is not None and "camera_rng" in saved:

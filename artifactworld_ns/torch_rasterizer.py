@@ -79,15 +79,21 @@ def rasterization_torch(
         opacities = opacities * compensations
 
     colors, backgrounds = _colors_to_composite(colors, means, viewmats, depths, sh_degree, backgrounds, render_mode)
-    pairs = find_pairs(means2d.detach(), conics.detach(), opacities.detach(), radii, depths.detach(), width, height, tile_size)
+    pairs = find_pairs(
+        means2d.detach(), conics.detach(), opacities.detach(), radii, depths.detach(), width, height, tile_size
+    )
     absgrad_buffer = torch.zeros(means2d.shape, dtype=means2d.dtype, device=means2d.device) if absgrad else None
-    render_colors, render_alphas = composite_pairs(means2d, conics, colors, opacities, pairs, width, height, absgrad=absgrad_buffer)
+    render_colors, render_alphas = composite_pairs(
+        means2d, conics, colors, opacities, pairs, width, height, absgrad=absgrad_buffer
+    )
     if absgrad_buffer is not None:
         means2d.absgrad = absgrad_buffer  # filled in by the backward pass, read by the strategy
     if backgrounds is not None:
         render_colors = render_colors + (1.0 - render_alphas) * backgrounds[:, None, None, :]
     if render_mode in ("ED", "RGB+ED"):
-        render_colors = torch.cat([render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1)
+        render_colors = torch.cat(
+            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
+        )
 
     meta = {
         "camera_ids": None,
@@ -140,10 +146,18 @@ def _colors_to_composite(
 
 
 def _check_unsupported(options: Dict[str, object]) -> None:
-    harmless = {"packed": False, "sparse_grad": False, "radius_clip": 0.0, "camera_model": "pinhole", "distributed": False}
+    harmless = {
+        "packed": False,
+        "sparse_grad": False,
+        "radius_clip": 0.0,
+        "camera_model": "pinhole",
+        "distributed": False,
+    }
     for name, value in options.items():
         if name not in harmless or value != harmless[name]:
-            raise NotImplementedError(f"The CPU rasterizer does not support {name}={value!r}; run on a CUDA device for it.")
+            raise NotImplementedError(
+                f"The CPU rasterizer does not support {name}={value!r}; run on a CUDA device for it."
+            )
 
 
 def rasterization(**kwargs):

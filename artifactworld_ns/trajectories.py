@@ -95,7 +95,11 @@ def reference_guided_clip(
     b = as_poses(pose_b, "last anchor pose")[0]
     a[:, :3], b[:, :3] = project_to_rotation(a[:, :3]), project_to_rotation(b[:, :3])
     c = center.detach().to(device="cpu", dtype=torch.float64).reshape(3)
-    up_vec = mean_up_vector(torch.stack([a, b])) if up is None else up.detach().to(device="cpu", dtype=torch.float64).reshape(3)
+    up_vec = (
+        mean_up_vector(torch.stack([a, b]))
+        if up is None
+        else up.detach().to(device="cpu", dtype=torch.float64).reshape(3)
+    )
     up_vec = up_vec / up_vec.norm()
 
     sphere_a = look_at(on_sphere(a[:, 3], c, radius, up_vec), c, up_vec)
@@ -105,7 +109,11 @@ def reference_guided_clip(
         return float((p[:, 3] - q[:, 3]).norm()) + radius * rotation_angle(p[:, :3], q[:, :3])
 
     arc_angle = math.acos(max(-1.0, min(1.0, float(((sphere_a[:, 3] - c) @ (sphere_b[:, 3] - c)) / radius**2))))
-    lengths = [leg_length(a, sphere_a), radius * arc_angle + radius * rotation_angle(sphere_a[:, :3], sphere_b[:, :3]), leg_length(sphere_b, b)]
+    lengths = [
+        leg_length(a, sphere_a),
+        radius * arc_angle + radius * rotation_angle(sphere_a[:, :3], sphere_b[:, :3]),
+        leg_length(sphere_b, b),
+    ]
     total = sum(lengths)
     along = torch.linspace(0.0, 1.0, num_frames, dtype=torch.float64) * total
     frames = torch.empty(num_frames, 3, 4, dtype=torch.float64)
@@ -177,7 +185,9 @@ def choose_anchor_pairs(
         raise TrajectoryError(f"The number of clips must be a positive whole number, got {num_clips!r}.")
     distinct = n * (n - 1) // 2
     if num_clips > distinct:
-        raise TrajectoryError(f"{num_clips} clips need {num_clips} distinct anchor pairs, but {n} training views give only {distinct}.")
+        raise TrajectoryError(
+            f"{num_clips} clips need {num_clips} distinct anchor pairs, but {n} training views give only {distinct}."
+        )
     if center is None:
         center, _ = fit_sphere(poses)
     c = center.detach().to(device="cpu", dtype=torch.float64).reshape(3)
@@ -272,7 +282,10 @@ def _through_keys(keys: Float[Tensor, "k 3 4"], num_frames: int, radius: float) 
     their lengths (distance + ``radius`` x rotation angle) and placed evenly inside each segment.
     """
     segments = len(keys) - 1
-    lengths = [float((keys[s + 1, :, 3] - keys[s, :, 3]).norm()) + radius * rotation_angle(keys[s, :, :3], keys[s + 1, :, :3]) for s in range(segments)]
+    lengths = [
+        float((keys[s + 1, :, 3] - keys[s, :, 3]).norm()) + radius * rotation_angle(keys[s, :, :3], keys[s + 1, :, :3])
+        for s in range(segments)
+    ]
     counts = _allocate(num_frames - len(keys), lengths)
     frames = [keys[0]]
     for s in range(segments):
@@ -386,7 +399,18 @@ def plan_clips(
         distinct = train.shape[0] * (train.shape[0] - 1) // 2
         pairs = choose_anchor_pairs(train, min(num_clips, distinct), center=center, up=up)
         return [
-            ClipPlan(i, j, reference_guided_clip(train_poses[i, :3, :4].to(out_dtype), train_poses[j, :3, :4].to(out_dtype), center, radius, num_frames, up=up))
+            ClipPlan(
+                i,
+                j,
+                reference_guided_clip(
+                    train_poses[i, :3, :4].to(out_dtype),
+                    train_poses[j, :3, :4].to(out_dtype),
+                    center,
+                    radius,
+                    num_frames,
+                    up=up,
+                ),
+            )
             for i, j in pairs
         ]
     if mode == "progressive":

@@ -92,7 +92,9 @@ def resolve_num_train_views(
     """
     if (ratio is None) == (count is None):
         given = "both were given" if ratio is not None else "neither was given"
-        raise ViewSelectionError(f"Give exactly one of {ratio_flag} and {count_flag} to pick the training views; {given}.")
+        raise ViewSelectionError(
+            f"Give exactly one of {ratio_flag} and {count_flag} to pick the training views; {given}."
+        )
     if num_views < MIN_TRAIN_VIEWS + MIN_EVAL_VIEWS:
         raise ViewSelectionError(
             f"The capture has {num_views} views; the sparse-view protocol needs at least "
@@ -100,8 +102,15 @@ def resolve_num_train_views(
         )
     max_train = num_views - MIN_EVAL_VIEWS
     if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or not 0 < ratio <= 1:
-            raise ViewSelectionError(f"{ratio_flag} {ratio} is outside (0, 1]; use a fraction such as 0.1 for 10% of the views.")
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float))
+            or not math.isfinite(ratio)
+            or not 0 < ratio <= 1
+        ):
+            raise ViewSelectionError(
+                f"{ratio_flag} {ratio} is outside (0, 1]; use a fraction such as 0.1 for 10% of the views."
+            )
         k = num_train_views_for_ratio(float(ratio), num_views)
         if k < MIN_TRAIN_VIEWS:
             raise ViewSelectionError(

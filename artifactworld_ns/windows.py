@@ -58,7 +58,9 @@ def check_overlap(window_frames: int, overlap: int) -> None:
 
 def check_bridge_frames(bridge_frames: int) -> None:
     if bridge_frames < MIN_BRIDGE_FRAMES:
-        raise WindowPlanError(f"--bridge-frames must be at least {MIN_BRIDGE_FRAMES} (one latent chunk), got {bridge_frames}.")
+        raise WindowPlanError(
+            f"--bridge-frames must be at least {MIN_BRIDGE_FRAMES} (one latent chunk), got {bridge_frames}."
+        )
 
 
 def check_window_options(window_frames: int, overlap: int, bridge_frames: int) -> None:

@@ -66,7 +66,9 @@ def seconds_per_iteration(trainer, first: int, iterations: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scene", type=Path, default=None, help="nerfstudio scene (default: a 36-view 160x120 demo scene)")
+    parser.add_argument(
+        "--scene", type=Path, default=None, help="nerfstudio scene (default: a 36-view 160x120 demo scene)"
+    )
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("closed_loop_overhead.json"))

@@ -74,7 +74,14 @@ def train_run(scene: Path, out: Path, name: str, iterations: int, ratio: float) 
 
 def score(config: Path, report: Path) -> dict:
     """``aw-eval scene`` on the run, as a user runs it."""
-    command = [str(Path(sys.executable).parent / "aw-eval"), "scene", "--load-config", str(config), "--out", str(report)]
+    command = [
+        str(Path(sys.executable).parent / "aw-eval"),
+        "scene",
+        "--load-config",
+        str(config),
+        "--out",
+        str(report),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
     if result.returncode != 0:
         raise RuntimeError(f"aw-eval scene failed on {config}: {result.stderr[-2000:]}")
@@ -137,23 +144,35 @@ def main() -> None:
         labelled_rows([("ground truth", truths), (LABELS[name], renders)]).save(args.out_dir / f"{name}.png")
     if "none" in pictures and "oracle" in pictures:
         labelled_rows(
-            [("ground truth (eval views)", truths), ("no rounds", pictures["none"]), ("oracle restorer: upper bound", pictures["oracle"])]
+            [
+                ("ground truth (eval views)", truths),
+                ("no rounds", pictures["none"]),
+                ("oracle restorer: upper bound", pictures["oracle"]),
+            ]
         ).save(args.out_dir / "comparison.png")
 
-    table = Table(title=f"Closed loop on the demo scene: {args.ratio:.0%} of {args.views} views, {args.iterations} iterations")
+    table = Table(
+        title=f"Closed loop on the demo scene: {args.ratio:.0%} of {args.views} views, {args.iterations} iterations"
+    )
     for column in ("run", "PSNR", "SSIM", "LPIPS", "vs no rounds (dB)"):
         table.add_column(column)
     base = results.get("none", {}).get("psnr")
     lines = ["| run | PSNR | SSIM | LPIPS | vs no rounds (dB) |", "| --- | --- | --- | --- | --- |"]
     for name, row in results.items():
         delta = "" if base is None else f"{row['psnr'] - base:+.2f}"
-        lpips = "n/a" if row.get("lpips") is None or (isinstance(row["lpips"], float) and np.isnan(row["lpips"])) else f"{row['lpips']:.4f}"
+        lpips = (
+            "n/a"
+            if row.get("lpips") is None or (isinstance(row["lpips"], float) and np.isnan(row["lpips"]))
+            else f"{row['lpips']:.4f}"
+        )
         cells = [row["label"], f"{row['psnr']:.2f}", f"{row['ssim']:.4f}", lpips, delta]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "results.json").write_text(json.dumps({"views": args.views, "ratio": args.ratio, "iterations": args.iterations, "runs": results}, indent=2))
+    (args.out_dir / "results.json").write_text(
+        json.dumps({"views": args.views, "ratio": args.ratio, "iterations": args.iterations, "runs": results}, indent=2)
+    )
     (args.out_dir / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -45,8 +45,13 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 def module_at(revision: str) -> ModuleType:
     """``artifactworld_ns/torch_rasterizer.py`` as of ``revision``, imported under its own name."""
-    source = subprocess.run(["git", "show", f"{revision}:artifactworld_ns/torch_rasterizer.py"], cwd=REPOSITORY, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{revision}:artifactworld_ns/torch_rasterizer.py"],
+        cwd=REPOSITORY,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     spec = importlib.util.spec_from_loader(f"torch_rasterizer_{revision}", loader=None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the source runs
@@ -66,8 +71,11 @@ def early_termination_off(module: ModuleType):
 
 
 def code_paths(item1: ModuleType) -> dict:
-    return {"original": (item1, early_termination_off(item1)), "item 1": (item1, contextlib.nullcontext()),
-            "now": (rasterizer, contextlib.nullcontext())}
+    return {
+        "original": (item1, early_termination_off(item1)),
+        "item 1": (item1, contextlib.nullcontext()),
+        "now": (rasterizer, contextlib.nullcontext()),
+    }
 
 
 def demo_case() -> dict:
@@ -76,16 +84,28 @@ def demo_case() -> dict:
     scene = procedural_scene(0)
     pose = orbit_camera_to_worlds(36)[0] @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     f = focal_length(160)
-    return dict(scene, viewmats=torch.linalg.inv(pose)[None], Ks=torch.tensor([[[f, 0, 80.0], [0, f, 60.0], [0, 0, 1.0]]]), width=160, height=120)
+    return dict(
+        scene,
+        viewmats=torch.linalg.inv(pose)[None],
+        Ks=torch.tensor([[[f, 0, 80.0], [0, f, 60.0], [0, 0, 1.0]]]),
+        width=160,
+        height=120,
+    )
 
 
 def fox_like_case(n: int = 5000) -> dict:
     g = torch.Generator().manual_seed(0)
     means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([3.0, 3.0, 2.0]) + torch.tensor([0.0, 0.0, 3.0])
     return dict(
-        means=means, quats=torch.randn(n, 4, generator=g), scales=torch.rand(n, 3, generator=g) * 0.3 + 0.1,
-        opacities=torch.rand(n, generator=g) * 0.5 + 0.1, colors=torch.rand(n, 3, generator=g),
-        viewmats=torch.eye(4)[None], Ks=torch.tensor([[[200.0, 0, 120.0], [0, 200.0, 67.5], [0, 0, 1.0]]]), width=240, height=135,
+        means=means,
+        quats=torch.randn(n, 4, generator=g),
+        scales=torch.rand(n, 3, generator=g) * 0.3 + 0.1,
+        opacities=torch.rand(n, generator=g) * 0.5 + 0.1,
+        colors=torch.rand(n, 3, generator=g),
+        viewmats=torch.eye(4)[None],
+        Ks=torch.tensor([[[200.0, 0, 120.0], [0, 200.0, 67.5], [0, 0, 1.0]]]),
+        width=240,
+        height=135,
     )
 
 
@@ -98,7 +118,9 @@ def minimum_pairs(meta: dict, pairs) -> int:
     d = flat_means[pairs.gaussian_ids] - torch.stack([x, y], -1)
     c = conics[pairs.gaussian_ids]
     sigma = 0.5 * (c[:, 0] * d[:, 0] ** 2 + c[:, 2] * d[:, 1] ** 2) + c[:, 1] * d[:, 0] * d[:, 1]
-    alpha = torch.clamp_max(meta["opacities"].detach().reshape(-1)[pairs.gaussian_ids] * torch.exp(-sigma), compositing.ALPHA_MAX)
+    alpha = torch.clamp_max(
+        meta["opacities"].detach().reshape(-1)[pairs.gaussian_ids] * torch.exp(-sigma), compositing.ALPHA_MAX
+    )
     log_survival = torch.log1p(-alpha.double())
     running = torch.cumsum(log_survival, 0)
     first = torch.ones_like(ids, dtype=torch.bool)
@@ -122,9 +144,13 @@ def phases(module: ModuleType, case: dict, loss=lambda image, alpha: image.sum()
             result = function(*args, **kwargs)
             spent[name] += time.perf_counter() - started
             return result
+
         return run
 
-    module.find_pairs, module.composite_pairs = timed("find pairs", originals[0]), timed("composite forward", originals[1])
+    module.find_pairs, module.composite_pairs = (
+        timed("find pairs", originals[0]),
+        timed("composite forward", originals[1]),
+    )
     try:
         leaves = {k: case[k].clone().requires_grad_(True) for k in PARAMS}
         started = time.perf_counter()
@@ -151,8 +177,16 @@ def render_case(case: dict, item1: ModuleType, repeats: int = 3) -> dict:
             run = median_run(module, case, repeats)
         out[label] = {"seconds": run["total"], "pairs": run["pairs"]}
     meta = run["meta"]
-    pairs = compositing.find_pairs(meta["means2d"].detach(), meta["conics"].detach(), meta["opacities"].detach(), meta["radii"],
-                                   meta["depths"].detach(), case["width"], case["height"], 16)
+    pairs = compositing.find_pairs(
+        meta["means2d"].detach(),
+        meta["conics"].detach(),
+        meta["opacities"].detach(),
+        meta["radii"],
+        meta["depths"].detach(),
+        case["width"],
+        case["height"],
+        16,
+    )
     out["minimum_pairs"] = minimum_pairs(meta, pairs)
     return out
 
@@ -205,7 +239,9 @@ def training(data: Path, iterations: int, later: int, item1: ModuleType) -> dict
     out, captured = {"early": {}, "later": {}}, {5: None}
     try:
         for label, module in (("item 1", item1), ("now", rasterizer)):
-            trainer = fox_trainer(fox_config(data, iterations, f"early-{label}"), module, captured if module is rasterizer else None)
+            trainer = fox_trainer(
+                fox_config(data, iterations, f"early-{label}"), module, captured if module is rasterizer else None
+            )
             out["early"][label] = seconds_per_iteration(trainer, iterations)
         if later:
             config = fox_config(data, later, "to-later")
@@ -237,20 +273,52 @@ def main() -> None:
     results["render"]["fox-like 5000 Gaussians 240x135"] = render_case(fox_like_case(), item1)
 
     table = Table(title="CPU rasterizer: forward + backward (s), pairs visited")
-    for column in ("case", "original", "item 1", "now", "now vs original", "now vs item 1", "pairs original", "pairs now", "minimum"):
+    for column in (
+        "case",
+        "original",
+        "item 1",
+        "now",
+        "now vs original",
+        "now vs item 1",
+        "pairs original",
+        "pairs now",
+        "minimum",
+    ):
         table.add_column(column)
     for name, r in results["render"].items():
         s = {k: r[k]["seconds"] for k in ("original", "item 1", "now")}
-        table.add_row(name, f"{s['original']:.3f}", f"{s['item 1']:.3f}", f"{s['now']:.3f}", f"{s['original'] / s['now']:.1f}x",
-                      f"{s['item 1'] / s['now']:.1f}x", f"{r['original']['pairs']:,}", f"{r['now']['pairs']:,}", f"{r['minimum_pairs']:,}")
+        table.add_row(
+            name,
+            f"{s['original']:.3f}",
+            f"{s['item 1']:.3f}",
+            f"{s['now']:.3f}",
+            f"{s['original'] / s['now']:.1f}x",
+            f"{s['item 1'] / s['now']:.1f}x",
+            f"{r['original']['pairs']:,}",
+            f"{r['now']['pairs']:,}",
+            f"{r['minimum_pairs']:,}",
+        )
     phase_table = None
     if (args.fox / "transforms.json").is_file():
         results["training"], captured = training(args.fox.resolve(), args.iterations, args.later, item1)
         for when, r in results["training"].items():
             if r:
-                steps = f"steps 0-{args.iterations - 1}" if when == "early" else f"steps {args.later}-{args.later + args.iterations - 1}"
-                table.add_row(f"fox, artifactworld-tiny, s/iteration, {steps}", "", f"{r['item 1']:.2f}", f"{r['now']:.2f}", "",
-                              f"{r['item 1'] / r['now']:.1f}x", "", "", "")
+                steps = (
+                    f"steps 0-{args.iterations - 1}"
+                    if when == "early"
+                    else f"steps {args.later}-{args.later + args.iterations - 1}"
+                )
+                table.add_row(
+                    f"fox, artifactworld-tiny, s/iteration, {steps}",
+                    "",
+                    f"{r['item 1']:.2f}",
+                    f"{r['now']:.2f}",
+                    "",
+                    f"{r['item 1'] / r['now']:.1f}x",
+                    "",
+                    "",
+                    "",
+                )
         phase_table = Table(title="One fox step's rasterization, per phase (s, median of 3)")
         columns = ("projection + SH", "find pairs", "composite forward", "backward", "total")
         for column in ("step", "code", *columns, "pairs"):

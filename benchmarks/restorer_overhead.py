@@ -133,9 +133,9 @@ def run_worker(args: BenchmarkArgs) -> dict:
     restorer = _load(args)
     result["load_s"] = time.perf_counter() - t0
     result["backbone_loads"] = 1
-    result["model_mib"] = sum(
-        p.numel() * p.element_size() for m in (restorer.transformer, restorer.vae) for p in m.parameters()
-    ) / 2**20
+    result["model_mib"] = (
+        sum(p.numel() * p.element_size() for m in (restorer.transformer, restorer.vae) for p in m.parameters()) / 2**20
+    )
     if args.worker == "build":
         return result
     reference = synthetic_reference(args.frames, args.height, args.width)
@@ -159,8 +159,13 @@ def run_worker(args: BenchmarkArgs) -> dict:
             start = time.perf_counter()
             restorer.restore_reference(reference)
             wall = time.perf_counter() - start
-            runs.append({"wall_s": wall, **{f"{k}_s": v for k, v in timer.seconds.items()},
-                         **{f"{k}_calls": v for k, v in timer.calls.items()}})
+            runs.append(
+                {
+                    "wall_s": wall,
+                    **{f"{k}_s": v for k, v in timer.seconds.items()},
+                    **{f"{k}_calls": v for k, v in timer.calls.items()},
+                }
+            )
         runs.sort(key=lambda r: r["wall_s"])
         result["runs"] = runs
         result["median"] = runs[len(runs) // 2]
@@ -171,9 +176,22 @@ def run_worker(args: BenchmarkArgs) -> dict:
 
 def spawn(args: BenchmarkArgs, mode: WorkerMode, heatmap_file: Path | None = None) -> dict:
     """Run one worker in a fresh interpreter and return its JSON result."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--preset", args.preset,
-           "--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width),
-           "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        mode,
+        "--preset",
+        args.preset,
+        "--frames",
+        str(args.frames),
+        "--height",
+        str(args.height),
+        "--width",
+        str(args.width),
+        "--repeats",
+        str(args.repeats),
+    ]
     if args.device:
         cmd += ["--device", args.device]
     if heatmap_file is not None:
@@ -218,8 +236,12 @@ def run_benchmark(args: BenchmarkArgs) -> dict:
         "untrained": args.preset == "tiny",
         "clip": {"frames": args.frames, "height": args.height, "width": args.width},
         "device": args.device or ("cpu" if args.preset == "tiny" else "default"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
         "time": {
             "wall_s": med["wall_s"],
             "transformer_s": med["transformer_s"],
@@ -265,8 +287,10 @@ def print_table(console, results: dict) -> None:
 
     t, m = results["time"], results["memory"]
     clip = results["clip"]
-    title = (f"Restorer overhead — {results['preset']} preset{' (UNTRAINED)' if results['untrained'] else ''}, "
-             f"{clip['frames']}x{clip['height']}x{clip['width']}, {results['device']}")
+    title = (
+        f"Restorer overhead — {results['preset']} preset{' (UNTRAINED)' if results['untrained'] else ''}, "
+        f"{clip['frames']}x{clip['height']}x{clip['width']}, {results['device']}"
+    )
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -278,15 +302,21 @@ def print_table(console, results: dict) -> None:
     table.add_section()
     table.add_row("model parameters", f"{m['model_params_mib']:.2f} MiB")
     table.add_row("peak RSS, imports only (floor)", f"{m['imports_only_peak_rss_mib']:.0f} MiB")
-    table.add_row("[bold]peak RSS, one process, both stages[/]", f"[bold]{m['one_process_both_stages_peak_rss_mib']:.0f} MiB[/]")
+    table.add_row(
+        "[bold]peak RSS, one process, both stages[/]", f"[bold]{m['one_process_both_stages_peak_rss_mib']:.0f} MiB[/]"
+    )
     table.add_row("peak RSS, stage-1 process", f"{m['stage1_process_peak_rss_mib']:.0f} MiB")
     table.add_row("peak RSS, stage-2 process", f"{m['stage2_process_peak_rss_mib']:.0f} MiB")
     table.add_row("[bold]two processes, sum of peaks[/]", f"[bold]{m['two_processes_sum_peak_rss_mib']:.0f} MiB[/]")
     table.add_row("two processes / one process", f"{m['two_over_one_sum']:.2f}x")
     table.add_row("backbone loads (one / two processes)", "1 / 2")
-    table.add_row("load time (one / two processes)", f"{m['load_s']['one_process']:.1f} s / {m['load_s']['two_processes']:.1f} s")
-    table.add_row("load + restore (one / two processes)",
-                  f"{m['end_to_end_s']['one_process']:.1f} s / {m['end_to_end_s']['two_processes']:.1f} s")
+    table.add_row(
+        "load time (one / two processes)", f"{m['load_s']['one_process']:.1f} s / {m['load_s']['two_processes']:.1f} s"
+    )
+    table.add_row(
+        "load + restore (one / two processes)",
+        f"{m['end_to_end_s']['one_process']:.1f} s / {m['end_to_end_s']['two_processes']:.1f} s",
+    )
     console.print(table)
 
 

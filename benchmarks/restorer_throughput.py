@@ -117,7 +117,11 @@ def run_worker(args: ThroughputArgs) -> dict:
     preset, resolution = args.worker.split(":")
     width, height = parse_resolution(resolution)
     overrides = {"show_progress": False}
-    for key, value in (("device", args.device), ("heatmap_steps", args.heatmap_steps), ("processing_max_side", args.processing_max_side)):
+    for key, value in (
+        ("device", args.device),
+        ("heatmap_steps", args.heatmap_steps),
+        ("processing_max_side", args.processing_max_side),
+    ):
         if value is not None:
             overrides[key] = value
     if args.download:
@@ -150,7 +154,11 @@ def run_worker(args: ThroughputArgs) -> dict:
         "device": str(device),
         "dtype": str(compute_dtype(restorer.transformer)),
         "processing_max_side": settings.processing_max_side,
-        "options": {k: v for k, v in options_overrides(args).items() if k in ("vae_tiling", "fp8_transformer_storage", "group_offload", "memory_profile")},
+        "options": {
+            k: v
+            for k, v in options_overrides(args).items()
+            if k in ("vae_tiling", "fp8_transformer_storage", "group_offload", "memory_profile")
+        },
         "stage1_steps": settings.heatmap_steps,
         "stage2_steps": settings.num_inference_steps,
         "load_s": load_s,
@@ -168,9 +176,21 @@ def run_worker(args: ThroughputArgs) -> dict:
 
 
 def spawn(args: ThroughputArgs, preset: str, resolution: str) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{preset}:{resolution}",
-           "--frames", str(args.frames), "--repeats", str(args.repeats)]
-    for flag, value in (("--device", args.device), ("--heatmap-steps", args.heatmap_steps), ("--processing-max-side", args.processing_max_side)):
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        f"{preset}:{resolution}",
+        "--frames",
+        str(args.frames),
+        "--repeats",
+        str(args.repeats),
+    ]
+    for flag, value in (
+        ("--device", args.device),
+        ("--heatmap-steps", args.heatmap_steps),
+        ("--processing-max-side", args.processing_max_side),
+    ):
         if value is not None:
             cmd += [flag, str(value)]
     if args.download:
@@ -205,8 +225,10 @@ def table(rows: List[dict]) -> str:
         name = r["preset"] + (" (untrained)" if r["untrained"] else "")
         if r.get("options"):
             name += " +" + "+".join(sorted(r["options"]))
-        line = (f"| {name} | {r['resolution']} | {r['frames']} | {r['device']} | {r['stage1_steps']}/{r['stage2_steps']} | "
-                f"{r['load_s']:.1f} | {r['wall_s']:.2f} | {r['frames_per_s']:.2f} | {r['peak_rss_mib']:.0f} |")
+        line = (
+            f"| {name} | {r['resolution']} | {r['frames']} | {r['device']} | {r['stage1_steps']}/{r['stage2_steps']} | "
+            f"{r['load_s']:.1f} | {r['wall_s']:.2f} | {r['frames_per_s']:.2f} | {r['peak_rss_mib']:.0f} |"
+        )
         if gpu:
             line += f" {r.get('peak_gpu_gib', float('nan')):.2f} | {r.get('peak_gpu_vs_paper', float('nan')):.2f} |"
         lines.append(line)

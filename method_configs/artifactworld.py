@@ -33,11 +33,15 @@ def splatfacto_optimizers(max_steps: int) -> dict:
         "quats": {"optimizer": AdamOptimizerConfig(lr=0.001, eps=1e-15), "scheduler": None},
         "camera_opt": {
             "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=max_steps, warmup_steps=warmup, lr_pre_warmup=0),
+            "scheduler": ExponentialDecaySchedulerConfig(
+                lr_final=5e-7, max_steps=max_steps, warmup_steps=warmup, lr_pre_warmup=0
+            ),
         },
         "bilateral_grid": {
             "optimizer": AdamOptimizerConfig(lr=2e-3, eps=1e-15),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps, warmup_steps=warmup, lr_pre_warmup=0),
+            "scheduler": ExponentialDecaySchedulerConfig(
+                lr_final=1e-4, max_steps=max_steps, warmup_steps=warmup, lr_pre_warmup=0
+            ),
         },
     }
 

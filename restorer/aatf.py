@@ -60,7 +60,9 @@ class BlendTable:
 
     def weights(self, step: int, num_steps: int, sigma: float) -> BlendWeights:
         if len(self.rows) != num_steps:
-            raise RestorerInputError(f"The blend table has {len(self.rows)} rows but the sampler runs {num_steps} steps.")
+            raise RestorerInputError(
+                f"The blend table has {len(self.rows)} rows but the sampler runs {num_steps} steps."
+            )
         return self.rows[step]
 
 
@@ -79,7 +81,9 @@ class PiecewiseDecay:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau1 < self.tau2 < 1.0:
-            raise RestorerInputError(f"Heatmap decay thresholds need 0 < tau1 < tau2 < 1, got tau1={self.tau1}, tau2={self.tau2}.")
+            raise RestorerInputError(
+                f"Heatmap decay thresholds need 0 < tau1 < tau2 < 1, got tau1={self.tau1}, tau2={self.tau2}."
+            )
 
     def weights(self, step: int, num_steps: int, sigma: float) -> BlendWeights:
         if sigma >= self.tau2:
@@ -200,7 +204,10 @@ def sample_restored_latent(
     table = schedule_table(schedule, sigmas)
 
     def context(step: int, sigma: float) -> dict[str, Tensor]:
-        return {"reference": ref_tokens, "heatmap": blend_heatmap_latent(table[step], full_tokens, null_tokens, hm_tokens)}
+        return {
+            "reference": ref_tokens,
+            "heatmap": blend_heatmap_latent(table[step], full_tokens, null_tokens, hm_tokens),
+        }
 
     tokens = euler_sample(
         transformer,

@@ -181,7 +181,9 @@ def run_batch(
                 result.failed.append((label, reason))
                 if unexpected:
                     result.unexpected.add(label)
-                progress.console.print(f"[red]failed[/] {escape(label)}: {escape(reason)}", highlight=False, soft_wrap=True)
+                progress.console.print(
+                    f"[red]failed[/] {escape(label)}: {escape(reason)}", highlight=False, soft_wrap=True
+                )
             else:
                 if outcome is Outcome.SKIPPED:
                     result.skipped.append(label)

@@ -37,7 +37,10 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def config_dict(config, **extra) -> dict:
-    data = {k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)) for k, v in asdict(config).items()}
+    data = {
+        k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v))
+        for k, v in asdict(config).items()
+    }
     data.update(extra)
     return data
 
@@ -121,7 +124,9 @@ def load_checkpoint(accelerator, ckpt: Path, has_scheduler: bool) -> int:
             "in another --output-dir."
         )
     if has_scheduler and not (ckpt / "scheduler.bin").exists():
-        raise RestorerInputError(f"The checkpoint {ckpt} was written with --lr-schedule constant; resume it with the same setting.")
+        raise RestorerInputError(
+            f"The checkpoint {ckpt} was written with --lr-schedule constant; resume it with the same setting."
+        )
     accelerator.load_state(str(ckpt))
     # Checkpoints sit on optimizer-step boundaries: count micro-batches afresh, so that accelerate's
     # accumulate() syncs on this run's --gradient-accumulation-steps boundaries.

@@ -80,7 +80,9 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         artifact_names = {p.name: p for p in list_videos(artifact_dir)}
         paired = sorted(set(gt_names) & set(artifact_names))
         if not paired:
-            raise InputError(f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty.")
+            raise InputError(
+                f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
+            )
         models = P.resolve_preset(args.preset)
         meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
         meta_path = args.output_dir / P.META_FILE
@@ -98,8 +100,14 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         print_error(err_console, str(err))
         return 2
 
-    notes = [f"{n} is in the GT folder but not in the artifact folder; it was skipped." for n in sorted(set(gt_names) - set(artifact_names))]
-    notes += [f"{n} is in the artifact folder but not in the GT folder; it was skipped." for n in sorted(set(artifact_names) - set(gt_names))]
+    notes = [
+        f"{n} is in the GT folder but not in the artifact folder; it was skipped."
+        for n in sorted(set(gt_names) - set(artifact_names))
+    ]
+    notes += [
+        f"{n} is in the artifact folder but not in the GT folder; it was skipped."
+        for n in sorted(set(artifact_names) - set(gt_names))
+    ]
     if models.untrained:
         notes.append(untrained_note("VAE"))
     device = torch.device(args.device or models.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -121,7 +129,9 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         clean, fps = read_video(gt_names[name])
         artifact, _ = read_video(artifact_names[name])
         try:
-            pair = P.build_pair(clean, artifact, args.heatmap_metric, models.processing_max_side, models.processing_size)
+            pair = P.build_pair(
+                clean, artifact, args.heatmap_metric, models.processing_max_side, models.processing_size
+            )
         except RestorerInputError as err:
             if "AlexNet" in str(err):
                 raise BatchAbort(str(err)) from None
@@ -132,7 +142,9 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
 
     label = rank_label(rank, world)
     try:
-        result = run_batch("aw-make-pairs", shard(paired, rank, world), work, console=console, description=f"aw-make-pairs{label}")
+        result = run_batch(
+            "aw-make-pairs", shard(paired, rank, world), work, console=console, description=f"aw-make-pairs{label}"
+        )
     except BatchAbort as err:
         print_error(err_console, str(err))
         return 2

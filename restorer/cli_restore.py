@@ -248,7 +248,12 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
 
     try:
         result = run_batch(
-            "aw-restore", mine, work, name=lambda p: p.name, console=console, description=f"aw-restore{label}",
+            "aw-restore",
+            mine,
+            work,
+            name=lambda p: p.name,
+            console=console,
+            description=f"aw-restore{label}",
             on_start=step_progress.attach,
         )
     except BatchAbort as err:

@@ -39,7 +39,9 @@ def run(config: TrainConfig, console: Console | None = None) -> int:
         f"aw-train-lora: stage {config.stage} adapter at step {result.end_step} written to {result.adapter_path} "
         f"(ComfyUI copy {result.comfy_path.name}, config {result.config_path.name}); {done} steps this run, {result.steps_per_second:.2f} steps/s, "
         f"peak memory {memory:.0f} MiB.",
-        highlight=False, markup=False, soft_wrap=True,
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     return 0
 

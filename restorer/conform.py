@@ -82,7 +82,11 @@ def plan_spatial(
     if cropped <= MAX_CROP_FRACTION:
         return size[0], size[1], cover
     area, aspect = size[0] * size[1], width / height
-    return internal_side(round(math.sqrt(area / aspect)), 1.0), internal_side(round(math.sqrt(area * aspect)), 1.0), None
+    return (
+        internal_side(round(math.sqrt(area / aspect)), 1.0),
+        internal_side(round(math.sqrt(area * aspect)), 1.0),
+        None,
+    )
 
 
 def plan_conform(

@@ -57,7 +57,11 @@ def apply_memory_profile(preset):
     device = torch.device(preset.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     line = check_gpu_fits(profile, total, force=preset.force_memory_profile)
-    console().print(line if total is not None else f"{line} No GPU in use: the profile's options run on the CPU.", markup=False, soft_wrap=True)
+    console().print(
+        line if total is not None else f"{line} No GPU in use: the profile's options run on the CPU.",
+        markup=False,
+        soft_wrap=True,
+    )
     return replace(preset, **profile.options())
 
 

@@ -196,8 +196,13 @@ def predict_velocity(transformer: nn.Module, batch: FlowBatch, prompt: PromptEmb
 
 @torch.no_grad()
 def evaluate_loss(
-    transformer: nn.Module, stage: int, items: list[dict], prompt: PromptEmbedding,
-    sigmas: tuple[float, ...] = (0.2, 0.5, 0.8), seed: int = 0, noisemap_feature_scale: float = NOISEMAP_FEATURE_SCALE,
+    transformer: nn.Module,
+    stage: int,
+    items: list[dict],
+    prompt: PromptEmbedding,
+    sigmas: tuple[float, ...] = (0.2, 0.5, 0.8),
+    seed: int = 0,
+    noisemap_feature_scale: float = NOISEMAP_FEATURE_SCALE,
 ) -> float:
     """Mean masked flow-matching loss over fixed ``sigmas`` and fixed noise, no first-frame conditioning (a deterministic yardstick)."""
     param = next(transformer.parameters())

@@ -53,7 +53,9 @@ def encode_video(
 
 
 @torch.no_grad()
-def decode_latents(vae, latents: Float[Tensor, "1 channels lat_frames lat_h lat_w"]) -> Float[Tensor, "frames height width 3"]:
+def decode_latents(
+    vae, latents: Float[Tensor, "1 channels lat_frames lat_h lat_w"]
+) -> Float[Tensor, "frames height width 3"]:
     """Decode a normalized latent to a ``[0, 1]`` video ``[T, H, W, 3]`` (decode timestep 0 when the VAE asks)."""
     param = _vae_param(vae)
     latents = latents.to(param.device, torch.float32)

@@ -103,7 +103,6 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-
 @dataclass
 class Backbone:
     """The frozen parts shared by both stages."""
@@ -227,7 +226,9 @@ def load_auxiliary_latent(
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- any unreadable file gets the same one sentence
-        raise RestorerInputError(f"The auxiliary latent file {path} could not be read as a torch file ({type(err).__name__}).") from None
+        raise RestorerInputError(
+            f"The auxiliary latent file {path} could not be read as a torch file ({type(err).__name__})."
+        ) from None
     latent = _auxiliary_tensor(value, latent_shape)
     if latent is None:
         raise RestorerInputError(
@@ -252,7 +253,11 @@ def _auxiliary_tensor(value, latent_shape: tuple[int, ...] | None) -> torch.Tens
         dims = [value.get(k) for k in ("num_frames", "height", "width")]
         if all(isinstance(d, int) for d in dims) and dims[0] * dims[1] * dims[2] == packed.shape[1]:
             return unpack_latents(packed[:1], *dims)
-        if latent_shape is not None and packed.shape[1] == math.prod(latent_shape[2:]) and packed.shape[2] == latent_shape[1]:
+        if (
+            latent_shape is not None
+            and packed.shape[1] == math.prod(latent_shape[2:])
+            and packed.shape[2] == latent_shape[1]
+        ):
             return unpack_latents(packed[:1], *latent_shape[2:])
     unpacked = value.get("latents_unpacked")
     return _auxiliary_tensor(unpacked, latent_shape) if isinstance(unpacked, torch.Tensor) else None

@@ -99,8 +99,14 @@ def check_fits(transformer: nn.Module, weights: dict[str, LoraWeights], source: 
     for name, lora in weights.items():
         base = _base_linear(modules[name])
         if not isinstance(base, nn.Linear):
-            raise RestorerInputError(f"The {source} targets {name!r}, which is a {type(base).__name__}, not a linear layer.")
-        if lora.up.shape[1] != lora.rank or lora.down.shape[1] != base.in_features or lora.up.shape[0] != base.out_features:
+            raise RestorerInputError(
+                f"The {source} targets {name!r}, which is a {type(base).__name__}, not a linear layer."
+            )
+        if (
+            lora.up.shape[1] != lora.rank
+            or lora.down.shape[1] != base.in_features
+            or lora.up.shape[0] != base.out_features
+        ):
             raise RestorerInputError(
                 f"The {source} has rank/shape A{tuple(lora.down.shape)} B{tuple(lora.up.shape)} for {name!r}, "
                 f"which does not fit its {base.in_features}->{base.out_features} linear layer."

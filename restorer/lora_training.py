@@ -34,7 +34,9 @@ def lora_target_names(transformer: nn.Module, targets: tuple[str, ...]) -> list[
 
 def check_rank(transformer: nn.Module, names: list[str], rank: int) -> None:
     """One sentence unless ``1 <= rank <= min(in, out)`` of every target layer."""
-    smallest = min(names, key=lambda n: min(transformer.get_submodule(n).in_features, transformer.get_submodule(n).out_features))
+    smallest = min(
+        names, key=lambda n: min(transformer.get_submodule(n).in_features, transformer.get_submodule(n).out_features)
+    )
     layer = transformer.get_submodule(smallest)
     limit = min(layer.in_features, layer.out_features)
     if not 1 <= rank <= limit:
@@ -44,7 +46,9 @@ def check_rank(transformer: nn.Module, names: list[str], rank: int) -> None:
         )
 
 
-def add_trainable_lora(transformer: nn.Module, adapter: str, rank: int, alpha: float, targets: tuple[str, ...]) -> list[nn.Parameter]:
+def add_trainable_lora(
+    transformer: nn.Module, adapter: str, rank: int, alpha: float, targets: tuple[str, ...]
+) -> list[nn.Parameter]:
     """Add a fresh peft LoRA (official init: kaiming ``lora_A``, ``lora_B = 0``, no dropout); return its float32 parameters.
 
     diffusers' ``add_adapter`` injects and activates it (as the official trainer does); ``cast_training_params``
@@ -84,7 +88,10 @@ def adapter_state_dict(transformer: nn.Module, adapter: str, release: bool = Tru
 
 def comfy_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The ComfyUI copy of a diffusers-format adapter: ``transformer.`` -> ``diffusion_model.`` (official ``convert_checkpoint``)."""
-    return {("diffusion_model." + k[len("transformer."):] if k.startswith("transformer.") else k): v for k, v in state.items()}
+    return {
+        ("diffusion_model." + k[len("transformer.") :] if k.startswith("transformer.") else k): v
+        for k, v in state.items()
+    }
 
 
 def comfy_path_for(adapter_path: Path) -> Path:
@@ -111,10 +118,14 @@ def load_raw_adapter(transformer: nn.Module, adapter: str, state: dict[str, Tens
 
     expected = get_peft_model_state_dict(transformer, adapter_name=adapter, save_embedding_layers=False)
     if set(state) != set(expected):
-        raise RestorerInputError(f"The checkpoint {source} was saved with other LoRA targets or rank than this run uses.")
+        raise RestorerInputError(
+            f"The checkpoint {source} was saved with other LoRA targets or rank than this run uses."
+        )
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise RestorerInputError(f"The checkpoint {source} has LoRA rank {value.shape} where this run needs {tuple(expected[key].shape)}.")
+            raise RestorerInputError(
+                f"The checkpoint {source} has LoRA rank {value.shape} where this run needs {tuple(expected[key].shape)}."
+            )
     set_peft_model_state_dict(transformer, state, adapter_name=adapter)
 
 

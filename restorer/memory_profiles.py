@@ -54,15 +54,27 @@ class MemoryProfile:
 
 PROFILES: dict[str, MemoryProfile] = {
     "80gb": MemoryProfile(
-        "80gb", 80, fp8_transformer_storage=False, group_offload=False, vae_tiling=False,
+        "80gb",
+        80,
+        fp8_transformer_storage=False,
+        group_offload=False,
+        vae_tiling=False,
         summary="bf16 weights resident, VAE untiled: the fastest",
     ),
     "40gb": MemoryProfile(
-        "40gb", 40, fp8_transformer_storage=False, group_offload=False, vae_tiling=True,
+        "40gb",
+        40,
+        fp8_transformer_storage=False,
+        group_offload=False,
+        vae_tiling=True,
         summary="bf16 weights resident, VAE in spatial tiles",
     ),
     "24gb": MemoryProfile(
-        "24gb", 24, fp8_transformer_storage=False, group_offload=True, vae_tiling=True,
+        "24gb",
+        24,
+        fp8_transformer_storage=False,
+        group_offload=True,
+        vae_tiling=True,
         summary="bf16 weights in CPU memory, moved to the GPU one block at a time (CUDA streams), VAE in tiles",
     ),
 }
@@ -141,7 +153,9 @@ def phase_peaks(
     }
 
 
-def predicted_peak_bytes(profile: MemoryProfile | str, figures: FullSizeFigures = RELEASE_FIGURES, offload_stream: bool = True) -> int:
+def predicted_peak_bytes(
+    profile: MemoryProfile | str, figures: FullSizeFigures = RELEASE_FIGURES, offload_stream: bool = True
+) -> int:
     """The profile's predicted peak GPU bytes at the official clip size."""
     profile = get_profile(profile)
     return max(phase_peaks(figures, **profile.options(), offload_stream=offload_stream).values())
@@ -199,7 +213,9 @@ def count_release_weights() -> dict[str, int]:
     def nbytes(module) -> int:
         return sum(p.numel() * p.element_size() for p in module.parameters())
 
-    t5_xxl = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu")
+    t5_xxl = T5Config(
+        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu"
+    )
     with torch.device("meta"):
         transformer = LTXVideoTransformer3DModel(**LTXV_13B_CONFIG).to(torch.bfloat16)
         one_block = LTXVideoTransformer3DModel(**{**LTXV_13B_CONFIG, "num_layers": 1}).to(torch.bfloat16)
@@ -212,7 +228,9 @@ def count_release_weights() -> dict[str, int]:
     one_block.to(torch.bfloat16)  # peft makes adapters float32; the restorer's loader keeps them in the compute dtype
     block = one_block.transformer_blocks[0]
     lora = sum(p.numel() * p.element_size() for n, p in block.named_parameters() if "lora_" in n)
-    one_block.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16, skip_modules_pattern=FP8_SKIP_MODULES)
+    one_block.enable_layerwise_casting(
+        storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16, skip_modules_pattern=FP8_SKIP_MODULES
+    )
     block_fp8 = sum(p.numel() * p.element_size() for n, p in block.named_parameters() if "lora_" not in n)
     return {
         "transformer_params": sum(p.numel() for p in transformer.parameters()),
@@ -222,7 +240,9 @@ def count_release_weights() -> dict[str, int]:
         "transformer_block_fp8": block_fp8,
         "transformer_other_bf16": nbytes(transformer) - len(transformer.transformer_blocks) * block_bf16,
         "lora_block_both_adapters": lora,
-        "largest_layer_bf16": max(m.weight.numel() * 2 for m in transformer.modules() if isinstance(m, torch.nn.Linear)),
+        "largest_layer_bf16": max(
+            m.weight.numel() * 2 for m in transformer.modules() if isinstance(m, torch.nn.Linear)
+        ),
         "vae_params": sum(p.numel() for p in vae.parameters()),
         "vae_bf16": nbytes(vae),
         "text_encoder_params": sum(p.numel() for p in t5.parameters()),

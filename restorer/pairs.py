@@ -146,10 +146,15 @@ def resolve_preset(name: str, **overrides) -> PresetModels:
         roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
     check_training_roots(roots, preset.transformer_source)
     return PresetModels(
-        name=name, roots=roots, processing_max_side=preset.processing_max_side,
+        name=name,
+        roots=roots,
+        processing_max_side=preset.processing_max_side,
         processing_size=_tuple_or_none(preset.processing_size),
-        max_prompt_tokens=preset.max_prompt_tokens, frame_rate=preset.frame_rate, device=preset.device,
-        untrained=preset.untrained, transformer_source=preset.transformer_source,
+        max_prompt_tokens=preset.max_prompt_tokens,
+        frame_rate=preset.frame_rate,
+        device=preset.device,
+        untrained=preset.untrained,
+        transformer_source=preset.transformer_source,
         transformer_config=preset.transformer_config,
     )
 
@@ -170,8 +175,10 @@ def check_training_roots(roots: ReleaseRoots, transformer_source: str) -> None:
     for what, path in need:
         if not path.exists():
             root = roots.ltx_main if what == "ltx_main" else roots.ltx_097_dev
-            raise RestorerInputError(f"The {what.replace('_transformer', '')} root {root} has no {path.name}; "
-                                     f"fetch it with `{download_command(what, root)}`.")
+            raise RestorerInputError(
+                f"The {what.replace('_transformer', '')} root {root} has no {path.name}; "
+                f"fetch it with `{download_command(what, root)}`."
+            )
 
 
 def _tuple_or_none(size) -> tuple[int, int] | None:
@@ -258,8 +265,12 @@ def build_pair(
     artifact_m = conform_space(artifact, processing_max_side, processing_size)
     reference = build_reference_video(artifact_m, clean_m[0], clean_m[-1])
     target = build_target_video(clean_m)
-    return PairVideos(reference=reference, clean=target, heatmap=heatmap_video(reference, target, metric),
-                      clip_frames=int(clean.shape[0]))
+    return PairVideos(
+        reference=reference,
+        clean=target,
+        heatmap=heatmap_video(reference, target, metric),
+        clip_frames=int(clean.shape[0]),
+    )
 
 
 def pair_generator(name: str, seed: int = DEFAULT_SEED) -> torch.Generator:
@@ -342,10 +353,14 @@ def load_latents(path: Path) -> dict:
     data = torch.load(path, map_location="cpu", weights_only=True)
     missing = [k for k in LATENT_KEYS if k not in data]
     if missing:
-        raise RestorerInputError(f"The latent file {path} lacks {missing[0]!r}; rebuild it with aw-make-pairs --overwrite.")
+        raise RestorerInputError(
+            f"The latent file {path} lacks {missing[0]!r}; rebuild it with aw-make-pairs --overwrite."
+        )
     shapes = {tuple(data[k].shape) for k in LATENT_KEYS}
     if len(shapes) != 1:
-        raise RestorerInputError(f"The latent file {path} holds latents of different shapes {sorted(shapes)}; rebuild it.")
+        raise RestorerInputError(
+            f"The latent file {path} holds latents of different shapes {sorted(shapes)}; rebuild it."
+        )
     out: dict = {k: data[k].float() for k in LATENT_KEYS}
     out["fps"] = float(data.get("fps", DEFAULT_FPS))
     return out

@@ -103,7 +103,9 @@ class ArtifactRestorer(StageRunner):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_preset(cls, name: str = "full", progress: ProgressCallback | None = None, **overrides) -> "ArtifactRestorer":
+    def from_preset(
+        cls, name: str = "full", progress: ProgressCallback | None = None, **overrides
+    ) -> "ArtifactRestorer":
         """Build from a preset in ``restorer/presets.py`` (``"full"`` or ``"tiny"``).
 
         ``overrides`` replace preset fields (e.g. ``num_inference_steps=4``, ``weights_root=...``).
@@ -117,7 +119,8 @@ class ArtifactRestorer(StageRunner):
         if preset.untrained:
             console().print(
                 f"ArtifactRestorer '{preset.name}' loaded from {restorer.roots.weights.parent}. {untrained_note()}",
-                markup=False, soft_wrap=True,
+                markup=False,
+                soft_wrap=True,
             )
         return restorer
 
@@ -138,11 +141,19 @@ class ArtifactRestorer(StageRunner):
         roots = preset_roots(preset)
         settings = settings_from_preset(preset, label)
         restorer = cls.from_roots(
-            roots, settings=settings, device=preset.device, dtype=torch_dtype(preset.torch_dtype),
-            allow_download=preset.allow_download, max_prompt_tokens=preset.max_prompt_tokens, progress=progress,
-            transformer_source=preset.transformer_source, transformer_config=preset.transformer_config,
-            transformer_num_layers=preset.transformer_num_layers, group_offload=preset.group_offload,
-            fp8_transformer_storage=preset.fp8_transformer_storage, vae_tiling=preset.vae_tiling,
+            roots,
+            settings=settings,
+            device=preset.device,
+            dtype=torch_dtype(preset.torch_dtype),
+            allow_download=preset.allow_download,
+            max_prompt_tokens=preset.max_prompt_tokens,
+            progress=progress,
+            transformer_source=preset.transformer_source,
+            transformer_config=preset.transformer_config,
+            transformer_num_layers=preset.transformer_num_layers,
+            group_offload=preset.group_offload,
+            fp8_transformer_storage=preset.fp8_transformer_storage,
+            vae_tiling=preset.vae_tiling,
         )
         return restorer
 
@@ -213,13 +224,26 @@ class ArtifactRestorer(StageRunner):
                 max_tokens=max_prompt_tokens,
             )
             backbone = load_backbone(
-                roots, device, dtype, transformer_source, transformer_config, transformer_num_layers,
+                roots,
+                device,
+                dtype,
+                transformer_source,
+                transformer_config,
+                transformer_num_layers,
                 transformer_device="cpu" if group_offload else None,
             )
             lora_files = {STAGE1_ADAPTER: roots.stage1_lora, STAGE2_ADAPTER: roots.stage2_lora}
             for adapter in adapters:
                 load_lora_adapter(backbone.transformer, lora_files[adapter], adapter)
-            restorer = cls(backbone.transformer, backbone.vae, backbone.scheduler, prompts, roots, settings or RestorerSettings(), progress)
+            restorer = cls(
+                backbone.transformer,
+                backbone.vae,
+                backbone.scheduler,
+                prompts,
+                roots,
+                settings or RestorerSettings(),
+                progress,
+            )
         restorer.execution_device = device
         return restorer.apply_memory_options(vae_tiling, fp8_transformer_storage, group_offload)
 
@@ -286,7 +310,9 @@ class ArtifactRestorer(StageRunner):
         opacity = check_opacity(opacity, (num_frames, height, width))
 
         plan = self._plan(num_frames, height, width)
-        reference = build_reference_video(to_model(frames, plan), resize_image(first_anchor, plan), resize_image(last_anchor, plan))
+        reference = build_reference_video(
+            to_model(frames, plan), resize_image(first_anchor, plan), resize_image(last_anchor, plan)
+        )
         opacity_model = None if opacity is None else to_model(opacity[..., None], plan)[..., 0]
         restored, heatmap = self._both_stages(reference, opacity_model)
         return RestorationResult(
@@ -294,7 +320,9 @@ class ArtifactRestorer(StageRunner):
             heatmap=from_model(video_to_mask(trim_to_clip(heatmap, plan.frames))[..., None], plan)[..., 0].clamp(0, 1),
         )
 
-    def predict_heatmap(self, reference: Float[Tensor, "frames height width 3"]) -> Float[Tensor, "frames height width 3"]:
+    def predict_heatmap(
+        self, reference: Float[Tensor, "frames height width 3"]
+    ) -> Float[Tensor, "frames height width 3"]:
         """Stage 1 only, as the official stage-1 pipeline: the decoded RGB heatmap video of a DBA reference.
 
         ``reference`` is the ``T + 8``-frame reference (what ``aw-prepare`` writes), ``[F, H, W, 3]`` in
@@ -348,7 +376,9 @@ class ArtifactRestorer(StageRunner):
         t, s = self.vae.temporal_compression_ratio, self.vae.spatial_compression_ratio
         return (1, self.vae.config.latent_channels, (frames - 1) // t + 1, height // s, width // s)
 
-    def auxiliary_latents(self, frames: int, height: int, width: int, latent_shape: torch.Size) -> tuple[Tensor, Tensor]:
+    def auxiliary_latents(
+        self, frames: int, height: int, width: int, latent_shape: torch.Size
+    ) -> tuple[Tensor, Tensor]:
         """Unscaled ``(z_full, z_null)``: the release's files when they fit this reference, else computed with the VAE."""
         key = (frames, height, width)
         if key not in self._aux_cache:
@@ -361,7 +391,8 @@ class ArtifactRestorer(StageRunner):
                     console().print(
                         f"{self.settings.label}The release's auxiliary latents {found}, not {shape} for a "
                         f"{frames}x{height}x{width} reference; computing z_full / z_null from their definition with the VAE.",
-                        markup=False, soft_wrap=True,
+                        markup=False,
+                        soft_wrap=True,
                     )
                     self._aux_note_printed = True
                 z_full, z_null = auxiliary_latents(self.vae, frames, height, width)

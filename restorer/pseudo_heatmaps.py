@@ -78,7 +78,9 @@ def heatmap_map(
         elif metric == "ssim":
             from torchmetrics.functional.image import structural_similarity_index_measure
 
-            _, full = structural_similarity_index_measure(x, y, data_range=1.0, return_full_image=True, reduction="none")
+            _, full = structural_similarity_index_measure(
+                x, y, data_range=1.0, return_full_image=True, reduction="none"
+            )
             m = ((1.0 - full) / 2.0).mean(dim=1)
         else:
             m = net(x, y, normalize=True)[:, 0]

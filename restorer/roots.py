@@ -47,7 +47,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "artifactworld").expanduser()
 
 
-
 @dataclass(frozen=True)
 class ReleaseRoots:
     """The three release roots (repository roots, not their subfolders)."""
@@ -139,7 +138,9 @@ def allow_patterns(what: str) -> list[str]:
 
 def check_transformer_source(source: str) -> str:
     if source not in TRANSFORMER_SOURCES:
-        raise RestorerInputError(f"Unknown transformer source {source!r}; choose one of {', '.join(TRANSFORMER_SOURCES)}.")
+        raise RestorerInputError(
+            f"Unknown transformer source {source!r}; choose one of {', '.join(TRANSFORMER_SOURCES)}."
+        )
     return source
 
 
@@ -155,7 +156,9 @@ def _missing(roots: ReleaseRoots, transformer_source: str) -> dict[str, list[str
     else:
         dev.append(roots.ltx_097_dev / "transformer")
     need = {"weights": [roots.stage1_lora, roots.stage2_lora], "ltx_main": main, _dev_kind(transformer_source): dev}
-    return {k: [str(p) for p in paths if not p.exists()] for k, paths in need.items() if any(not p.exists() for p in paths)}
+    return {
+        k: [str(p) for p in paths if not p.exists()] for k, paths in need.items() if any(not p.exists() for p in paths)
+    }
 
 
 def _root_of(roots: ReleaseRoots, what: str) -> Path:
@@ -173,7 +176,7 @@ def _missing_message(roots: ReleaseRoots, what: str, paths: list[str], reason: s
         return (
             f"The LTX-Video root {root} has no {TRANSFORMER_SINGLE_FILE} (the official base transformer) and {reason}: "
             f"fetch it with `{download_command(what, root)}`, or use the 0.9.7-dev transformer that "
-            f"{roots.ltx_097_dev / 'transformer'} already holds with `transformer_source=\"0.9.7-dev\"` "
+            f'{roots.ltx_097_dev / "transformer"} already holds with `transformer_source="0.9.7-dev"` '
             "(--transformer-source 0.9.7-dev; the released adapters were trained on 0.9.8-distilled)."
         )
     return (
@@ -182,7 +185,9 @@ def _missing_message(roots: ReleaseRoots, what: str, paths: list[str], reason: s
     )
 
 
-def ensure_roots(roots: ReleaseRoots, allow_download: bool = False, transformer_source: str = "0.9.8-distilled") -> ReleaseRoots:
+def ensure_roots(
+    roots: ReleaseRoots, allow_download: bool = False, transformer_source: str = "0.9.8-distilled"
+) -> ReleaseRoots:
     """Check that every root has what the restorer loads; download missing files when allowed.
 
     Raises:
@@ -222,5 +227,3 @@ def _download(what: str, root: Path) -> None:
     if what == "weights":
         with tarfile.open(root / "weights.tar") as archive:
             archive.extractall(root, filter="data")
-
-

@@ -43,7 +43,9 @@ ProgressCallback = Callable[[str, int, int], None]
 """``progress(stage, steps_done, total_steps)``."""
 
 
-def pack_latents(latents: Float[Tensor, "batch channels frames height width"]) -> Float[Tensor, "batch tokens channels"]:
+def pack_latents(
+    latents: Float[Tensor, "batch channels frames height width"],
+) -> Float[Tensor, "batch tokens channels"]:
     """``[B, C, F, H, W]`` -> tokens ``[B, F*H*W, C]`` (patch size 1, frame-major order)."""
     # Mirrors diffusers' LTXPipeline._pack_latents with patch_size = patch_size_t = 1 (a private static method there).
     return latents.flatten(2).transpose(1, 2)
@@ -180,13 +182,17 @@ def euler_sample(
     for step in range(num_steps):
         s, s_next = float(sigmas[step]), float(sigmas[step + 1])
         clean = context(step, s)
-        fresh = randn_tensor((1, len(roles) * tokens, channels), generator=generator, device=device, dtype=torch.float32)
+        fresh = randn_tensor(
+            (1, len(roles) * tokens, channels), generator=generator, device=device, dtype=torch.float32
+        )
         segments = []
         for index, role in enumerate(roles):
             if role == TARGET:
                 segments.append(z)
                 continue
-            noisy = clean[role].to(device, torch.float32) + context_noise_scale * fresh[:, index * tokens : (index + 1) * tokens] * (s**2)
+            noisy = clean[role].to(device, torch.float32) + context_noise_scale * fresh[
+                :, index * tokens : (index + 1) * tokens
+            ] * (s**2)
             segments.append(noisy)
         hidden = torch.cat(segments, dim=1).to(dtype)
         velocity = transformer(

@@ -90,7 +90,9 @@ class StageRunner:
 
     def _skip_posterior_sample(self, shape: torch.Size, generator: torch.Generator) -> None:
         """Advance ``generator`` exactly as the VAE posterior sample of a latent of ``shape`` would."""
-        randn_tensor(tuple(shape), generator=generator, device=self.execution_device, dtype=next(self.vae.parameters()).dtype)
+        randn_tensor(
+            tuple(shape), generator=generator, device=self.execution_device, dtype=next(self.vae.parameters()).dtype
+        )
 
     def _encode(self, video: Tensor, generator: torch.Generator) -> Tensor:
         return encode_video(self.vae, video, generator)

@@ -58,7 +58,12 @@ TINY_TRANSFORMER_CONFIG = {
     "caption_channels": TINY_TEXT_DIM,
 }
 """The tiny transformer's configuration (the single file carries none, as the real one)."""
-SINGLE_FILE_KEY_NAMES = {"proj_in": "patchify_proj", "time_embed": "adaln_single", "norm_q": "q_norm", "norm_k": "k_norm"}
+SINGLE_FILE_KEY_NAMES = {
+    "proj_in": "patchify_proj",
+    "time_embed": "adaln_single",
+    "norm_q": "q_norm",
+    "norm_k": "k_norm",
+}
 """diffusers -> original LTX key names (the inverse of diffusers' LTX single-file conversion)."""
 
 
@@ -91,9 +96,19 @@ def build_tiny_text_encoder(vocab_size: int, d_model: int = TINY_TEXT_DIM):
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
-        vocab_size=max(64, vocab_size), d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
-        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=max(64, vocab_size),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     return T5EncoderModel(config).eval()
 
@@ -163,7 +178,10 @@ def build_tiny_scheduler():
 
 
 def random_lora_state_dict(
-    transformer: torch.nn.Module, key_format: str = "diffusers", seed: int = 0, rank: int = TINY_LORA_RANK,
+    transformer: torch.nn.Module,
+    key_format: str = "diffusers",
+    seed: int = 0,
+    rank: int = TINY_LORA_RANK,
     targets: tuple[str, ...] = TINY_LORA_TARGETS,
 ) -> dict[str, torch.Tensor]:
     """Random LoRA weights (both A and B non-zero, so the adapter changes outputs) for every block's targets.
@@ -176,13 +194,19 @@ def random_lora_state_dict(
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, module in transformer.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.") and any(
-            name == t or name.endswith(f".{t}") for t in targets
+        if (
+            isinstance(module, torch.nn.Linear)
+            and name.startswith("transformer_blocks.")
+            and any(name == t or name.endswith(f".{t}") for t in targets)
         ):
             a_scale = 0.3 if module.in_features <= 64 else module.in_features**-0.5
             b_scale = 0.3 if rank <= 64 else 0.3 * rank**-0.5
-            state[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * a_scale
-            state[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * b_scale
+            state[f"{prefix}{name}.lora_A.weight"] = (
+                torch.randn(rank, module.in_features, generator=generator) * a_scale
+            )
+            state[f"{prefix}{name}.lora_B.weight"] = (
+                torch.randn(module.out_features, rank, generator=generator) * b_scale
+            )
     return state
 
 
@@ -191,7 +215,9 @@ def save_tiny_release(root: str | os.PathLike, seed: int = TINY_RELEASE_SEED) ->
     return save_random_release(root, RandomReleaseSpec(), seed)
 
 
-def save_random_release(root: str | os.PathLike, spec: RandomReleaseSpec, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
+def save_random_release(
+    root: str | os.PathLike, spec: RandomReleaseSpec, seed: int = TINY_RELEASE_SEED
+) -> ReleaseRoots:
     """Write an untrained release of ``spec`` (three roots, the release's folder layout) under ``root``.
 
     Seeds its own draws and leaves torch's global random state as it was.

@@ -107,6 +107,8 @@ def validate_config(config: TrainConfig) -> None:
     if config.logit_std <= 0:
         raise RestorerInputError(f"--logit-std must be positive, got {config.logit_std}.")
     if not 0 <= config.first_frame_conditioning_p <= 1:
-        raise RestorerInputError(f"--first-frame-conditioning-p must be between 0 and 1, got {config.first_frame_conditioning_p}.")
+        raise RestorerInputError(
+            f"--first-frame-conditioning-p must be between 0 and 1, got {config.first_frame_conditioning_p}."
+        )
     if config.noisemap_feature_scale < 0:
         raise RestorerInputError(f"--noisemap-feature-scale must not be negative, got {config.noisemap_feature_scale}.")

@@ -86,7 +86,9 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, ste
     """Official ``_create_scheduler`` for ``linear``: ``LinearLR(1.0 -> end_factor, total_iters=steps)``; None for constant."""
     if config.lr_schedule == "constant":
         return None
-    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=config.lr_end_factor, total_iters=steps)
+    return torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0, end_factor=config.lr_end_factor, total_iters=steps
+    )
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -115,7 +117,9 @@ def make_accelerator(config: TrainConfig, cpu: bool, mixed: str):
         raise RestorerInputError("--log-with wandb needs the wandb package; install it or use --log-with tensorboard.")
     output = Path(config.output_dir)
     return Accelerator(
-        mixed_precision=mixed, cpu=cpu, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=mixed,
+        cpu=cpu,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.log_with == "none" else config.log_with,
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / LOGS_DIR)),
     )
@@ -219,8 +223,23 @@ def _set_up(config: TrainConfig) -> _Run:
     prepared = accelerator.prepare(transformer, optimizer, *([scheduler] if scheduler is not None else []))
     generator = torch.Generator().manual_seed(config.seed + 1000 * accelerator.process_index)
     sampling = SamplingState(generator, len(dataset), accelerator.process_index, accelerator.num_processes)
-    run = _Run(config, steps, dataset, models, rank, alpha, adapter, accelerator, dtype, prompts[adapter], params,
-               prepared[0], prepared[1], prepared[2] if scheduler is not None else None, sampling)
+    run = _Run(
+        config,
+        steps,
+        dataset,
+        models,
+        rank,
+        alpha,
+        adapter,
+        accelerator,
+        dtype,
+        prompts[adapter],
+        params,
+        prepared[0],
+        prepared[1],
+        prepared[2] if scheduler is not None else None,
+        sampling,
+    )
     register_adapter_hooks(accelerator, adapter)
     accelerator.register_for_checkpointing(sampling)  # saved / loaded by save_state / load_state
     run.output_dir.mkdir(parents=True, exist_ok=True)
@@ -244,8 +263,13 @@ def _progress_bar(run: _Run, console):
 
     label = f"{UNTRAINED_LABEL} " if run.models.untrained else ""
     return Progress(
-        TextColumn(f"{label}stage {run.config.stage} LoRA"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn(f"{label}stage {run.config.stage} LoRA"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
 
 
@@ -253,13 +277,22 @@ def _write_run_info(run: _Run, result: TrainResult) -> None:
     """The adapter's JSON config next to it (atomic)."""
     config, rank, alpha, models = run.config, run.rank, run.alpha, run.models
     info = config_dict(
-        config, steps=run.steps, rank=rank, alpha=alpha, adapter=run.adapter, global_step=result.end_step,
-        release_file=result.adapter_path.name, comfy_file=result.comfy_path.name,
+        config,
+        steps=run.steps,
+        rank=rank,
+        alpha=alpha,
+        adapter=run.adapter,
+        global_step=result.end_step,
+        release_file=result.adapter_path.name,
+        comfy_file=result.comfy_path.name,
         key_format="diffusers (transformer.<module>.lora_A/lora_B.weight); ComfyUI copy with diffusion_model. keys"
         + ("" if alpha == rank else f"; alpha/rank = {alpha / rank:g} folded into lora_B"),
-        backbone=f"{models.transformer_source} ({models.transformer_config})", untrained_backbone=models.untrained,
-        pairs_meta=run.dataset.meta, final_loss=result.losses[-1] if result.losses else None,
-        steps_per_second=result.steps_per_second, peak_memory_bytes=result.peak_memory_bytes,
+        backbone=f"{models.transformer_source} ({models.transformer_config})",
+        untrained_backbone=models.untrained,
+        pairs_meta=run.dataset.meta,
+        final_loss=result.losses[-1] if result.losses else None,
+        steps_per_second=result.steps_per_second,
+        peak_memory_bytes=result.peak_memory_bytes,
     )
     with atomic_path(result.config_path) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
@@ -297,12 +330,16 @@ def train(config: TrainConfig, console=None, on_step: Callable[[int, float], Non
     adapter_path = run.output_dir / RELEASE_FILES[config.stage]
     result = TrainResult(adapter_path, run.output_dir / f"{adapter_path.stem}.json", run.start, run.start)
     # init_trackers / log / end_training replace the hand-written logger (trackers run on the main process only)
-    accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config), init_kwargs={"wandb": {"dir": str(run.output_dir)}})
+    accelerator.init_trackers(
+        TRACKER_PROJECT, config=tracker_config(config), init_kwargs={"wandb": {"dir": str(run.output_dir)}}
+    )
     try:
         _train_steps(run, result, console, on_step)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            result.comfy_path = save_release_adapter(accelerator.unwrap_model(run.model), run.adapter, result.adapter_path)
+            result.comfy_path = save_release_adapter(
+                accelerator.unwrap_model(run.model), run.adapter, result.adapter_path
+            )
             _write_run_info(run, result)
         else:
             result.comfy_path = comfy_path_for(result.adapter_path)

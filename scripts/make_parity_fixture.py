@@ -41,15 +41,27 @@ import torch
 
 REFERENCE_FRAMES, HEIGHT, WIDTH = 17, 32, 64
 SEED = 42
-OFFICIAL_BLEND = [[0.8, 0.0, 0.2], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0],
-                  [0.0, 0.25, 0.75], [0.0, 0.5, 0.5], [0.0, 0.75, 0.25], [0.0, 1.0, 0.0]]
+OFFICIAL_BLEND = [
+    [0.8, 0.0, 0.2],
+    [0.0, 0.0, 1.0],
+    [0.0, 0.0, 1.0],
+    [0.0, 0.0, 1.0],
+    [0.0, 0.25, 0.75],
+    [0.0, 0.5, 0.5],
+    [0.0, 0.75, 0.25],
+    [0.0, 1.0, 0.0],
+]
 
 
 def reference_video_uint8() -> torch.Tensor:
     """A deterministic DBA-shaped reference ``[F, H, W, 3]`` uint8: smooth content, anchor A, then anchor B x 9."""
     g = torch.Generator().manual_seed(7)
-    base = torch.nn.functional.interpolate(torch.rand(1, 3, REFERENCE_FRAMES, 4, 8, generator=g), size=(REFERENCE_FRAMES, HEIGHT, WIDTH),
-                                           mode="trilinear", align_corners=False)[0].permute(1, 2, 3, 0)
+    base = torch.nn.functional.interpolate(
+        torch.rand(1, 3, REFERENCE_FRAMES, 4, 8, generator=g),
+        size=(REFERENCE_FRAMES, HEIGHT, WIDTH),
+        mode="trilinear",
+        align_corners=False,
+    )[0].permute(1, 2, 3, 0)
     video = (base + 0.15 * torch.rand(base.shape, generator=g)).clamp(0, 1)
     video[-9:] = video[-9]
     return (video * 255).round().to(torch.uint8)
@@ -78,7 +90,9 @@ def official_transformer(roots, lora_path: Path, config: dict):
     state = load_file(str(lora_path))
     rank = next(v.shape[0] for k, v in state.items() if "lora_A" in k)
     transformer.add_adapter(  # the release's `lora:` config block, at the tiny rank
-        LoraConfig(r=rank, lora_alpha=rank, target_modules=list(TINY_LORA_TARGETS), lora_dropout=0.0, init_lora_weights=True)
+        LoraConfig(
+            r=rank, lora_alpha=rank, target_modules=list(TINY_LORA_TARGETS), lora_dropout=0.0, init_lora_weights=True
+        )
     )
     state = {k.replace("diffusion_model.", "transformer.", 1): v for k, v in state.items()}  # ComfyUI -> diffusers keys
     state = {k.replace("transformer.", "", 1): v for k, v in state.items()}
@@ -97,7 +111,9 @@ def official_pipeline(module, roots, lora_path: Path, config: dict):
     return module.LTXConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(roots.ltx_097_dev, subfolder="scheduler"),
         vae=AutoencoderKLLTXVideo.from_pretrained(roots.ltx_main, subfolder="vae", torch_dtype=torch.float32).eval(),
-        text_encoder=T5EncoderModel.from_pretrained(roots.ltx_main, subfolder="text_encoder", torch_dtype=torch.float32).eval(),
+        text_encoder=T5EncoderModel.from_pretrained(
+            roots.ltx_main, subfolder="text_encoder", torch_dtype=torch.float32
+        ).eval(),
         tokenizer=AutoTokenizer.from_pretrained(roots.ltx_main, subfolder="tokenizer"),
         transformer=official_transformer(roots, lora_path, config),
     )
@@ -105,7 +121,12 @@ def official_pipeline(module, roots, lora_path: Path, config: dict):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official-src", type=Path, required=True, help="folder holding the official ltxv_pipeline.py (or ltxv_trainer/)")
+    parser.add_argument(
+        "--official-src",
+        type=Path,
+        required=True,
+        help="folder holding the official ltxv_pipeline.py (or ltxv_trainer/)",
+    )
     parser.add_argument("--output", type=Path, default=Path("tests/restorer/data/official_parity.pt"))
     args = parser.parse_args()
 
@@ -126,14 +147,25 @@ def main() -> None:
     roots = save_tiny_release(work, seed=TINY_RELEASE_SEED)
     reference = reference_video_uint8()
     reference_fchw = reference.permute(0, 3, 1, 2).float() / 255.0  # read_video's [F, C, H, W] in [0, 1]
-    common = dict(negative_prompt="worst quality, inconsistent motion, blurry, jittery, distorted", width=WIDTH, height=HEIGHT,
-                  num_frames=REFERENCE_FRAMES, num_inference_steps=8, guidance_scale=1.0, output_reference_comparison=False,
-                  output_type="pt", reference_video=reference_fchw, max_sequence_length=256)
+    common = dict(
+        negative_prompt="worst quality, inconsistent motion, blurry, jittery, distorted",
+        width=WIDTH,
+        height=HEIGHT,
+        num_frames=REFERENCE_FRAMES,
+        num_inference_steps=8,
+        guidance_scale=1.0,
+        output_reference_comparison=False,
+        output_type="pt",
+        reference_video=reference_fchw,
+        max_sequence_length=256,
+    )
 
     with torch.no_grad():
         stage1 = official_pipeline(module, roots, roots.stage1_lora, TINY_TRANSFORMER_CONFIG)
         stage1.set_progress_bar_config(disable=True)
-        heatmap = stage1(prompt="predict artifact map", generator=torch.Generator("cpu").manual_seed(SEED), **common).frames[0]
+        heatmap = stage1(
+            prompt="predict artifact map", generator=torch.Generator("cpu").manual_seed(SEED), **common
+        ).frames[0]
         handed = (heatmap * 255).round().to(torch.uint8)  # [F, C, H, W]: the PIL frames stage 1 writes
         handed[-9:] = 0  # "Replace last 9 frames with black frames"
 
@@ -141,9 +173,14 @@ def main() -> None:
         stage2.set_progress_bar_config(disable=True)
         stage2.noisemap_feature_scale = 0.05
         restored = stage2(
-            prompt="remove artifact", generator=torch.Generator("cpu").manual_seed(SEED), generate_noisemap=True,
-            noisemap_video=handed.float() / 255.0, auxiliary_latent_path=str(roots.auxiliary_latent("z_full.pt")),
-            auxiliary_latent_b_path=str(roots.auxiliary_latent("z_null.pt")), noisemap_blend_weights=OFFICIAL_BLEND, **common,
+            prompt="remove artifact",
+            generator=torch.Generator("cpu").manual_seed(SEED),
+            generate_noisemap=True,
+            noisemap_video=handed.float() / 255.0,
+            auxiliary_latent_path=str(roots.auxiliary_latent("z_full.pt")),
+            auxiliary_latent_b_path=str(roots.auxiliary_latent("z_null.pt")),
+            noisemap_blend_weights=OFFICIAL_BLEND,
+            **common,
         ).frames[0]
 
     fixture = {
@@ -159,7 +196,9 @@ def main() -> None:
     tmp = args.output.with_name(f".{args.output.name}.tmp")
     torch.save(fixture, tmp)
     tmp.replace(args.output)
-    print(f"wrote {args.output}: stage 1 {tuple(fixture['stage1_heatmap'].shape)}, stage 2 {tuple(fixture['stage2_restored'].shape)}")
+    print(
+        f"wrote {args.output}: stage 1 {tuple(fixture['stage1_heatmap'].shape)}, stage 2 {tuple(fixture['stage2_restored'].shape)}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def wave_clip(
 
 def _run_cli(*args: str, timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )
 
 
 @pytest.fixture
@@ -62,12 +64,22 @@ def small_demo_scene(tmp_path_factory) -> Path:
     """A 12-view 96x72 demo scene, written once per test session."""
     from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
 
-    return write_demo_scene(DemoSceneArgs(tmp_path_factory.mktemp("scenes") / "demo", num_views=12, width=96, height=72))
+    return write_demo_scene(
+        DemoSceneArgs(tmp_path_factory.mktemp("scenes") / "demo", num_views=12, width=96, height=72)
+    )
 
 
 def tiny_trainer(
-    scene: Path, out: Path, *, steps: int, timestamp: str = "run", restore_steps=(40,), load_dir=None,
-    experiment: str = "loop", eval_every: int | None = None, **options,
+    scene: Path,
+    out: Path,
+    *,
+    steps: int,
+    timestamp: str = "run",
+    restore_steps=(40,),
+    load_dir=None,
+    experiment: str = "loop",
+    eval_every: int | None = None,
+    **options,
 ):
     """An ``artifactworld-tiny`` trainer set up as ``ns-train`` sets it up (seeded, config.yml written).
 

@@ -172,14 +172,25 @@ def test_oracle_on_a_scene_without_ground_truth(scene_copy, tmp_path, capsys):
 
 
 def test_installed_ns_train_on_a_missing_folder(tmp_path, run_cli):
-    result = run_cli("ns-train", "artifactworld-tiny", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "out"), "--vis", "tensorboard")
+    result = run_cli(
+        "ns-train",
+        "artifactworld-tiny",
+        "--data",
+        str(tmp_path / "nowhere"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--vis",
+        "tensorboard",
+    )
     assert result.returncode == 2
     text = " ".join((result.stdout + result.stderr).split())
     assert "Traceback" not in text and "does not exist" in text
 
 
 def test_aw_demo_rejects_a_round_outside_the_run(tmp_path, run_cli):
-    result = run_cli("aw-demo", "--scene-dir", str(tmp_path / "scene"), "--max-num-iterations", "50", "--restore-step", "80")
+    result = run_cli(
+        "aw-demo", "--scene-dir", str(tmp_path / "scene"), "--max-num-iterations", "50", "--restore-step", "80"
+    )
     assert result.returncode == 2
     text = " ".join(result.stderr.split())
     assert "--restore-step 80 is outside the run's 50 iterations" in text and "Traceback" not in text
@@ -213,7 +224,9 @@ def test_evaluating_a_full_preset_run_needs_no_weights(small_demo_scene, tmp_pat
 
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     config = ArtifactWorldPipelineConfig(
-        datamanager=ArtifactWorldDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=small_demo_scene), train_view_ratio=0.5)
+        datamanager=ArtifactWorldDataManagerConfig(
+            dataparser=NerfstudioDataParserConfig(data=small_demo_scene), train_view_ratio=0.5
+        )
     )
     assert config.restorer_preset == "full"
     pipeline = config.setup(device="cpu", test_mode="test")

@@ -26,5 +26,9 @@ def test_the_restorer_imports_without_nerfstudio_and_no_generic_top_level_names(
 def test_the_method_configs_live_inside_the_package():
     from importlib.metadata import entry_points
 
-    targets = {ep.value.split(":")[0] for ep in entry_points(group="nerfstudio.method_configs") if ep.name.startswith("artifactworld")}
+    targets = {
+        ep.value.split(":")[0]
+        for ep in entry_points(group="nerfstudio.method_configs")
+        if ep.name.startswith("artifactworld")
+    }
     assert targets == {"artifactworld_ns.method_configs.artifactworld"}

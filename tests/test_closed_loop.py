@@ -68,7 +68,9 @@ def test_resume_keeps_the_bank(first_run, small_demo_scene, tmp_path):
     assert len(list((resumed.base_dir / "bank" / "round_000").glob("frame_*.png"))) == 30
     resumed.train()
     steps = [step for step, _ in resumed.pipeline.datamanager.draws]
-    assert steps[0] == 80 and steps[-1] == 89, "training went on from the checkpoint (nerfstudio counts --max-num-iterations from there)"
+    assert steps[0] == 80 and steps[-1] == 89, (
+        "training went on from the checkpoint (nerfstudio counts --max-num-iterations from there)"
+    )
     assert len(resumed.pipeline.datamanager.bank.rounds) == 1, "the round at step 40 is not redone"
 
 

@@ -27,8 +27,15 @@ def train(scene: Path, out: Path, restorer: str | None):
     """No rounds (``restorer=None``) or rounds at ROUND_STEPS with a reference restorer."""
     options = {} if restorer is None else {"restorer_preset": restorer}
     trainer = tiny_trainer(
-        scene, out, steps=ITERATIONS, timestamp=restorer or "none", restore_steps=ROUND_STEPS if restorer else (),
-        experiment="oracle", eval_every=ITERATIONS + 1, num_train_views=3, **options,
+        scene,
+        out,
+        steps=ITERATIONS,
+        timestamp=restorer or "none",
+        restore_steps=ROUND_STEPS if restorer else (),
+        experiment="oracle",
+        eval_every=ITERATIONS + 1,
+        num_train_views=3,
+        **options,
     )
     trainer.train()
     return trainer
@@ -67,9 +74,24 @@ def test_bank_frames_are_the_ground_truth_at_their_cameras(runs):
     assert [(r.step, r.status) for r in bank.rounds] == [(step, "ok") for step in ROUND_STEPS]
     assert len(bank) == len(ROUND_STEPS) * 2 * 15  # rounds x 2 clips x the 15 inner frames of a 17-frame clip
     for index, view in enumerate(bank.views):
-        camera = pinhole_cameras(torch.tensor(view.camera_to_world)[None], {k: getattr(view, k) for k in ("fx", "fy", "cx", "cy", "width", "height")})
+        camera = pinhole_cameras(
+            torch.tensor(view.camera_to_world)[None],
+            {k: getattr(view, k) for k in ("fx", "fy", "cx", "cy", "width", "height")},
+        )
         truth = oracle.render(camera)[0]
         assert (bank.images[index].float() / 255 - truth).abs().max() <= 1 / 255 + 1e-6, index
     # a frame shifted by one along its clip is not the truth at the stored camera
-    shifted = (bank.images[1].float() / 255 - oracle.render(pinhole_cameras(torch.tensor(bank.views[0].camera_to_world)[None], {k: getattr(bank.views[0], k) for k in ("fx", "fy", "cx", "cy", "width", "height")}))[0]).abs().max()
+    shifted = (
+        (
+            bank.images[1].float() / 255
+            - oracle.render(
+                pinhole_cameras(
+                    torch.tensor(bank.views[0].camera_to_world)[None],
+                    {k: getattr(bank.views[0], k) for k in ("fx", "fy", "cx", "cy", "width", "height")},
+                )
+            )[0]
+        )
+        .abs()
+        .max()
+    )
     assert shifted > 0.05

@@ -20,7 +20,10 @@ def as_blender(scene: Path, out: Path, train_frames: int) -> Path:
     transforms = json.loads((scene / "transforms.json").read_text())
     shutil.copytree(scene / "images", out / "images")
     angle_x = 2 * math.atan(transforms["w"] / (2 * transforms["fl_x"]))
-    frames = [{"file_path": f"./{Path(f['file_path']).with_suffix('')}", "transform_matrix": f["transform_matrix"]} for f in transforms["frames"]]
+    frames = [
+        {"file_path": f"./{Path(f['file_path']).with_suffix('')}", "transform_matrix": f["transform_matrix"]}
+        for f in transforms["frames"]
+    ]
     splits = {"train": frames[:train_frames], "val": frames[train_frames:], "test": frames[train_frames:]}
     for split, chosen in splits.items():
         (out / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle_x, "frames": chosen}))
@@ -42,10 +45,14 @@ def test_sparse_protocol_splits_every_standard_parser(small_demo_scene, tmp_path
         dataparser = InstantNGPDataParserConfig(data=small_demo_scene)
     else:
         dataparser = BlenderDataParserConfig(data=as_blender(small_demo_scene, tmp_path / "blender", train_frames=8))
-    config = ArtifactWorldDataManagerConfig(dataparser=dataparser, train_view_ratio=0.5, cache_images="gpu", restore_steps=())
+    config = ArtifactWorldDataManagerConfig(
+        dataparser=dataparser, train_view_ratio=0.5, cache_images="gpu", restore_steps=()
+    )
     datamanager = config.setup(device="cpu", test_mode="val")
     train = {p.name for p in datamanager.train_dataset.image_filenames}
     evaluation = {p.name for p in datamanager.eval_dataset.image_filenames}
     assert (len(train), len(evaluation)) == expected
     assert not train & evaluation
-    assert len(datamanager.train_dataset.cameras) == expected[0] and len(datamanager.eval_dataset.cameras) == expected[1]
+    assert (
+        len(datamanager.train_dataset.cameras) == expected[0] and len(datamanager.eval_dataset.cameras) == expected[1]
+    )

@@ -69,7 +69,9 @@ def test_non_empty_directory_needs_overwrite(tmp_path, run_cli):
     (out / "keep.txt").write_text("user data")
     result = run_cli("aw-demo-scene", str(out), "--num-views", "2", "--width", "32", "--height", "24")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {out} is not empty; pass --overwrite to replace it or choose another OUTPUT_DIR."]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {out} is not empty; pass --overwrite to replace it or choose another OUTPUT_DIR."
+    ]
     assert (out / "keep.txt").read_text() == "user data" and not (out / "transforms.json").exists()
 
     result = run_cli("aw-demo-scene", str(out), "--num-views", "2", "--width", "32", "--height", "24", "--overwrite")

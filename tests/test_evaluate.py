@@ -17,7 +17,9 @@ from artifactworld_ns.restorer.video_io import read_video, write_video
 
 def _clip(frames: int = 5, height: int = 32, width: int = 48, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    base = wave_clip(frames, height, width, freqs=(7, 6, 0), speeds=(0.5, 0.3, 0), blue=lambda x, y, t: 0.4 + 0.3 * x * y + 0 * t)
+    base = wave_clip(
+        frames, height, width, freqs=(7, 6, 0), speeds=(0.5, 0.3, 0), blue=lambda x, y, t: 0.4 + 0.3 * x * y + 0 * t
+    )
     return (base + 0.03 * torch.rand(base.shape, generator=g)).clamp(0, 1)
 
 
@@ -79,7 +81,9 @@ def test_degraded_pair_matches_torchmetrics_called_directly(folders, fake_alexne
     pred, _ = read_video(pred_dir / "b.mp4")
     gt, _ = read_video(gt_dir / "b.mp4")
     p, g = pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)
-    psnr = torch.stack([peak_signal_noise_ratio(p[i : i + 1], g[i : i + 1], data_range=1.0) for i in range(len(p))]).mean()
+    psnr = torch.stack(
+        [peak_signal_noise_ratio(p[i : i + 1], g[i : i + 1], data_range=1.0) for i in range(len(p))]
+    ).mean()
     ssim = structural_similarity_index_measure(p, g, data_range=1.0)
     lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)(p, g)
     got = report["per_clip"]["b.mp4"]
@@ -96,7 +100,20 @@ def test_degraded_pair_matches_torchmetrics_called_directly(folders, fake_alexne
 def test_mismatched_file_sets_score_the_intersection_and_list_the_rest(folders, empty_hub, capsys):
     pred_dir, gt_dir = folders
     out = pred_dir.parent / "report" / "eval.json"
-    code = ev.run(["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--clip-model", str(pred_dir / "no-clip"), "--compare-paper"])
+    code = ev.run(
+        [
+            "video",
+            "--pred",
+            str(pred_dir),
+            "--gt",
+            str(gt_dir),
+            "--out",
+            str(out),
+            "--clip-model",
+            str(pred_dir / "no-clip"),
+            "--compare-paper",
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert sorted(report["per_clip"]) == ["a.mp4", "b.mp4"] and report["count"] == 2
@@ -113,7 +130,10 @@ def test_mismatched_file_sets_score_the_intersection_and_list_the_rest(folders, 
     assert "1 file(s) only in --gt, not scored: only_gt.mp4." in err
     table = out.with_suffix(".md").read_text()
     assert table in captured.out
-    assert "| this run (2 clips) |" in table and "| ArtifactWorld, paper Table 3 (1,284 clips) | 24.20 | 0.7547 | 0.2893 | 0.9663 | 33.92 |" in table
+    assert (
+        "| this run (2 clips) |" in table
+        and "| ArtifactWorld, paper Table 3 (1,284 clips) | 24.20 | 0.7547 | 0.2893 | 0.9663 | 33.92 |" in table
+    )
     assert "LPIPS↓ unavailable:" in table and "| n/a | n/a | n/a |" in table
 
 
@@ -161,7 +181,9 @@ def test_frechet_distance_exact_in_one_dimension():
 
 
 class _TinyDetector(torch.nn.Module):
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = True) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = True
+    ) -> torch.Tensor:
         assert x.shape[1] == 3 and x.shape[-1] == 224
         return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)
 
@@ -184,7 +206,15 @@ def test_clip_i_with_local_weights(tmp_path, empty_hub):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
     CLIPVisionModelWithProjection(config).save_pretrained(tmp_path / "clip")
     suite = metrics.MetricSuite.build(clip_model=str(tmp_path / "clip"))
     assert suite.clip is not None and "clip_i" not in suite.unavailable

@@ -22,8 +22,11 @@ def make_model(**config):
 def batch_and_outputs(generated: bool):
     g = torch.Generator().manual_seed(1)
     outputs = {"rgb": torch.rand(24, 32, 3, generator=g), "background": torch.zeros(3)}
-    batch = {"image": (torch.rand(24, 32, 3, generator=g) * 255).to(torch.uint8), "is_generated": generated,
-             "heatmap": torch.rand(24, 32, generator=g)}
+    batch = {
+        "image": (torch.rand(24, 32, 3, generator=g) * 255).to(torch.uint8),
+        "is_generated": generated,
+        "heatmap": torch.rand(24, 32, generator=g),
+    }
     return outputs, batch
 
 

@@ -29,7 +29,18 @@ def test_the_rounds_belong_to_the_pipeline_and_the_datamanager_only_serves_data(
     config = artifactworld_config().pipeline
     assert isinstance(config, ArtifactWorldPipelineConfig) and config._target is ArtifactWorldPipeline
     assert isinstance(config.datamanager, ArtifactWorldDataManagerConfig)
-    round_options = {"restorer_preset", "restorer_steps", "restorer_profile", "restore_steps", "clips_per_round", "clip_frames", "trajectory"}
+    round_options = {
+        "restorer_preset",
+        "restorer_steps",
+        "restorer_profile",
+        "restore_steps",
+        "clips_per_round",
+        "clip_frames",
+        "trajectory",
+    }
     assert round_options <= {f.name for f in fields(ArtifactWorldPipelineConfig)}
     assert not round_options & {f.name for f in fields(ArtifactWorldDataManagerConfig)}
-    assert not any(hasattr(ArtifactWorldDataManager, name) for name in ("run_round", "get_training_callbacks_for_rounds", "request_round"))
+    assert not any(
+        hasattr(ArtifactWorldDataManager, name)
+        for name in ("run_round", "get_training_callbacks_for_rounds", "request_round")
+    )

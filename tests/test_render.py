@@ -65,7 +65,14 @@ class RestoreSpy:
         original = ArtifactRestorer.restore
 
         def spy(restorer, frames, first_anchor, last_anchor, opacity=None):
-            self.calls.append((frames.clone(), first_anchor.clone(), last_anchor.clone(), None if opacity is None else opacity.clone()))
+            self.calls.append(
+                (
+                    frames.clone(),
+                    first_anchor.clone(),
+                    last_anchor.clone(),
+                    None if opacity is None else opacity.clone(),
+                )
+            )
             return original(restorer, frames, first_anchor, last_anchor, opacity)
 
         monkeypatch.setattr(ArtifactRestorer, "restore", spy)
@@ -83,11 +90,31 @@ def test_spiral_restore_writes_every_frame_in_windows(config_path, tmp_path, mon
         return original_training_image(dataset, index, size)
 
     monkeypatch.setattr(aw_render, "training_image", record)
-    command = aw_render.cli([
-        "spiral", "--load-config", str(config_path), "--output-path", str(out), "--restore", "--preset", "tiny",
-        "--seconds", "2.5", "--frame-rate", "24", "--save-comparison", "--heatmap-steps", "1", "--restorer-steps", "2",
-        "--window-frames", "41", "--overlap", "8",
-    ])
+    command = aw_render.cli(
+        [
+            "spiral",
+            "--load-config",
+            str(config_path),
+            "--output-path",
+            str(out),
+            "--restore",
+            "--preset",
+            "tiny",
+            "--seconds",
+            "2.5",
+            "--frame-rate",
+            "24",
+            "--save-comparison",
+            "--heatmap-steps",
+            "1",
+            "--restorer-steps",
+            "2",
+            "--window-frames",
+            "41",
+            "--overlap",
+            "8",
+        ]
+    )
     assert command.restore and command.save_comparison and command.window_frames == 41
     assert aw_render.run(command) == 0
     restored = _read(out)
@@ -120,8 +147,14 @@ def _camera_path_file(config_path: Path, folder: Path, frames: int = 4) -> Path:
     for pose in poses:
         matrix = torch.cat([pose, torch.tensor([[0.0, 0.0, 0.0, 1.0]])]).flatten().tolist()
         entries.append({"camera_to_world": matrix, "fov": 50.0, "aspect": 64 / 48})
-    data = {"camera_type": "perspective", "render_height": 48, "render_width": 64, "seconds": 1.0,
-            "keyframes": [{"matrix": e["camera_to_world"]} for e in entries], "camera_path": entries}
+    data = {
+        "camera_type": "perspective",
+        "render_height": 48,
+        "render_width": 64,
+        "seconds": 1.0,
+        "keyframes": [{"matrix": e["camera_to_world"]} for e in entries],
+        "camera_path": entries,
+    }
     path = folder / "path.json"
     path.write_text(json.dumps(data))
     return path
@@ -148,8 +181,20 @@ def test_no_restore_equals_ns_render_camera_path(config_path, tmp_path):
 @pytest.mark.slow
 def test_spiral_no_restore_works_on_splatfacto_models(config_path, tmp_path):
     out = tmp_path / "plain.mp4"
-    command = aw_render.cli(["spiral", "--load-config", str(config_path), "--output-path", str(out), "--no-restore",
-                             "--seconds", "0.5", "--frame-rate", "10"])
+    command = aw_render.cli(
+        [
+            "spiral",
+            "--load-config",
+            str(config_path),
+            "--output-path",
+            str(out),
+            "--no-restore",
+            "--seconds",
+            "0.5",
+            "--frame-rate",
+            "10",
+        ]
+    )
     assert aw_render.run(command) == 0
     assert _read(out).shape == (5, 48, 64, 3)
 
@@ -167,9 +212,21 @@ def test_camera_path_without_keyframes_is_one_sentence(tmp_path, capsys):
     config = tmp_path / "config.yml"
     config.write_text("not used: the camera path is checked first\n")
     path = tmp_path / "path.json"
-    path.write_text(json.dumps({"keyframes": [], "camera_path": [], "seconds": 2.0, "render_height": 48, "render_width": 64}))
-    command = aw_render.cli(["camera-path", "--load-config", str(config), "--camera-path-filename", str(path),
-                             "--output-path", str(tmp_path / "o.mp4"), "--no-restore"])
+    path.write_text(
+        json.dumps({"keyframes": [], "camera_path": [], "seconds": 2.0, "render_height": 48, "render_width": 64})
+    )
+    command = aw_render.cli(
+        [
+            "camera-path",
+            "--load-config",
+            str(config),
+            "--camera-path-filename",
+            str(path),
+            "--output-path",
+            str(tmp_path / "o.mp4"),
+            "--no-restore",
+        ]
+    )
     assert aw_render.run(command) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"The camera path file {path} has no keyframes, so there is nothing to render." in err
@@ -184,9 +241,20 @@ def test_bad_window_frames_refused_before_loading(tmp_path, capsys):
 
 
 def test_restore_flags_accept_bare_and_valued_forms():
-    assert normalize_flags(["spiral", "--restore", "--preset", "tiny"]) == ["spiral", "--restore", "True", "--preset", "tiny"]
+    assert normalize_flags(["spiral", "--restore", "--preset", "tiny"]) == [
+        "spiral",
+        "--restore",
+        "True",
+        "--preset",
+        "tiny",
+    ]
     assert normalize_flags(["--no-restore"]) == ["--restore", "False"]
-    assert normalize_flags(["--restore", "False", "--save-comparison"]) == ["--restore", "False", "--save-comparison", "True"]
+    assert normalize_flags(["--restore", "False", "--save-comparison"]) == [
+        "--restore",
+        "False",
+        "--save-comparison",
+        "True",
+    ]
     assert normalize_flags(["--render-nearest-camera", "True"]) == ["--render-nearest-camera", "True"]
     config = "c.yml"
     assert aw_render.cli(["interpolate", "--load-config", config, "--no-restore"]).restore is False
@@ -199,10 +267,19 @@ def test_restorer_memory_options_are_applied(monkeypatch):
     from artifactworld_ns.restorer import ArtifactRestorer
 
     restorer = ArtifactRestorer.from_preset(
-        "tiny", show_progress=False, vae_tiling=True, fp8_transformer_storage=True, heatmap_steps=1, num_inference_steps=2
+        "tiny",
+        show_progress=False,
+        vae_tiling=True,
+        fp8_transformer_storage=True,
+        heatmap_steps=1,
+        num_inference_steps=2,
     )
     assert restorer.vae.use_tiling
-    dtypes = {name: module.weight.dtype for name, module in restorer.transformer.named_modules() if isinstance(module, torch.nn.Linear)}
+    dtypes = {
+        name: module.weight.dtype
+        for name, module in restorer.transformer.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
     stored_fp8 = [n for n, d in dtypes.items() if d == torch.float8_e4m3fn]
     assert stored_fp8 and any(".attn1." in n for n in stored_fp8)
     assert all(d != torch.float8_e4m3fn for n, d in dtypes.items() if "lora_" in n or n == "proj_in")

@@ -23,7 +23,13 @@ ROUNDS = (40, 120)
 
 def trainer(scene: Path, out: Path, steps: int, timestamp: str, restore_steps, load_dir=None):
     return tiny_trainer(
-        scene, out, steps=steps, timestamp=timestamp, restore_steps=restore_steps, load_dir=load_dir, experiment="resume",
+        scene,
+        out,
+        steps=steps,
+        timestamp=timestamp,
+        restore_steps=restore_steps,
+        load_dir=load_dir,
+        experiment="resume",
         train_view_ratio=0.34,
     )
 
@@ -113,8 +119,17 @@ def test_eval_render_and_viewer_frustums_work_on_the_resumed_run(runs, run_cli, 
     assert 10 < json.loads((tmp_path / "eval.json").read_text())["results"]["psnr"] < 60
     video = tmp_path / "resumed.mp4"
     result = run_cli(
-        "aw-render", "interpolate", "--load-config", str(config), "--output-path", str(video), "--restore",
-        "--preset", "tiny", "--interpolation-steps", "4",
+        "aw-render",
+        "interpolate",
+        "--load-config",
+        str(config),
+        "--output-path",
+        str(video),
+        "--restore",
+        "--preset",
+        "tiny",
+        "--interpolation-steps",
+        "4",
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     from artifactworld_ns.restorer.video_io import read_video

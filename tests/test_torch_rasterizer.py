@@ -22,7 +22,9 @@ TILE = 16
 def random_scene(num_gaussians=48, num_cameras=2, width=41, height=35, seed=0, dtype=torch.float64, sh_degree=None):
     """Gaussians in a box in front of cameras that look down +z (OpenCV convention) from near the origin."""
     g = torch.Generator().manual_seed(seed)
-    means = torch.rand(num_gaussians, 3, generator=g, dtype=dtype) * torch.tensor([2.0, 2.0, 2.0], dtype=dtype) + torch.tensor([-1.0, -1.0, 2.0], dtype=dtype)
+    means = torch.rand(num_gaussians, 3, generator=g, dtype=dtype) * torch.tensor(
+        [2.0, 2.0, 2.0], dtype=dtype
+    ) + torch.tensor([-1.0, -1.0, 2.0], dtype=dtype)
     quats = torch.randn(num_gaussians, 4, generator=g, dtype=dtype)
     scales = torch.rand(num_gaussians, 3, generator=g, dtype=dtype) * 0.15 + 0.03
     opacities = torch.rand(num_gaussians, generator=g, dtype=dtype) * 0.9 + 0.05
@@ -38,7 +40,17 @@ def random_scene(num_gaussians=48, num_cameras=2, width=41, height=35, seed=0, d
         )
         viewmats[c, :3, 3] = torch.tensor([0.1 * c, -0.05 * c, 0.2], dtype=dtype)
     Ks = torch.tensor([[30.0, 0, width / 2], [0, 30.0, height / 2], [0, 0, 1]], dtype=dtype).repeat(num_cameras, 1, 1)
-    return dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors, viewmats=viewmats, Ks=Ks, width=width, height=height)
+    return dict(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=opacities,
+        colors=colors,
+        viewmats=viewmats,
+        Ks=Ks,
+        width=width,
+        height=height,
+    )
 
 
 def brute_force_composite(means2d, conics, colors, opacities, radii, depths, width, height, absgrad=None):
@@ -94,11 +106,18 @@ def _accumulate_abs(absgrad, camera, gaussian, axis):
     return hook
 
 
-def brute_force_rasterization(scene, sh_degree=None, render_mode="RGB", rasterize_mode="classic", backgrounds=None, absgrad=None, meta=None):
+def brute_force_rasterization(
+    scene, sh_degree=None, render_mode="RGB", rasterize_mode="classic", backgrounds=None, absgrad=None, meta=None
+):
     """``meta``, if given, receives ``means2d`` (its gradient retained) and ``radii``."""
     covars, _ = _quat_scale_to_covar_preci(scene["quats"], scene["scales"], True, False, triu=False)
     radii, means2d, depths, conics, compensations = _fully_fused_projection(
-        scene["means"], covars, scene["viewmats"], scene["Ks"], scene["width"], scene["height"],
+        scene["means"],
+        covars,
+        scene["viewmats"],
+        scene["Ks"],
+        scene["width"],
+        scene["height"],
         calc_compensations=rasterize_mode == "antialiased",
     )
     if meta is not None:
@@ -112,12 +131,20 @@ def brute_force_rasterization(scene, sh_degree=None, render_mode="RGB", rasteriz
     colors = scene["colors"]
     if sh_degree is not None:
         centers = torch.inverse(scene["viewmats"])[:, :3, 3]
-        colors = torch.clamp_min(_spherical_harmonics(sh_degree, scene["means"][None] - centers[:, None], colors.expand(num_cameras, -1, -1, -1)) + 0.5, 0.0)
+        colors = torch.clamp_min(
+            _spherical_harmonics(
+                sh_degree, scene["means"][None] - centers[:, None], colors.expand(num_cameras, -1, -1, -1)
+            )
+            + 0.5,
+            0.0,
+        )
     else:
         colors = colors.expand(num_cameras, -1, -1)
     if render_mode == "RGB+ED":
         colors = torch.cat([colors, depths[..., None]], dim=-1)
-    image, alpha = brute_force_composite(means2d, conics, colors, opacities, radii, depths, scene["width"], scene["height"], absgrad=absgrad)
+    image, alpha = brute_force_composite(
+        means2d, conics, colors, opacities, radii, depths, scene["width"], scene["height"], absgrad=absgrad
+    )
     if backgrounds is not None:
         image = image + (1 - alpha) * backgrounds[:, None, None, :]
     if render_mode == "RGB+ED":
@@ -210,7 +237,9 @@ def test_early_termination_on_opaque_stack():
 def test_tile_rectangles_equal_gsplat_isect_tiles():
     scene = random_scene(seed=5, num_gaussians=60, width=70, height=50)
     covars, _ = _quat_scale_to_covar_preci(scene["quats"], scene["scales"], True, False, triu=False)
-    radii, means2d, depths, _, _ = _fully_fused_projection(scene["means"], covars, scene["viewmats"], scene["Ks"], 70, 50)
+    radii, means2d, depths, _, _ = _fully_fused_projection(
+        scene["means"], covars, scene["viewmats"], scene["Ks"], 70, 50
+    )
     tiles_w, tiles_h = math.ceil(70 / TILE), math.ceil(50 / TILE)
     tiles_per_gauss, _, _ = _isect_tiles(means2d, radii, depths, TILE, tiles_w, tiles_h)
     tile_mins, tile_maxs = tile_rectangles(means2d, radii, TILE, tiles_w, tiles_h)
@@ -307,8 +336,14 @@ def test_needle_gaussians_match_brute_force():
     pixel with ``alpha >= 1/255``, also where the ellipse is far from its bounding box."""
     scene = random_scene(seed=21, num_gaussians=40, width=64, height=48)
     g = torch.Generator().manual_seed(21)
-    scene["scales"] = torch.stack([torch.rand(40, generator=g, dtype=torch.float64) * 0.6 + 0.3, torch.full((40,), 0.004, dtype=torch.float64),
-                                   torch.full((40,), 0.004, dtype=torch.float64)], 1)
+    scene["scales"] = torch.stack(
+        [
+            torch.rand(40, generator=g, dtype=torch.float64) * 0.6 + 0.3,
+            torch.full((40,), 0.004, dtype=torch.float64),
+            torch.full((40,), 0.004, dtype=torch.float64),
+        ],
+        1,
+    )
     image, alpha, grads = render_and_grads(ours, scene)
     ref_image, ref_alpha, ref_grads = render_and_grads(brute_force_rasterization, scene)
     assert (ref_alpha > 0).float().mean() > 0.1, "the needles should cover a good part of the image"
@@ -329,13 +364,17 @@ def test_float32_gradients_match_float64_brute_force():
     torch.testing.assert_close(image.double(), ref_image, atol=1e-4, rtol=0)
     for name in PARAMS:
         scale = ref_grads[name].abs().max()
-        torch.testing.assert_close(grads[name].double(), ref_grads[name], atol=1e-4 * scale, rtol=1e-3, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            grads[name].double(), ref_grads[name], atol=1e-4 * scale, rtol=1e-3, msg=lambda m: f"{name}: {m}"
+        )
 
 
 def test_nothing_visible_renders_background_and_zero_gradients():
     scene = random_scene(seed=3)
     scene["means"] = scene["means"] * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # all behind the cameras
-    image, alpha, grads = render_and_grads(ours, scene, backgrounds=torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64))
+    image, alpha, grads = render_and_grads(
+        ours, scene, backgrounds=torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
+    )
     assert torch.equal(alpha, torch.zeros_like(alpha))
     assert torch.equal(image[1], torch.tensor([1.0, 0.0, 0.3], dtype=torch.float64).expand_as(image[1]))
     for name in PARAMS:

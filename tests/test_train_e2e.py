@@ -25,9 +25,24 @@ def trained_run(small_demo_scene, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs")
     result = _run_cli(
-        "ns-train", "artifactworld-tiny", "--data", str(small_demo_scene), "--machine.device-type", "cpu",
-        "--max-num-iterations", "100", "--vis", "tensorboard", "--output-dir", str(out),
-        "--experiment-name", "e2e", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
+        "ns-train",
+        "artifactworld-tiny",
+        "--data",
+        str(small_demo_scene),
+        "--machine.device-type",
+        "cpu",
+        "--max-num-iterations",
+        "100",
+        "--vis",
+        "tensorboard",
+        "--output-dir",
+        str(out),
+        "--experiment-name",
+        "e2e",
+        "--timestamp",
+        "run",
+        "--viewer.quit-on-train-completion",
+        "True",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out / "e2e" / "artifactworld-tiny" / "run"
@@ -61,7 +76,9 @@ def test_ns_eval_accepts_checkpoint(trained_run, run_cli):
 
 def test_ns_export_gaussian_splat(trained_run, run_cli):
     out = trained_run / "export"
-    result = run_cli("ns-export", "gaussian-splat", "--load-config", str(trained_run / "config.yml"), "--output-dir", str(out))
+    result = run_cli(
+        "ns-export", "gaussian-splat", "--load-config", str(trained_run / "config.yml"), "--output-dir", str(out)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import artifactworld_ns  # noqa: F401
 
@@ -83,8 +100,21 @@ def test_ns_train_help_documents_options(method, run_cli):
 
 def test_demo_command_runs_end_to_end(tmp_path, run_cli):
     result = run_cli(
-        "aw-demo", "--scene-dir", str(tmp_path / "scene"), "--output-dir", str(tmp_path / "out"),
-        "--max-num-iterations", "12", "--restore-step", "6", "--num-views", "8", "--width", "48", "--height", "32",
+        "aw-demo",
+        "--scene-dir",
+        str(tmp_path / "scene"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--max-num-iterations",
+        "12",
+        "--restore-step",
+        "6",
+        "--num-views",
+        "8",
+        "--width",
+        "48",
+        "--height",
+        "32",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = " ".join(result.stdout.split())

@@ -29,7 +29,9 @@ CENTER = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 UP = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
 
 
-def sphere_pose(azimuth_deg: float, elevation_deg: float = 0.0, radius: float = 3.0, center: torch.Tensor = CENTER) -> torch.Tensor:
+def sphere_pose(
+    azimuth_deg: float, elevation_deg: float = 0.0, radius: float = 3.0, center: torch.Tensor = CENTER
+) -> torch.Tensor:
     """Camera on a sphere about ``center`` looking at it, z up (OpenGL camera-to-world, [3, 4])."""
     az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
     offset = torch.tensor([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)], dtype=torch.float64)
@@ -75,7 +77,9 @@ def test_quaternion_round_trip():
 
 
 def test_fit_sphere_recovers_a_known_sphere():
-    poses = torch.cat([ring(range(0, 360, 40), elevation=20.0, radius=2.5), ring([10, 130, 250], elevation=-15.0, radius=2.5)])
+    poses = torch.cat(
+        [ring(range(0, 360, 40), elevation=20.0, radius=2.5), ring([10, 130, 250], elevation=-15.0, radius=2.5)]
+    )
     center, radius = fit_sphere(poses.float())
     assert torch.allclose(center, CENTER, atol=1e-5)
     assert radius == pytest.approx(2.5, abs=1e-5)
@@ -111,7 +115,10 @@ def test_fit_sphere_rejects_degenerate_input():
 def test_clip_length_must_be_8n_plus_1(num_frames):
     with pytest.raises(TrajectoryError) as info:
         reference_guided_clip(sphere_pose(0), sphere_pose(90), CENTER, 3.0, num_frames)
-    assert str(info.value) == f"Clip length {num_frames} is not 8n+1 (e.g. 17, 25, 33, or 89 as trained); the restorer needs 8n+1 frames."
+    assert (
+        str(info.value)
+        == f"Clip length {num_frames} is not 8n+1 (e.g. 17, 25, 33, or 89 as trained); the restorer needs 8n+1 frames."
+    )
 
 
 def test_clip_between_views_on_the_sphere_is_an_even_arc():
@@ -144,7 +151,14 @@ def test_clip_from_arbitrary_views_starts_and_ends_exactly_and_stays_valid():
     r = 3.0
     tilt = look_at(torch.zeros(3, dtype=torch.float64), torch.tensor([0.3, 1.0, 0.2], dtype=torch.float64), UP)[:, :3]
     a = sphere_pose(-30, 25, 4.2)
-    a[:, :3] = a[:, :3] @ look_at(torch.zeros(3, dtype=torch.float64), torch.tensor([0.1, 0.2, -1.0], dtype=torch.float64), torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))[:, :3]
+    a[:, :3] = (
+        a[:, :3]
+        @ look_at(
+            torch.zeros(3, dtype=torch.float64),
+            torch.tensor([0.1, 0.2, -1.0], dtype=torch.float64),
+            torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64),
+        )[:, :3]
+    )
     b = sphere_pose(150, -10, 1.7)
     b[:, :3] = b[:, :3] @ tilt  # B looks away from the centre
     a4 = torch.eye(4, dtype=torch.float32)
@@ -189,7 +203,9 @@ def test_fewer_pairs_are_spread_round_the_ring_and_more_add_second_neighbours():
     assert pairs[6:] == [(0, 4), (2, 5), (4, 1), (5, 3)]
     assert len({frozenset(p) for p in pairs}) == 10 and all(i != j for i, j in pairs)
     assert len(choose_anchor_pairs(poses, 15)) == 15
-    with pytest.raises(TrajectoryError, match="16 clips need 16 distinct anchor pairs, but 6 training views give only 15"):
+    with pytest.raises(
+        TrajectoryError, match="16 clips need 16 distinct anchor pairs, but 6 training views give only 15"
+    ):
         choose_anchor_pairs(poses, 16)
     assert choose_anchor_pairs(ring([0, 90]), 1) == [(0, 1)]
 

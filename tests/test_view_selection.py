@@ -17,7 +17,9 @@ from artifactworld_ns.view_selection import (
 
 def ring_positions(n: int, radius: float = 3.0, height: float = 0.7) -> torch.Tensor:
     angles = torch.arange(n, dtype=torch.float64) * 2 * math.pi / n
-    return torch.stack([radius * torch.cos(angles), radius * torch.sin(angles), torch.full_like(angles, height)], -1).float()
+    return torch.stack(
+        [radius * torch.cos(angles), radius * torch.sin(angles), torch.full_like(angles, height)], -1
+    ).float()
 
 
 def assert_partition(train: torch.Tensor, evals: torch.Tensor, n: int) -> None:

@@ -16,8 +16,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's build, installed by scripts/setup-browser.sh (make test)
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -54,19 +61,45 @@ def bank_views(bank_file: Path) -> int:
 @pytest.fixture
 def viewer_run(small_demo_scene, tmp_path):
     port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ARTIFACTWORLD_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ARTIFACTWORLD_CACHE": str(tmp_path / "cache"),
+    }
     command = [
-        str(Path(sys.executable).parent / "ns-train"), "artifactworld-tiny", "--data", str(small_demo_scene),
-        "--machine.device-type", "cpu", "--pipeline.datamanager.train-view-ratio", "0.34",
-        "--pipeline.restore-steps", "99990", "--max-num-iterations", "100000",
-        "--vis", "viewer", "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port),
-        "--output-dir", str(tmp_path / "out"), "--experiment-name", "viewer", "--timestamp", "run",
+        str(Path(sys.executable).parent / "ns-train"),
+        "artifactworld-tiny",
+        "--data",
+        str(small_demo_scene),
+        "--machine.device-type",
+        "cpu",
+        "--pipeline.datamanager.train-view-ratio",
+        "0.34",
+        "--pipeline.restore-steps",
+        "99990",
+        "--max-num-iterations",
+        "100000",
+        "--vis",
+        "viewer",
+        "--viewer.websocket-host",
+        "127.0.0.1",
+        "--viewer.websocket-port",
+        str(port),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--experiment-name",
+        "viewer",
+        "--timestamp",
+        "run",
     ]
     log = open(tmp_path / "ns-train.log", "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        yield f"http://127.0.0.1:{port}", tmp_path / "out" / "viewer" / "artifactworld-tiny" / "run" / "bank" / "bank.json", tmp_path
+        yield (
+            f"http://127.0.0.1:{port}",
+            tmp_path / "out" / "viewer" / "artifactworld-tiny" / "run" / "bank" / "bank.json",
+            tmp_path,
+        )
     finally:
         process.terminate()
         try:

@@ -93,7 +93,14 @@ def _circle_poses(n: int, radius: float = 2.0, start: float = 0.0, stop: float =
     angles = torch.linspace(start, stop, n, dtype=torch.float64)
     up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
     return torch.stack(
-        [look_at(torch.stack([radius * a.cos(), radius * a.sin(), torch.tensor(0.3, dtype=torch.float64)]), torch.zeros(3, dtype=torch.float64), up) for a in angles]
+        [
+            look_at(
+                torch.stack([radius * a.cos(), radius * a.sin(), torch.tensor(0.3, dtype=torch.float64)]),
+                torch.zeros(3, dtype=torch.float64),
+                up,
+            )
+            for a in angles
+        ]
     )
 
 

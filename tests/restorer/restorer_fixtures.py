@@ -28,7 +28,8 @@ def tiny_roots(tmp_path_factory):
 
 def load_tiny(roots, **kwargs) -> ArtifactRestorer:
     """Load the tiny release through the real loader, at a small processing size for speed."""
-    settings = RestorerSettings(processing_max_side=kwargs.pop("processing_max_side", 128), show_progress=False,
-                         label="[tiny: UNTRAINED] ")
+    settings = RestorerSettings(
+        processing_max_side=kwargs.pop("processing_max_side", 128), show_progress=False, label="[tiny: UNTRAINED] "
+    )
     kwargs.setdefault("transformer_config", "tiny")
     return ArtifactRestorer.from_roots(roots, settings=settings, device="cpu", **kwargs)

@@ -41,8 +41,15 @@ def dataset(tmp_path: Path) -> dict[str, object]:
 
 def run_prepare(dataset: dict, *extra: str) -> int:
     return cli_prepare.main(
-        ["--gt-dir", str(dataset["gt"]), "--artifact-dir", str(dataset["art"]), "--output-dir", str(dataset["out"]),
-         *extra]
+        [
+            "--gt-dir",
+            str(dataset["gt"]),
+            "--artifact-dir",
+            str(dataset["art"]),
+            "--output-dir",
+            str(dataset["out"]),
+            *extra,
+        ]
     )
 
 
@@ -197,9 +204,24 @@ def test_prepare_under_torchrun_two_processes(dataset: dict) -> None:
 
     bin_dir = Path(sys.executable).parent
     proc = subprocess.run(
-        [str(bin_dir / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python", str(bin_dir / "aw-prepare"),
-         "--gt-dir", str(dataset["gt"]), "--artifact-dir", str(dataset["art"]), "--output-dir", str(dataset["out"])],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"}, timeout=120,
+        [
+            str(bin_dir / "torchrun"),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            str(bin_dir / "aw-prepare"),
+            "--gt-dir",
+            str(dataset["gt"]),
+            "--artifact-dir",
+            str(dataset["art"]),
+            "--output-dir",
+            str(dataset["out"]),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},
+        timeout=120,
     )
     assert proc.returncode != 0  # the bad pairs make a process exit with status 2
     assert sorted(p.name for p in dataset["out"].iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]

@@ -38,8 +38,14 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def env(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(cache_dir))
     monkeypatch.setenv("COLUMNS", "250")
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "ARTIFACTWORLD_WEIGHTS_ROOT", "ARTIFACTWORLD_LTX_MAIN_ROOT",
-                "ARTIFACTWORLD_LTX_097_DEV_ROOT"):
+    for var in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "ARTIFACTWORLD_WEIGHTS_ROOT",
+        "ARTIFACTWORLD_LTX_MAIN_ROOT",
+        "ARTIFACTWORLD_LTX_097_DEV_ROOT",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -50,8 +56,22 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_video(folder / name, clip(T, h, w, phase=float(i)), fps, crf=0)
     (folder / "bad.mp4").write_bytes(b"not a video" * 50)
     subprocess.run(
-        [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=24",
-         "-frames:v", "0", "-c:v", "libx264", str(folder / "zero.mp4")],
+        [
+            find_ffmpeg(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=24",
+            "-frames:v",
+            "0",
+            "-c:v",
+            "libx264",
+            str(folder / "zero.mp4"),
+        ],
         check=True,
     )
     return folder
@@ -223,11 +243,27 @@ def test_missing_or_empty_input_folder(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_overrides_map_cli_flags_to_preset_fields() -> None:
-    args = RestoreArgs(Path("i"), Path("o"), preset="full", weights_root=Path("/w"), steps=8, heatmap_steps=3,
-                       seed=5, device="cuda:3", download=True, processing_max_side=512)
+    args = RestoreArgs(
+        Path("i"),
+        Path("o"),
+        preset="full",
+        weights_root=Path("/w"),
+        steps=8,
+        heatmap_steps=3,
+        seed=5,
+        device="cuda:3",
+        download=True,
+        processing_max_side=512,
+    )
     assert cli_restore.restorer_overrides(args) == {
-        "weights_root": "/w", "num_inference_steps": 8, "heatmap_steps": 3, "seed": 5, "device": "cuda:3",
-        "allow_download": True, "processing_max_side": 512, "processing_size": None,
+        "weights_root": "/w",
+        "num_inference_steps": 8,
+        "heatmap_steps": 3,
+        "seed": 5,
+        "device": "cuda:3",
+        "allow_download": True,
+        "processing_max_side": 512,
+        "processing_size": None,
     }
     tiny = cli_restore.restorer_overrides(RestoreArgs(Path("i"), Path("o"), preset="tiny"))
     assert tiny == {}  # the tiny preset keeps its own (cpu) device

@@ -18,16 +18,26 @@ CLIP = (9, 64, 96)
 @pytest.fixture(scope="module")
 def full_width_roots(tmp_path_factory):
     frames, height, width = CLIP
-    return save_random_release(tmp_path_factory.mktemp("full-width-release"), full_width_spec(1, (frames + 8, height, width)))
+    return save_random_release(
+        tmp_path_factory.mktemp("full-width-release"), full_width_spec(1, (frames + 8, height, width))
+    )
 
 
 def _load(roots, **options) -> ArtifactRestorer:
     # 2 Euler steps per stage (the official blend table scaled to 2 rows): every layer runs, in a test's time
     return ArtifactRestorer.from_preset(
         "full",
-        weights_root=str(roots.weights), ltx_main_root=str(roots.ltx_main), ltx_097_dev_root=str(roots.ltx_097_dev),
-        torch_dtype="bfloat16", transformer_num_layers=1, device="cpu", processing_size=None, show_progress=False,
-        num_inference_steps=2, heatmap_steps=2, **options,
+        weights_root=str(roots.weights),
+        ltx_main_root=str(roots.ltx_main),
+        ltx_097_dev_root=str(roots.ltx_097_dev),
+        torch_dtype="bfloat16",
+        transformer_num_layers=1,
+        device="cpu",
+        processing_size=None,
+        show_progress=False,
+        num_inference_steps=2,
+        heatmap_steps=2,
+        **options,
     )
 
 
@@ -76,7 +86,9 @@ def test_the_40gb_profile_tiles_the_vae_and_keeps_weights_resident(full_width_ro
     assert "Memory profile 40gb" in capsys.readouterr().err
 
 
-def test_the_24gb_profile_offloads_blocks_and_tiles_the_vae_at_the_real_width(full_width_roots, resident_result, capsys):
+def test_the_24gb_profile_offloads_blocks_and_tiles_the_vae_at_the_real_width(
+    full_width_roots, resident_result, capsys
+):
     from diffusers.hooks import HookRegistry
 
     restorer = _load(full_width_roots, memory_profile="24gb")

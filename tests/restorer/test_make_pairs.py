@@ -64,8 +64,17 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 
 def make_pairs(folders: dict[str, Path], *extra: str) -> int:
     return cli_make_pairs.main(
-        ["--gt-dir", str(folders["gt"]), "--artifact-dir", str(folders["art"]), "--output-dir", str(folders["out"]),
-         "--preset", "tiny", *extra]
+        [
+            "--gt-dir",
+            str(folders["gt"]),
+            "--artifact-dir",
+            str(folders["art"]),
+            "--output-dir",
+            str(folders["out"]),
+            "--preset",
+            "tiny",
+            *extra,
+        ]
     )
 
 
@@ -122,16 +131,34 @@ def test_bad_pairs_are_listed_with_one_sentence_each(folders, capsys) -> None:
     out = capsys.readouterr().out
     assert "2 written, 0 skipped (outputs already present), 3 failed" in out
     assert "odd.mp4: Clip length 12 is not 8n+1" in out
-    assert "short.mp4: The clean video has 17 frames but the artifact video has 13; a pair must have the same length." in out
-    assert "small.mp4: The clean video is 64x64 but the artifact video is 32x32; a pair must have the same resolution." in out
+    assert (
+        "short.mp4: The clean video has 17 frames but the artifact video has 13; a pair must have the same length."
+        in out
+    )
+    assert (
+        "small.mp4: The clean video is 64x64 but the artifact video is 32x32; a pair must have the same resolution."
+        in out
+    )
     assert sorted(p.name for p in (folders["out"] / "latents").iterdir()) == ["pair0.pt", "pair1.pt"]
 
 
 def test_empty_dataset_and_missing_lpips_weights_fail_in_one_sentence(folders, tmp_path, monkeypatch, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = cli_make_pairs.main(["--gt-dir", str(empty), "--artifact-dir", str(folders["art"]),
-                                "--output-dir", str(folders["out"]), "--preset", "tiny", "--heatmap-metric", "l1"])
+    code = cli_make_pairs.main(
+        [
+            "--gt-dir",
+            str(empty),
+            "--artifact-dir",
+            str(folders["art"]),
+            "--output-dir",
+            str(folders["out"]),
+            "--preset",
+            "tiny",
+            "--heatmap-metric",
+            "l1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "No same-named mp4 pairs" in err and "dataset would be empty" in err
 

@@ -19,9 +19,22 @@ from artifactworld_ns.restorer.memory_profiles import (
 )
 
 SMALL = FullSizeFigures(
-    transformer_block_bf16=100, transformer_block_fp8=50, transformer_other_bf16=7, lora_block=10, vae=20,
-    text_encoder=1000, largest_layer_bf16=30, num_blocks=4,
-    activations={"stage1": 200, "stage2": 300, "vae_encode": 600, "vae_decode": 500, "vae_encode_tiled": 100, "vae_decode_tiled": 90},
+    transformer_block_bf16=100,
+    transformer_block_fp8=50,
+    transformer_other_bf16=7,
+    lora_block=10,
+    vae=20,
+    text_encoder=1000,
+    largest_layer_bf16=30,
+    num_blocks=4,
+    activations={
+        "stage1": 200,
+        "stage2": 300,
+        "vae_encode": 600,
+        "vae_decode": 500,
+        "vae_encode_tiled": 100,
+        "vae_decode_tiled": 90,
+    },
 )
 
 
@@ -40,7 +53,9 @@ def test_phase_peaks_by_hand():
     assert peaks["VAE encode"] == CUDA_OVERHEAD + 267 + act(100)
     # group offload: 2 blocks on the GPU with a prefetch stream (7 + 2 * 110 + 20 = 247), 1 without (137)
     assert phase_peaks(SMALL, group_offload=True)["stage 1 sampling"] == CUDA_OVERHEAD + 247 + act(200)
-    assert phase_peaks(SMALL, group_offload=True, offload_stream=False)["stage 1 sampling"] == CUDA_OVERHEAD + 137 + act(200)
+    assert phase_peaks(SMALL, group_offload=True, offload_stream=False)[
+        "stage 1 sampling"
+    ] == CUDA_OVERHEAD + 137 + act(200)
 
 
 def test_profiles_fit_their_gpus_and_get_smaller():

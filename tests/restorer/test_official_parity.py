@@ -35,14 +35,19 @@ def restorer(fixture, tmp_path_factory):
     root = tmp_path_factory.mktemp("parity-release")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARTIFACTWORLD_CACHE", str(tmp_path_factory.mktemp("parity-cache")))
-        assert fixture["tiny_release"]["version"] == TINY_RELEASE_VERSION, "tiny release changed: regenerate the parity fixture"
+        assert fixture["tiny_release"]["version"] == TINY_RELEASE_VERSION, (
+            "tiny release changed: regenerate the parity fixture"
+        )
         roots = save_tiny_release(root, seed=TINY_RELEASE_SEED)
         hashes = {
             str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".safetensors", ".pt")
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in (".safetensors", ".pt")
         }
         assert hashes == fixture["tiny_release"]["files"], "tiny weights differ from the fixture's: regenerate it"
-        settings = RestorerSettings(processing_max_side=None, processing_size=None, seed=fixture["seed"], show_progress=False)
+        settings = RestorerSettings(
+            processing_max_side=None, processing_size=None, seed=fixture["seed"], show_progress=False
+        )
         yield ArtifactRestorer.from_roots(roots, settings=settings, device="cpu", transformer_config="tiny")
 
 

@@ -20,8 +20,13 @@ from artifactworld_ns.restorer.sampler import latent_video_coords, linear_quadra
 # typed in by hand from the official file.
 OFFICIAL_ROWS = [
     (0.8, 0.0, 0.2),
-    (0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (0.0, 0.0, 1.0),
-    (0.0, 0.25, 0.75), (0.0, 0.5, 0.5), (0.0, 0.75, 0.25), (0.0, 1.0, 0.0),
+    (0.0, 0.0, 1.0),
+    (0.0, 0.0, 1.0),
+    (0.0, 0.0, 1.0),
+    (0.0, 0.25, 0.75),
+    (0.0, 0.5, 0.5),
+    (0.0, 0.75, 0.25),
+    (0.0, 1.0, 0.0),
 ]
 
 
@@ -95,8 +100,17 @@ def test_stage2_feeds_the_scaled_blended_heatmap_segment_each_step():
     model = Recorder()
     sigmas = linear_quadratic_sigmas(8)
     sample_restored_latent(
-        model, PromptEmbedding(torch.zeros(1, 1, 3), torch.ones(1, 1)), z_ref, z_hm, z_full, z_null,
-        OFFICIAL_BLEND_TABLE, torch.zeros(1, 2, 2), sigmas, latent_video_coords(1, 1, 2), torch.Generator().manual_seed(0),
+        model,
+        PromptEmbedding(torch.zeros(1, 1, 3), torch.ones(1, 1)),
+        z_ref,
+        z_hm,
+        z_full,
+        z_null,
+        OFFICIAL_BLEND_TABLE,
+        torch.zeros(1, 2, 2),
+        sigmas,
+        latent_video_coords(1, 1, 2),
+        torch.Generator().manual_seed(0),
     )
     assert len(model.calls) == 8
     generator = torch.Generator().manual_seed(0)

@@ -27,9 +27,13 @@ def test_official_size_covers_and_center_crops_benchmark_clips():
     video = torch.rand(2, 540, 960, 3)
     from torchvision.transforms.functional import center_crop, resize
 
-    official = center_crop(resize(video.permute(0, 3, 1, 2), [544, 967], antialias=True), [544, 960]).permute(0, 2, 3, 1)
+    official = center_crop(resize(video.permute(0, 3, 1, 2), [544, 967], antialias=True), [544, 960]).permute(
+        0, 2, 3, 1
+    )
     assert torch.equal(to_model(video[[0, 1]], plan_conform(2, 540, 960, size=OFFICIAL_SIZE))[[0, -1]], official)
-    back = from_model(to_model(video, plan_conform(2, 540, 960, size=OFFICIAL_SIZE)), plan_conform(2, 540, 960, size=OFFICIAL_SIZE))
+    back = from_model(
+        to_model(video, plan_conform(2, 540, 960, size=OFFICIAL_SIZE)), plan_conform(2, 540, 960, size=OFFICIAL_SIZE)
+    )
     assert back.shape == video.shape
 
 

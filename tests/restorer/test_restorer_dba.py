@@ -16,7 +16,13 @@ from artifactworld_ns.restorer.dba import (
 
 def _frames(num_frames, height=2, width=3):
     # frame i is filled with the value i / 100 so every frame is identifiable
-    return torch.arange(num_frames, dtype=torch.float32).div(100).view(-1, 1, 1, 1).expand(num_frames, height, width, 3).clone()
+    return (
+        torch.arange(num_frames, dtype=torch.float32)
+        .div(100)
+        .view(-1, 1, 1, 1)
+        .expand(num_frames, height, width, 3)
+        .clone()
+    )
 
 
 def test_reference_appends_the_tail_anchor_official_layout():

@@ -36,7 +36,10 @@ def test_subfolder_pointing_roots_are_corrected(tiny_roots):  # noqa: F811
     assert any("0.9.7-dev root" in m and "points at its 'transformer' subfolder" in m for m in messages)
     assert any("LTX-Video root" in m and "points at its 'vae' subfolder" in m for m in messages)
     with pytest.warns(UserWarning, match="auxiliary_latents"):
-        assert resolve_roots(tiny_roots.weights / "auxiliary_latents", tiny_roots.ltx_main, tiny_roots.ltx_097_dev) == tiny_roots
+        assert (
+            resolve_roots(tiny_roots.weights / "auxiliary_latents", tiny_roots.ltx_main, tiny_roots.ltx_097_dev)
+            == tiny_roots
+        )
 
 
 def test_missing_weights_root_names_the_download_command(tmp_path, tiny_roots):  # noqa: F811
@@ -52,7 +55,9 @@ def test_missing_ltx_roots_and_offline_hub(tmp_path, tiny_roots, monkeypatch):  
     import huggingface_hub.constants
 
     roots = ReleaseRoots(tiny_roots.weights, tiny_roots.ltx_main, tmp_path / "dev")
-    with pytest.raises(RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "scheduler/\\*" --local-dir'):
+    with pytest.raises(
+        RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "scheduler/\\*" --local-dir'
+    ):
         ensure_roots(roots)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RestorerInputError, match="HF_HUB_OFFLINE is set"):
@@ -198,4 +203,13 @@ def test_official_prompts_padded_to_256_tokens_with_mask(tiny_roots, tmp_path, m
         assert prompt.embeds.shape[:2] == (1, 256) and prompt.mask.shape == (1, 256)
         assert int(prompt.mask.sum()) == words + 1  # the words and </s>; the rest is padding, masked out
     # embeddings cached for another prompt text or token length have other keys: never reused
-    assert len({cache_key("enc", "remove artifact", 256), cache_key("enc", "remove artifact", 128), cache_key("enc", "other", 256)}) == 3
+    assert (
+        len(
+            {
+                cache_key("enc", "remove artifact", 256),
+                cache_key("enc", "remove artifact", 128),
+                cache_key("enc", "other", 256),
+            }
+        )
+        == 3
+    )

@@ -20,8 +20,12 @@ def _forward(transformer):
     text = torch.randn(1, 4, 16, generator=g)
     with torch.no_grad():
         return transformer(
-            hidden_states=hidden, encoder_hidden_states=text, timestep=torch.full((1, 8), 500.0),
-            encoder_attention_mask=torch.ones(1, 4), video_coords=latent_video_coords(2, 2, 2), return_dict=False,
+            hidden_states=hidden,
+            encoder_hidden_states=text,
+            timestep=torch.full((1, 8), 500.0),
+            encoder_attention_mask=torch.ones(1, 4),
+            video_coords=latent_video_coords(2, 2, 2),
+            return_dict=False,
         )[0]
 
 
@@ -83,16 +87,26 @@ def test_adapters_switch_and_each_equals_a_single_adapter_run(lora_files):
 
 def test_lora_matching_nothing_fails_clearly(tmp_path):
     path = tmp_path / "other.safetensors"
-    save_file({"transformer.unet.down.0.lora_A.weight": torch.zeros(4, 16),
-               "transformer.unet.down.0.lora_B.weight": torch.zeros(16, 4)}, str(path))
+    save_file(
+        {
+            "transformer.unet.down.0.lora_A.weight": torch.zeros(4, 16),
+            "transformer.unet.down.0.lora_B.weight": torch.zeros(16, 4),
+        },
+        str(path),
+    )
     with pytest.raises(RestorerInputError, match="matches no module of the transformer"):
         load_lora_adapter(_transformer(), path, "stage1")
 
 
 def test_lora_with_wrong_shape_fails_clearly(tmp_path):
     path = tmp_path / "wide.safetensors"
-    save_file({"transformer.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 32),
-               "transformer.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(16, 4)}, str(path))
+    save_file(
+        {
+            "transformer.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 32),
+            "transformer.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(16, 4),
+        },
+        str(path),
+    )
     with pytest.raises(RestorerInputError, match="does not fit its 16->16 linear layer"):
         load_lora_adapter(_transformer(), path, "stage1")
 
@@ -149,8 +163,10 @@ def _key_variant(state, variant):
     if variant == "mixed prefixes":
         return {("diffusion_model." if i % 2 else "transformer.") + k: v for i, (k, v) in enumerate(bare.items())}
     if variant == "lora_down/lora_up":
-        return {"diffusion_model." + k.replace(".lora_A.", ".lora_down.").replace(".lora_B.", ".lora_up."): v
-                for k, v in bare.items()}
+        return {
+            "diffusion_model." + k.replace(".lora_A.", ".lora_down.").replace(".lora_B.", ".lora_up."): v
+            for k, v in bare.items()
+        }
     return {{"bare": ""}.get(variant, variant) + k: v for k, v in bare.items()}
 
 
@@ -204,7 +220,9 @@ def test_raw_adapter_weights_round_trip_and_misfits_fail_clearly():
     state = adapter_state_dict(trained, "stage2", release=False)
     fresh_params = add_trainable_lora(fresh, "stage2", 4, 8.0, TINY_LORA_TARGETS)
     load_raw_adapter(fresh, "stage2", state, "step-3")
-    assert all(torch.equal(a, b) for a, b in zip(fresh_params, params, strict=True))  # in place: the optimizer's tensors
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh_params, params, strict=True)
+    )  # in place: the optimizer's tensors
     add_trainable_lora(narrow, "stage2", 2, 2.0, TINY_LORA_TARGETS)
     with pytest.raises(RestorerInputError, match="has LoRA rank"):
         load_raw_adapter(narrow, "stage2", state, "step-3")

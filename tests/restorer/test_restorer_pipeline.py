@@ -96,7 +96,9 @@ def test_each_stage_equals_a_run_with_only_its_adapter(restorer, tiny_roots, tmp
     swapped_weights = tmp_path / "swapped"
     shutil.copytree(tiny_roots.weights, swapped_weights)
     shutil.copy(tiny_roots.stage2_lora, swapped_weights / "stage1_pred_headmap_lora.safetensors")
-    swapped = load_tiny(ReleaseRoots(swapped_weights, tiny_roots.ltx_main, tiny_roots.ltx_097_dev), adapters=("stage1",))
+    swapped = load_tiny(
+        ReleaseRoots(swapped_weights, tiny_roots.ltx_main, tiny_roots.ltx_097_dev), adapters=("stage1",)
+    )
     assert not torch.allclose(swapped.predict_heatmap(reference), heatmap, atol=1e-4)
     with pytest.raises(RestorerInputError, match="no LoRA adapter named 'stage2'"):
         only1.restore_reference(reference, heatmap=given)
@@ -189,7 +191,9 @@ def test_real_transformer_sees_stage_timestep_layouts_and_shared_coords(restorer
     for i, (timestep, coords) in enumerate(seen[8:]):
         s = float(sigmas[i]) * 1000
         assert torch.allclose(timestep, torch.tensor([[0.0] * n + [s] * n + [0.0] * n]))
-        assert torch.equal(coords[:, :, :n], coords[:, :, 2 * n :]) and torch.equal(coords[:, :, :n], coords[:, :, n : 2 * n])
+        assert torch.equal(coords[:, :, :n], coords[:, :, 2 * n :]) and torch.equal(
+            coords[:, :, :n], coords[:, :, n : 2 * n]
+        )
 
 
 def test_step_count_must_match_an_explicit_blend_table():
@@ -220,5 +224,3 @@ def test_group_offload_keeps_blocks_on_the_cpu_and_changes_nothing(tiny_roots, a
     assert torch.equal(a.frames, b.frames) and torch.equal(a.heatmap, b.heatmap)
     offloaded.offload().to("cpu")  # moving a group-offloaded restorer leaves the hooks in charge
     assert offloaded.group_offloaded
-
-

@@ -71,8 +71,12 @@ class OracleVelocity(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(1))
         self.z0, self.target_slice, self.calls = z0, target_slice, []
 
-    def forward(self, hidden_states, encoder_hidden_states, timestep, encoder_attention_mask, video_coords, return_dict):
-        self.calls.append({"timestep": timestep.clone(), "hidden": hidden_states.clone(), "coords": video_coords.clone()})
+    def forward(
+        self, hidden_states, encoder_hidden_states, timestep, encoder_attention_mask, video_coords, return_dict
+    ):
+        self.calls.append(
+            {"timestep": timestep.clone(), "hidden": hidden_states.clone(), "coords": video_coords.clone()}
+        )
         s = timestep[0, self.target_slice][0] / 1000.0
         out = torch.zeros_like(hidden_states)
         out[:, self.target_slice] = (hidden_states[:, self.target_slice] - self.z0) / s
@@ -89,8 +93,13 @@ def test_euler_sampler_lands_on_data_with_exact_velocity_and_reuses_coords():
     sigmas = torch.tensor([1.0, 0.6, 0.3, 0.0])
     coords = latent_video_coords(1, 2, 3)
     out = euler_sample(
-        model, prompt, roles=STAGE1_ROLES, context=lambda step, s: {"reference": ref},
-        noise=torch.randn(1, tokens, channels), sigmas=sigmas, segment_coords=coords,
+        model,
+        prompt,
+        roles=STAGE1_ROLES,
+        context=lambda step, s: {"reference": ref},
+        noise=torch.randn(1, tokens, channels),
+        sigmas=sigmas,
+        segment_coords=coords,
         generator=torch.Generator().manual_seed(3),
     )
     assert torch.allclose(out, z0, atol=1e-5)
@@ -100,6 +109,8 @@ def test_euler_sampler_lands_on_data_with_exact_velocity_and_reuses_coords():
         assert torch.allclose(call["timestep"], torch.tensor([[0.0] * tokens + [s * 1000] * tokens]))
         fresh = torch.randn(1, 2 * tokens, channels, generator=generator)
         # context: clean latent + 0.15 s^2 x fresh noise over the whole sequence, timestep 0
-        assert torch.allclose(call["hidden"][:, :tokens], ref + CONTEXT_NOISE_SCALE * s**2 * fresh[:, :tokens], atol=1e-6)
+        assert torch.allclose(
+            call["hidden"][:, :tokens], ref + CONTEXT_NOISE_SCALE * s**2 * fresh[:, :tokens], atol=1e-6
+        )
         assert torch.equal(call["coords"], torch.cat([coords, coords], dim=2))
     assert CONTEXT_NOISE_SCALE == 0.15

@@ -45,14 +45,28 @@ def pairs_dir(tmp_path_factory) -> Path:
         mp.setenv("ARTIFACTWORLD_CACHE", str(tmp_path_factory.getbasetemp() / "aw-cache"))
         mp.delenv("RANK", raising=False)
         mp.delenv("WORLD_SIZE", raising=False)
-        code = cli_make_pairs.main(["--gt-dir", str(root / "gt"), "--artifact-dir", str(root / "art"),
-                                    "--output-dir", str(root / "pairs"), "--preset", "tiny", "--heatmap-metric", "l1"])
+        code = cli_make_pairs.main(
+            [
+                "--gt-dir",
+                str(root / "gt"),
+                "--artifact-dir",
+                str(root / "art"),
+                "--output-dir",
+                str(root / "pairs"),
+                "--preset",
+                "tiny",
+                "--heatmap-metric",
+                "l1",
+            ]
+        )
     assert code == 0
     return root / "pairs"
 
 
 def config(pairs_dir: Path, out: Path, **kw) -> TrainConfig:
-    defaults = dict(preset="tiny", steps=40, learning_rate=1e-2, checkpoint_every=1000, show_progress=False, log_with="none")
+    defaults = dict(
+        preset="tiny", steps=40, learning_rate=1e-2, checkpoint_every=1000, show_progress=False, log_with="none"
+    )
     return TrainConfig(data=pairs_dir, output_dir=out, **{"stage": 2, **defaults, **kw})
 
 
@@ -91,7 +105,9 @@ def test_training_loss_falls_and_the_release_file_reproduces_it(stage, pairs_dir
     bare = evaluate_loss(tiny_transformer_with(None, adapter), stage, items, prompt)
     trained = evaluate_loss(tiny_transformer_with(result.adapter_path, adapter), stage, items, prompt)
     assert trained < 0.92 * bare, (bare, trained)  # deterministic: about 0.82 (stage 1) and 0.88 (stage 2)
-    assert load_file(str(out / f"comfy_{name}.safetensors")).keys() == {k.replace("transformer.", "diffusion_model.", 1) for k in keys}
+    assert load_file(str(out / f"comfy_{name}.safetensors")).keys() == {
+        k.replace("transformer.", "diffusion_model.", 1) for k in keys
+    }
 
 
 def tokens_of(latent: torch.Tensor) -> torch.Tensor:
@@ -116,12 +132,18 @@ def test_stage2_sequence_is_ref_noisy_target_and_scaled_heatmap(pairs_dir) -> No
     # every segment on the same RoPE coordinates: (frame * 8 / fps, row * 32, col * 32), fps from the pair
     coords = batch.coords[0]
     assert torch.equal(coords[:, :n], coords[:, n : 2 * n]) and torch.equal(coords[:, :n], coords[:, 2 * n :])
-    assert coords[:, n - 1].tolist() == pytest.approx([3 * 8 / 24, 32.0, 32.0]) and coords[:, 4].tolist() == pytest.approx([8 / 24, 0, 0])
+    assert coords[:, n - 1].tolist() == pytest.approx([3 * 8 / 24, 32.0, 32.0]) and coords[
+        :, 4
+    ].tolist() == pytest.approx([8 / 24, 0, 0])
     # the context does not depend on s (nothing is blended or noised by time)
     other = build_flow_batch(2, latents, 0.1, noise)
-    assert torch.equal(other.hidden[:, :n], batch.hidden[:, :n]) and torch.equal(other.hidden[:, 2 * n :], batch.hidden[:, 2 * n :])
-    assert torch.equal(build_flow_batch(2, latents, 0.6, noise, noisemap_feature_scale=1.0).hidden[:, 2 * n :],
-                       tokens_of(latents["z_heatmap"]))
+    assert torch.equal(other.hidden[:, :n], batch.hidden[:, :n]) and torch.equal(
+        other.hidden[:, 2 * n :], batch.hidden[:, 2 * n :]
+    )
+    assert torch.equal(
+        build_flow_batch(2, latents, 0.6, noise, noisemap_feature_scale=1.0).hidden[:, 2 * n :],
+        tokens_of(latents["z_heatmap"]),
+    )
 
     stage1 = build_flow_batch(1, latents, 0.3, noise)
     assert stage1.hidden.shape == (1, 2 * n, 8) and stage1.target == slice(n, 2 * n)
@@ -147,7 +169,9 @@ def test_loss_covers_only_the_target_and_first_frame_conditioning_excludes_its_f
     loss = masked_flow_matching_loss(prediction, cond)
     rest = (prediction[:, n + frame : 2 * n] - cond.velocity[:, frame:]).pow(2).mean()
     assert torch.allclose(loss, rest)  # mean over the unmasked target tokens (official mul(mask).div(mask.mean()))
-    assert torch.allclose(masked_flow_matching_loss(prediction, plain), (prediction[:, n : 2 * n] - plain.velocity).pow(2).mean())
+    assert torch.allclose(
+        masked_flow_matching_loss(prediction, plain), (prediction[:, n : 2 * n] - plain.velocity).pow(2).mean()
+    )
     changed = prediction.detach().clone()
     changed[:, :n] += 100.0  # reference
     changed[:, n : n + frame] -= 30.0  # conditioned first frame
@@ -205,7 +229,12 @@ def test_learning_rate_decays_linearly_from_1_to_0_1() -> None:
         seen.append(optimizer.param_groups[0]["lr"])
     expected = [2e-4 * (1.0 - 0.9 * min(k, 10) / 10) for k in range(13)]  # LinearLR(1.0 -> 0.1, total_iters=10)
     assert seen == pytest.approx(expected, rel=1e-9)
-    assert make_lr_scheduler(optimizer, TrainConfig(stage=2, data=Path("."), output_dir=Path("."), lr_schedule="constant"), 10) is None
+    assert (
+        make_lr_scheduler(
+            optimizer, TrainConfig(stage=2, data=Path("."), output_dir=Path("."), lr_schedule="constant"), 10
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("alpha", [4.0, 8.0])
@@ -228,19 +257,48 @@ def test_saved_adapter_and_comfy_copy_reload_to_the_trained_layers(alpha, tmp_pa
     raw = trained.get_submodule("transformer_blocks.0.ff.net.2").lora_B["stage2"].weight
     assert torch.equal(official[key], raw * (alpha / 4))  # folded only when alpha != rank
     assert {k.split(".lora_")[0].split(".", 3)[3] for k in official} == {
-        "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
-        "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"}
+        "attn1.to_q",
+        "attn1.to_k",
+        "attn1.to_v",
+        "attn1.to_out.0",
+        "attn2.to_q",
+        "attn2.to_k",
+        "attn2.to_v",
+        "attn2.to_out.0",
+        "ff.net.0.proj",
+        "ff.net.2",
+    }
 
-    batch = build_flow_batch(2, {"z_ref": torch.randn(1, 8, 2, 2, 2), "z_clean": torch.randn(1, 8, 2, 2, 2),
-                                 "z_heatmap": torch.randn(1, 8, 2, 2, 2)}, 0.5, torch.randn(1, 8, 2, 2, 2))
+    batch = build_flow_batch(
+        2,
+        {
+            "z_ref": torch.randn(1, 8, 2, 2, 2),
+            "z_clean": torch.randn(1, 8, 2, 2, 2),
+            "z_heatmap": torch.randn(1, 8, 2, 2, 2),
+        },
+        0.5,
+        torch.randn(1, 8, 2, 2, 2),
+    )
     prompt = open_pairs_prompt(models)
     with torch.no_grad():
-        want = trained(hidden_states=batch.hidden, encoder_hidden_states=prompt.embeds, timestep=batch.timesteps,
-                       encoder_attention_mask=prompt.mask, video_coords=batch.coords, return_dict=False)[0]
+        want = trained(
+            hidden_states=batch.hidden,
+            encoder_hidden_states=prompt.embeds,
+            timestep=batch.timesteps,
+            encoder_attention_mask=prompt.mask,
+            video_coords=batch.coords,
+            return_dict=False,
+        )[0]
         for file in (path, comfy):
             loaded = tiny_transformer_with(file, "stage2")
-            got = loaded(hidden_states=batch.hidden, encoder_hidden_states=prompt.embeds, timestep=batch.timesteps,
-                         encoder_attention_mask=prompt.mask, video_coords=batch.coords, return_dict=False)[0]
+            got = loaded(
+                hidden_states=batch.hidden,
+                encoder_hidden_states=prompt.embeds,
+                timestep=batch.timesteps,
+                encoder_attention_mask=prompt.mask,
+                video_coords=batch.coords,
+                return_dict=False,
+            )[0]
             assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -285,8 +343,13 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
 
     # accelerate's save_state layout; the backbone is not in it (the save hook writes the adapter only)
     assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints" / "step-3").iterdir()) == [
-        "adapter.safetensors", "custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl", "scheduler.bin",
-        "state.json"]
+        "adapter.safetensors",
+        "custom_checkpoint_0.pkl",
+        "optimizer.bin",
+        "random_states_0.pkl",
+        "scheduler.bin",
+        "state.json",
+    ]
 
     # the LR schedule resumed too: LinearLR reached its end factor (0.1) at the last step of both runs
     for run in ("straight", "interrupted"):
@@ -311,13 +374,33 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
     ("extra", "message"),
     [
         (["--stage", "3"], "--stage must be 1 (heatmap predictor) or 2 (AATF restorer), got 3."),
-        (["--stage", "1", "--rank", "64"], "LoRA rank 64 does not fit: target transformer_blocks.0.attn1.to_q is a 16->16 linear layer, so the rank must be between 1 and 16."),
-        (["--stage", "2", "--target-modules", "conv_in"], "The LoRA target modules conv_in match no linear layer of the transformer."),
+        (
+            ["--stage", "1", "--rank", "64"],
+            "LoRA rank 64 does not fit: target transformer_blocks.0.attn1.to_q is a 16->16 linear layer, so the rank must be between 1 and 16.",
+        ),
+        (
+            ["--stage", "2", "--target-modules", "conv_in"],
+            "The LoRA target modules conv_in match no linear layer of the transformer.",
+        ),
     ],
 )
 def test_bad_settings_fail_in_one_sentence(extra, message, pairs_dir, tmp_path, capsys) -> None:
-    code = cli_train_lora.main(["--preset", "tiny", "--data", str(pairs_dir), "--output-dir", str(tmp_path / "o"),
-                                "--steps", "2", "--log-with", "none", "--no-show-progress", *extra])
+    code = cli_train_lora.main(
+        [
+            "--preset",
+            "tiny",
+            "--data",
+            str(pairs_dir),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--steps",
+            "2",
+            "--log-with",
+            "none",
+            "--no-show-progress",
+            *extra,
+        ]
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and message in err and "Traceback" not in err
 
@@ -329,15 +412,36 @@ def test_empty_or_foreign_dataset_fails_in_one_sentence(pairs_dir, tmp_path, cap
     args = ["--stage", "1", "--preset", "tiny", "--output-dir", str(tmp_path / "o"), "--log-with", "none"]
     assert cli_train_lora.main([*args, "--data", str(empty)]) == 2
     assert "contains no training pairs" in capsys.readouterr().err
-    assert cli_train_lora.main(["--stage", "1", "--preset", "full", "--data", str(pairs_dir), "--output-dir", str(tmp_path / "o")]) == 2
+    assert (
+        cli_train_lora.main(
+            ["--stage", "1", "--preset", "full", "--data", str(pairs_dir), "--output-dir", str(tmp_path / "o")]
+        )
+        == 2
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert "encoded with the 'tiny' preset's VAE, not 'full'" in err and "Traceback" not in err
 
 
 def test_cli_trains_and_reports_speed_and_memory(pairs_dir, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    code = cli_train_lora.main(["--stage", "1", "--preset", "tiny", "--data", str(pairs_dir), "--output-dir", str(out),
-                                "--steps", "3", "--log-with", "none", "--checkpoint-every", "2"])
+    code = cli_train_lora.main(
+        [
+            "--stage",
+            "1",
+            "--preset",
+            "tiny",
+            "--data",
+            str(pairs_dir),
+            "--output-dir",
+            str(out),
+            "--steps",
+            "3",
+            "--log-with",
+            "none",
+            "--checkpoint-every",
+            "2",
+        ]
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert code == 0, err
     assert "UNTRAINED" in err and "steps/s" in err and "peak memory" in err
@@ -353,7 +457,9 @@ def test_resume_with_gradient_accumulation_repeats_the_uninterrupted_run(pairs_d
     assert len(full.losses) == 4
     interrupted = tmp_path / "interrupted"
     shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-2", interrupted / "checkpoints" / "step-2")
-    resumed = train(config(pairs_dir, interrupted, steps=4, checkpoint_every=2, gradient_accumulation_steps=2, resume=True))
+    resumed = train(
+        config(pairs_dir, interrupted, steps=4, checkpoint_every=2, gradient_accumulation_steps=2, resume=True)
+    )
     assert (resumed.start_step, resumed.end_step) == (2, 4)
     assert resumed.losses == full.losses[2:]  # the same pairs, timesteps and noise, bit for bit
     a, b = load_file(str(full.adapter_path)), load_file(str(resumed.adapter_path))
@@ -382,7 +488,9 @@ def test_sampling_state_is_saved_for_every_process_and_restored_per_process() ->
             assert torch.equal(fresh.generator.get_state(), untouched) and fresh.pending == []
     single = SamplingState(torch.Generator().manual_seed(3), 4, 0, 1)
     single.next_index()
-    assert len(single.state_dict()["processes"]) == 1 and single.state_dict()["processes"][0]["pending"] == single.pending
+    assert (
+        len(single.state_dict()["processes"]) == 1 and single.state_dict()["processes"][0]["pending"] == single.pending
+    )
 
 
 def test_tensorboard_events_under_logs_hold_the_step_losses(pairs_dir, tmp_path) -> None:
@@ -391,7 +499,10 @@ def test_tensorboard_events_under_logs_hold_the_step_losses(pairs_dir, tmp_path)
     out = tmp_path / "tb"
     result = train(config(pairs_dir, out, steps=2, log_with="tensorboard"))
     events = EventAccumulator(str(out / "logs" / "artifactworld-lora")).Reload()
-    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, pytest.approx(result.losses[0])), (2, pytest.approx(result.losses[1]))]
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [
+        (1, pytest.approx(result.losses[0])),
+        (2, pytest.approx(result.losses[1])),
+    ]
     assert [e.step for e in events.Scalars("train/lr")] == [1, 2] and events.Scalars("train/grad_norm")
 
 
@@ -399,5 +510,8 @@ def test_wandb_without_the_package_fails_in_one_sentence(pairs_dir, tmp_path, mo
     import accelerate.utils
 
     monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
-    with pytest.raises(RestorerInputError, match=r"^--log-with wandb needs the wandb package; install it or use --log-with tensorboard\.$"):
+    with pytest.raises(
+        RestorerInputError,
+        match=r"^--log-with wandb needs the wandb package; install it or use --log-with tensorboard\.$",
+    ):
         train(config(pairs_dir, tmp_path / "w", steps=1, log_with="wandb"))

@@ -22,8 +22,14 @@ from artifactworld_ns.restorer.video_io import (
 
 
 def smooth_clip(frames: int, height: int, width: int, phase: float = 0.0) -> torch.Tensor:
-    return wave_clip(frames, height, width, freqs=(2.0, 2.5, 0.0), phases=(phase, phase, 0.0),
-                     blue=lambda x, y, t: (0.2 + 0.6 * (x + y) / 2 + 0.02 * t).clamp(0, 1))
+    return wave_clip(
+        frames,
+        height,
+        width,
+        freqs=(2.0, 2.5, 0.0),
+        phases=(phase, phase, 0.0),
+        blue=lambda x, y, t: (0.2 + 0.6 * (x + y) / 2 + 0.02 * t).clamp(0, 1),
+    )
 
 
 def test_round_trip_keeps_frames_size_and_fps(tmp_path: Path) -> None:
@@ -105,8 +111,22 @@ def test_unreadable_files_raise_one_sentence(tmp_path: Path, content: bytes | No
 def test_zero_frame_video_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "zero.mp4"
     subprocess.run(
-        [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=24",
-         "-frames:v", "0", "-c:v", "libx264", str(path)],
+        [
+            find_ffmpeg(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=24",
+            "-frames:v",
+            "0",
+            "-c:v",
+            "libx264",
+            str(path),
+        ],
         check=True,
     )
     assert path.stat().st_size > 0
@@ -149,8 +169,20 @@ def test_rotation_metadata_does_not_garble_frames(tmp_path: Path) -> None:
     clip = smooth_clip(5, 64, 96)
     write_video(tmp_path / "plain.mp4", clip, 24, crf=0)
     subprocess.run(
-        [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-display_rotation", "90", "-i",
-         str(tmp_path / "plain.mp4"), "-c", "copy", str(tmp_path / "rotated.mp4")],
+        [
+            find_ffmpeg(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-display_rotation",
+            "90",
+            "-i",
+            str(tmp_path / "plain.mp4"),
+            "-c",
+            "copy",
+            str(tmp_path / "rotated.mp4"),
+        ],
         check=True,
     )
     rotated, _ = read_video(tmp_path / "rotated.mp4")
