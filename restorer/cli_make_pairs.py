@@ -63,6 +63,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     import torch
 
     from . import pairs as P
+    from . import preset_models as M
 
     console = console or Console()
     err_console = Console(stderr=True)
@@ -83,7 +84,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
             raise InputError(
                 f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
             )
-        models = P.resolve_preset(args.preset)
+        models = M.resolve_preset(args.preset)
         meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
         meta_path = args.output_dir / P.META_FILE
         if meta_path.exists() and not args.overwrite:
@@ -113,8 +114,8 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     device = torch.device(args.device or models.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         with quiet_hub_progress(enabled=models.untrained):
-            vae = P.load_vae(models, device)
-            prompts = P.prompt_embeddings(models, device)
+            vae = M.load_vae(models, device)
+            prompts = M.prompt_embeddings(models, device)
     except Exception as err:  # noqa: BLE001 - one sentence, not a traceback
         print_error(err_console, f"The {args.preset} preset's VAE or text encoder could not be loaded: {err}")
         return 1

@@ -21,11 +21,10 @@ from artifactworld_ns.restorer.pairs import (
     build_target_video,
     encode_pair,
     heatmap_map,
-    load_vae,
     open_pairs,
     pair_generator,
-    resolve_preset,
 )
+from artifactworld_ns.restorer.preset_models import load_vae, resolve_preset
 from artifactworld_ns.restorer.video_io import read_video, write_video
 
 T, S = 17, 64
