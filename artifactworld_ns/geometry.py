@@ -191,3 +191,33 @@ def arc_points(start: Tensor, end: Tensor, center: Tensor, radius: float, up: Te
     ortho = torch.linalg.cross(axis, a)  # in the arc's plane, 90 degrees ahead of a
     phis = fractions.to(torch.float64)[:, None] * angle
     return center + radius * (torch.cos(phis) * a + torch.sin(phis) * ortho)
+
+
+def ring_order(positions: Tensor, center: Tensor, up: Tensor) -> list[int]:
+    """Camera indices sorted by azimuth about the axis through ``center`` along ``up``.
+
+    The azimuth is measured counter-clockwise (right-handed about ``up``); the list is rotated so it
+    starts at camera 0; equal azimuths keep index order.
+    """
+    offsets = positions - center
+    flat = offsets - (offsets @ up)[:, None] * up
+    reference = flat[0] if flat[0].norm() > 1e-9 else flat[int(flat.norm(dim=-1).argmax())]
+    if reference.norm() < 1e-9:
+        return list(range(positions.shape[0]))
+    e1 = reference / reference.norm()
+    e2 = torch.linalg.cross(up, e1)
+    azimuth = torch.atan2(flat @ e2, flat @ e1)
+    azimuth = torch.where(flat.norm(dim=-1) < 1e-9, torch.zeros_like(azimuth), azimuth)
+    azimuth = torch.remainder(azimuth, 2 * math.pi)
+    azimuth[0] = 0.0
+    return sorted(range(positions.shape[0]), key=lambda i: (round(float(azimuth[i]), 12), i))
+
+
+def nearest_train_indices(train_poses: Float[Tensor, "n 3 4"], eval_poses: Float[Tensor, "m 3 4"]) -> torch.Tensor:
+    """For each evaluation pose, the index of the training pose with the nearest camera centre (ties: lowest index)."""
+    train = as_poses(train_poses, "training poses")
+    evals = as_poses(eval_poses, "evaluation poses")
+    distances = torch.cdist(evals[:, :3, 3], train[:, :3, 3])
+    best = distances.min(dim=1, keepdim=True).values
+    tied = distances <= best + 1e-12 * (1 + best)
+    return tied.to(torch.int64).argmax(dim=1)

@@ -18,7 +18,7 @@ Two ways to place the novel views a round renders and restores:
 frame is a training view and whose last frame is a training view, as the restorer's boundary
 anchors (DBA) need.
 
-The pose maths (slerp, look-at, the fitted sphere) lives in :mod:`artifactworld_ns.geometry`.
+The pose maths (slerp, look-at, the fitted sphere, ring order, nearest poses) lives in :mod:`artifactworld_ns.geometry`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ from artifactworld_ns.geometry import (
     interpolate_poses,
     look_at,
     mean_up_vector,
+    nearest_train_indices,
     on_sphere,
     project_to_rotation,
+    ring_order,
     rotation_angle,
 )
 
@@ -138,26 +140,6 @@ def reference_guided_clip(
     return result
 
 
-def _ring_order(positions: Tensor, center: Tensor, up: Tensor) -> List[int]:
-    """Camera indices sorted by azimuth about the axis through ``center`` along ``up``.
-
-    The azimuth is measured counter-clockwise (right-handed about ``up``); the list is rotated so it
-    starts at camera 0; equal azimuths keep index order.
-    """
-    offsets = positions - center
-    flat = offsets - (offsets @ up)[:, None] * up
-    reference = flat[0] if flat[0].norm() > 1e-9 else flat[int(flat.norm(dim=-1).argmax())]
-    if reference.norm() < 1e-9:
-        return list(range(positions.shape[0]))
-    e1 = reference / reference.norm()
-    e2 = torch.linalg.cross(up, e1)
-    azimuth = torch.atan2(flat @ e2, flat @ e1)
-    azimuth = torch.where(flat.norm(dim=-1) < 1e-9, torch.zeros_like(azimuth), azimuth)
-    azimuth = torch.remainder(azimuth, 2 * math.pi)
-    azimuth[0] = 0.0
-    return sorted(range(positions.shape[0]), key=lambda i: (round(float(azimuth[i]), 12), i))
-
-
 def choose_anchor_pairs(
     camera_to_worlds: Float[Tensor, "n 3 4"],
     num_clips: int,
@@ -193,7 +175,7 @@ def choose_anchor_pairs(
     c = center.detach().to(device="cpu", dtype=torch.float64).reshape(3)
     up_vec = mean_up_vector(poses) if up is None else up.detach().to(device="cpu", dtype=torch.float64).reshape(3)
     up_vec = up_vec / up_vec.norm()
-    order = _ring_order(poses[:, :3, 3], c, up_vec)
+    order = ring_order(poses[:, :3, 3], c, up_vec)
 
     candidates: List[Tuple[int, int]] = []
     seen = set()
@@ -210,19 +192,7 @@ def choose_anchor_pairs(
     return candidates[:num_clips]
 
 
-# --------------------------------------------------------------------------------------------------
-# Progressive pose shift (Difix3D)
-# --------------------------------------------------------------------------------------------------
-
-
-def nearest_train_indices(train_poses: Float[Tensor, "n 3 4"], eval_poses: Float[Tensor, "m 3 4"]) -> torch.Tensor:
-    """For each evaluation pose, the index of the training pose with the nearest camera centre (ties: lowest index)."""
-    train = as_poses(train_poses, "training poses")
-    evals = as_poses(eval_poses, "evaluation poses")
-    distances = torch.cdist(evals[:, :3, 3], train[:, :3, 3])
-    best = distances.min(dim=1, keepdim=True).values
-    tied = distances <= best + 1e-12 * (1 + best)
-    return tied.to(torch.int64).argmax(dim=1)
+# -------------------------------------------------------------------------------- progressive pose shift (Difix3D)
 
 
 def _check_round(round_index: int, num_rounds: int) -> None:

@@ -19,8 +19,7 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
-from artifactworld_ns.geometry import interpolate_poses
-from artifactworld_ns.trajectories import nearest_train_indices
+from artifactworld_ns.geometry import interpolate_poses, nearest_train_indices
 
 #: DBA replaces the restorer clip's last 8 frames by the tail anchor, so the out-bridge needs at least 8.
 MIN_BRIDGE_FRAMES = 8
