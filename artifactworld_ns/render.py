@@ -147,14 +147,7 @@ class RestoreOptions:
         cameras = cameras.to(pipeline.device)
         num_frames = cameras.size
         fps = num_frames / seconds
-        heights, widths = cameras.image_height.view(-1), cameras.image_width.view(-1)
-        if bool((heights != heights[0]).any()) or bool((widths != widths[0]).any()):
-            raise RenderInputError("--restore needs one resolution along the whole camera path.")
-        train_dataset = pipeline.datamanager.train_dataset
-        if train_dataset is None or len(train_dataset) == 0:
-            raise RenderInputError(
-                "--restore needs the training views for its anchors, but the loaded pipeline has none."
-            )
+        train_dataset = restorable_path_dataset(pipeline, cameras)
         windows = plan_windows(num_frames, self.window_frames, self.overlap)
         obb_box = crop_data.obb if crop_data is not None else None
         background = crop_data.background_color if crop_data is not None else None
@@ -209,6 +202,17 @@ class RestoreOptions:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def restorable_path_dataset(pipeline, cameras):
+    """The training views a restored path takes its anchors from; one sentence when the path cannot be restored."""
+    heights, widths = cameras.image_height.view(-1), cameras.image_width.view(-1)
+    if bool((heights != heights[0]).any()) or bool((widths != widths[0]).any()):
+        raise RenderInputError("--restore needs one resolution along the whole camera path.")
+    train_dataset = pipeline.datamanager.train_dataset
+    if train_dataset is None or len(train_dataset) == 0:
+        raise RenderInputError("--restore needs the training views for its anchors, but the loaded pipeline has none.")
+    return train_dataset
 
 
 def check_camera_path_file(path: Path) -> None:

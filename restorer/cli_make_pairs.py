@@ -9,6 +9,7 @@ over the processes of an ``accelerate launch`` / ``torchrun`` job.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,62 @@ class MakePairsArgs:
     """Seed of the VAE posterior sampling (each pair's generator is seeded from it and the pair's name)."""
 
 
+@dataclass
+class _Inputs:
+    """What the model-free checks of ``aw-make-pairs`` found: the paired videos and the output's meta."""
+
+    gt_videos: dict[str, Path]
+    artifact_videos: dict[str, Path]
+    paired: list[str]
+    models: object
+    meta: dict
+    meta_path: Path
+
+
+def _check_inputs(args: MakePairsArgs) -> _Inputs:
+    """Folders, pairing and the output folder's meta, before any model loads; raises :class:`InputError`."""
+    from . import pairs as P
+    from . import preset_models as M
+
+    gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
+    artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
+    if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
+        raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise InputError(f"The output folder {args.output_dir} exists and is not a folder.")
+    if args.heatmap_metric == "lpips":
+        P.check_lpips_weights()
+    gt_videos = {p.name: p for p in list_videos(gt_dir)}
+    artifact_videos = {p.name: p for p in list_videos(artifact_dir)}
+    paired = sorted(set(gt_videos) & set(artifact_videos))
+    if not paired:
+        raise InputError(
+            f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
+        )
+    models = M.resolve_preset(args.preset)
+    meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
+    meta_path = args.output_dir / P.META_FILE
+    if meta_path.exists() and not args.overwrite:
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            changed = sorted(k for k in meta if old.get(k) != meta[k])
+            raise InputError(
+                f"The output folder {args.output_dir} holds pairs built with a different {changed[0]} "
+                f"({old.get(changed[0])!r}); use a new folder or --overwrite."
+            )
+    return _Inputs(gt_videos, artifact_videos, paired, models, meta, meta_path)
+
+
+def _skipped_notes(inputs: _Inputs) -> list[str]:
+    """One note per unpaired video, and the untrained note on the tiny preset."""
+    gt, artifact = set(inputs.gt_videos), set(inputs.artifact_videos)
+    notes = [f"{n} is in the GT folder but not in the artifact folder; it was skipped." for n in sorted(gt - artifact)]
+    notes += [f"{n} is in the artifact folder but not in the GT folder; it was skipped." for n in sorted(artifact - gt)]
+    if inputs.models.untrained:
+        notes.append(untrained_note("VAE"))
+    return notes
+
+
 def run(args: MakePairsArgs, console: Console | None = None) -> int:
     import torch
 
@@ -68,49 +125,12 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     console = console or Console()
     err_console = Console(stderr=True)
     try:
-        gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
-        artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
-        if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
-            raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
-        if args.output_dir.exists() and not args.output_dir.is_dir():
-            raise InputError(f"The output folder {args.output_dir} exists and is not a folder.")
-        if args.heatmap_metric == "lpips":
-            P.check_lpips_weights()
-        rank, world = process_index()
-        gt_names = {p.name: p for p in list_videos(gt_dir)}
-        artifact_names = {p.name: p for p in list_videos(artifact_dir)}
-        paired = sorted(set(gt_names) & set(artifact_names))
-        if not paired:
-            raise InputError(
-                f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
-            )
-        models = M.resolve_preset(args.preset)
-        meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
-        meta_path = args.output_dir / P.META_FILE
-        if meta_path.exists() and not args.overwrite:
-            import json
-
-            old = json.loads(meta_path.read_text())
-            if old != meta:
-                changed = sorted(k for k in meta if old.get(k) != meta[k])
-                raise InputError(
-                    f"The output folder {args.output_dir} holds pairs built with a different {changed[0]} "
-                    f"({old.get(changed[0])!r}); use a new folder or --overwrite."
-                )
+        inputs = _check_inputs(args)
     except (InputError, RestorerInputError) as err:
         print_error(err_console, str(err))
         return 2
-
-    notes = [
-        f"{n} is in the GT folder but not in the artifact folder; it was skipped."
-        for n in sorted(set(gt_names) - set(artifact_names))
-    ]
-    notes += [
-        f"{n} is in the artifact folder but not in the GT folder; it was skipped."
-        for n in sorted(set(artifact_names) - set(gt_names))
-    ]
-    if models.untrained:
-        notes.append(untrained_note("VAE"))
+    models = inputs.models
+    rank, world = process_index()
     device = torch.device(args.device or models.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         with quiet_hub_progress(enabled=models.untrained):
@@ -119,7 +139,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one sentence, not a traceback
         print_error(err_console, f"The {args.preset} preset's VAE or text encoder could not be loaded: {err}")
         return 1
-    P.write_json_atomic(meta_path, meta)
+    P.write_json_atomic(inputs.meta_path, inputs.meta)
     if rank == 0:
         P.save_prompts(args.output_dir, prompts)
 
@@ -127,8 +147,8 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         stem = Path(name).stem
         if (args.output_dir / P.LATENTS_DIR / f"{stem}.pt").exists() and not args.overwrite:
             return Outcome.SKIPPED
-        clean, fps = read_video(gt_names[name])
-        artifact, _ = read_video(artifact_names[name])
+        clean, fps = read_video(inputs.gt_videos[name])
+        artifact, _ = read_video(inputs.artifact_videos[name])
         try:
             pair = P.build_pair(
                 clean, artifact, args.heatmap_metric, models.processing_max_side, models.processing_size
@@ -144,13 +164,17 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     label = rank_label(rank, world)
     try:
         result = run_batch(
-            "aw-make-pairs", shard(paired, rank, world), work, console=console, description=f"aw-make-pairs{label}"
+            "aw-make-pairs",
+            shard(inputs.paired, rank, world),
+            work,
+            console=console,
+            description=f"aw-make-pairs{label}",
         )
     except BatchAbort as err:
         print_error(err_console, str(err))
         return 2
     if rank == 0:
-        result.notes.extend(notes)
+        result.notes.extend(_skipped_notes(inputs))
     return result.report(console, label)
 
 

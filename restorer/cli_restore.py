@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 import tyro
 from rich.console import Console
@@ -43,6 +43,9 @@ from .dba import ANCHOR_TAIL_FRAMES, MIN_CLIP_FRAMES, clip_length, is_clip_lengt
 from .errors import RestorerInputError
 from .presets import untrained_note
 from .video_io import DEFAULT_CRF, read_video, write_video
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 HEATMAPS_DIR = "heatmaps"
 SAMPLES_DIR = "samples"
@@ -228,17 +231,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
                 f"{name} has {frames} frames, not 8n + 1 >= 17; it is resampled in time, which moves its tail "
                 "anchor (aw-prepare writes T + 8 = 8n + 1 frames, e.g. 97 for the benchmark's 89-frame clips).",
             )
-        heat_out = heat_dir / name
-        if args.heatmap_folder is not None:
-            heatmap = load_heatmap(find_heatmap(args.heatmap_folder, name), frames, height, width)
-        elif heat_out.exists() and not args.overwrite:  # resume: stage 1 finished in an earlier run
-            heatmap = load_heatmap(heat_out, frames, height, width)
-        else:
-            from .pipeline import hand_off_heatmap
-
-            heatmap = hand_off_heatmap(get_restorer().predict_heatmap(reference))
-            check_shape("heatmap", tuple(heatmap.shape), (frames, height, width, 3))
-            write_video(heat_out, heatmap, fps, crf=args.crf)
+        heatmap = stage1_heatmap(args, heat_dir / name, reference, fps, get_restorer)
         if args.heatmap_only:
             return Outcome.DONE
         result = get_restorer().restore_reference(reference, heatmap=heatmap)
@@ -260,6 +253,22 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
         print_error(err_console, str(err))
         return 2
     return result.report(console, label)
+
+
+def stage1_heatmap(args: RestoreArgs, heat_out: Path, reference: Tensor, fps: float, get_restorer) -> Tensor:
+    """The clip's stage-2 heatmap: from --heatmap-folder, from an earlier run (resume), or predicted by stage 1
+    and written to ``heat_out``."""
+    frames, height, width, _ = reference.shape
+    if args.heatmap_folder is not None:
+        return load_heatmap(find_heatmap(args.heatmap_folder, heat_out.name), frames, height, width)
+    if heat_out.exists() and not args.overwrite:  # resume: stage 1 finished in an earlier run
+        return load_heatmap(heat_out, frames, height, width)
+    from .pipeline import hand_off_heatmap
+
+    heatmap = hand_off_heatmap(get_restorer().predict_heatmap(reference))
+    check_shape("heatmap", tuple(heatmap.shape), (frames, height, width, 3))
+    write_video(heat_out, heatmap, fps, crf=args.crf)
+    return heatmap
 
 
 def check_schedule(restorer) -> None:
