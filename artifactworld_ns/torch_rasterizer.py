@@ -8,9 +8,10 @@ PyTorch reference functions for everything they cover:
 - the EWA projection to the image plane, radii and compensation (``_fully_fused_projection``),
 - spherical harmonics (``_spherical_harmonics``).
 
-The one piece gsplat has no CPU version of, the alpha compositing, is written by hand in
-:mod:`artifactworld_ns.alpha_compositing` (the CUDA kernel's rules, sparse (pixel, Gaussian) pairs,
-early termination, a written-out backward pass).
+The one piece gsplat has no CPU version of, the alpha compositing, is written by hand following the CUDA
+kernel's rules: :mod:`artifactworld_ns.pixel_gaussian_pairs` finds the sparse (pixel, Gaussian) pairs with
+early termination, and :mod:`artifactworld_ns.alpha_compositing` composites them with a written-out
+backward pass.
 
 The returned ``meta`` holds what splatfacto's densification strategy reads (``means2d`` with
 gradients, ``radii``, ``width``, ``height``, ``n_cameras``, ``gaussian_ids``) and, when ``absgrad``
@@ -27,7 +28,8 @@ from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_cova
 from jaxtyping import Float
 from torch import Tensor
 
-from artifactworld_ns.alpha_compositing import composite_pairs, find_pairs
+from artifactworld_ns.alpha_compositing import composite_pairs
+from artifactworld_ns.pixel_gaussian_pairs import find_pairs
 
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 

@@ -35,8 +35,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import artifactworld_ns.alpha_compositing as compositing
 import artifactworld_ns.model as model_module
+import artifactworld_ns.pixel_gaussian_pairs as pair_finding
 import artifactworld_ns.torch_rasterizer as rasterizer
 
 BEFORE_REVISION = "d94fae3"  # item 1 landed; the last commit before item 2
@@ -119,14 +119,14 @@ def minimum_pairs(meta: dict, pairs) -> int:
     c = conics[pairs.gaussian_ids]
     sigma = 0.5 * (c[:, 0] * d[:, 0] ** 2 + c[:, 2] * d[:, 1] ** 2) + c[:, 1] * d[:, 0] * d[:, 1]
     alpha = torch.clamp_max(
-        meta["opacities"].detach().reshape(-1)[pairs.gaussian_ids] * torch.exp(-sigma), compositing.ALPHA_MAX
+        meta["opacities"].detach().reshape(-1)[pairs.gaussian_ids] * torch.exp(-sigma), pair_finding.ALPHA_MAX
     )
     log_survival = torch.log1p(-alpha.double())
     running = torch.cumsum(log_survival, 0)
     first = torch.ones_like(ids, dtype=torch.bool)
     first[1:] = ids[1:] != ids[:-1]
     start = torch.cummax(torch.where(first, torch.arange(ids.numel()), 0), 0).values
-    weighed = (running - (running - log_survival)[start]) > math.log(compositing.TRANSMITTANCE_MIN)
+    weighed = (running - (running - log_survival)[start]) > math.log(pair_finding.TRANSMITTANCE_MIN)
     return int(weighed.sum()) + int(torch.unique(ids[~weighed]).numel())
 
 
@@ -177,7 +177,7 @@ def render_case(case: dict, item1: ModuleType, repeats: int = 3) -> dict:
             run = median_run(module, case, repeats)
         out[label] = {"seconds": run["total"], "pairs": run["pairs"]}
     meta = run["meta"]
-    pairs = compositing.find_pairs(
+    pairs = pair_finding.find_pairs(
         meta["means2d"].detach(),
         meta["conics"].detach(),
         meta["opacities"].detach(),

@@ -13,7 +13,8 @@ from gsplat.cuda._torch_impl import (
     _spherical_harmonics,
 )
 
-from artifactworld_ns.alpha_compositing import composite_pairs, find_pairs, tile_rectangles
+from artifactworld_ns.alpha_compositing import composite_pairs
+from artifactworld_ns.pixel_gaussian_pairs import find_pairs, tile_rectangles
 from artifactworld_ns.torch_rasterizer import rasterization, rasterization_torch
 
 TILE = 16
@@ -290,10 +291,10 @@ def saturating_scene(seed, num_gaussians, opacity, scale, width=48, height=40):
     ids=["opaque-large", "opaque-many", "never-saturates"],
 )
 def test_early_stop_matches_brute_force_and_skips_pairs(opacity, scale, count, saturates, monkeypatch):
-    import artifactworld_ns.alpha_compositing as compositing
+    import artifactworld_ns.pixel_gaussian_pairs as pair_finding
 
     scene = saturating_scene(seed=11, num_gaussians=count, opacity=opacity, scale=scale)
-    monkeypatch.setattr(compositing, "_CHUNK_ELEMENTS", 4096)  # many chunks: pixels die between them
+    monkeypatch.setattr(pair_finding, "_CHUNK_ELEMENTS", 4096)  # many chunks: pixels die between them
     image, alpha, grads = render_and_grads(ours, scene)
     ref_image, ref_alpha, ref_grads = render_and_grads(brute_force_rasterization, scene)
     torch.testing.assert_close(image, ref_image, atol=1e-4, rtol=0)
@@ -306,7 +307,7 @@ def test_early_stop_matches_brute_force_and_skips_pairs(opacity, scale, count, s
     torch.testing.assert_close(means2d_grad, ref_means2d_grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(absgrad, ref_absgrad, atol=1e-4, rtol=1e-4)
     _, _, meta = rasterization_torch(**scene)
-    monkeypatch.setattr(compositing, "_LOG_TRANSMITTANCE_DONE", -math.inf)  # early stop off: every pair
+    monkeypatch.setattr(pair_finding, "_LOG_TRANSMITTANCE_DONE", -math.inf)  # early stop off: every pair
     _, _, meta_all = rasterization_torch(**scene)
     saturated = (alpha > 1 - 1e-4 * 1.5).float().mean()
     if saturates:  # measured: 0.42 and 0.17 of the pairs
