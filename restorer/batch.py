@@ -67,6 +67,17 @@ def require_folder(path: Path, what: str) -> Path:
     return path
 
 
+def require_pair_folders(gt_dir: Path, artifact_dir: Path, output_dir: Path) -> tuple[Path, Path]:
+    """The GT and artifact folders of a pair-reading command, and an output folder apart from both."""
+    gt_dir = require_folder(gt_dir, "GT folder (--gt-dir)")
+    artifact_dir = require_folder(artifact_dir, "artifact folder (--artifact-dir)")
+    if output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
+        raise InputError(f"The output folder {output_dir} must differ from the GT and artifact folders.")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"The output folder {output_dir} exists and is not a folder.")
+    return gt_dir, artifact_dir
+
+
 def list_videos(folder: Path) -> list[Path]:
     """Sorted ``*.mp4`` files directly in ``folder``; hidden files (our temporaries) are ignored."""
     return sorted(

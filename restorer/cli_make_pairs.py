@@ -26,7 +26,7 @@ from .batch import (
     print_error,
     process_index,
     rank_label,
-    require_folder,
+    require_pair_folders,
     run_batch,
     shard,
 )
@@ -77,12 +77,7 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
     from . import pairs as P
     from . import preset_models as M
 
-    gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
-    artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
-    if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
-        raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"The output folder {args.output_dir} exists and is not a folder.")
+    gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
     if args.heatmap_metric == "lpips":
         P.check_lpips_weights()
     gt_videos = {p.name: p for p in list_videos(gt_dir)}

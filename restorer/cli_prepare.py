@@ -27,7 +27,7 @@ from .batch import (
     print_error,
     process_index,
     rank_label,
-    require_folder,
+    require_pair_folders,
     run_batch,
     shard,
 )
@@ -76,12 +76,7 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
     console = console or Console()
     err_console = Console(stderr=True)
     try:
-        gt_dir = require_folder(args.gt_dir, "GT folder (--gt-dir)")
-        artifact_dir = require_folder(args.artifact_dir, "artifact folder (--artifact-dir)")
-        if args.output_dir.resolve() in (gt_dir.resolve(), artifact_dir.resolve()):
-            raise InputError(f"The output folder {args.output_dir} must differ from the GT and artifact folders.")
-        if args.output_dir.exists() and not args.output_dir.is_dir():
-            raise InputError(f"The output folder {args.output_dir} exists and is not a folder.")
+        gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
         rank, world = process_index()
     except InputError as err:
         print_error(err_console, str(err))

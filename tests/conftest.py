@@ -16,6 +16,15 @@ BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def write_zero_frame_mp4(path: Path) -> Path:
+    """A valid mp4 container with no video frames (ffmpeg's test source, 0 frames): a reader's edge case."""
+    from artifactworld_ns.restorer.video_io import find_ffmpeg
+
+    command = [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=24"]
+    subprocess.run([*command, "-frames:v", "0", "-c:v", "libx264", str(path)], check=True)
+    return path
+
+
 def wave_clip(
     frames: int,
     height: int,

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import inspect
 import re
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import wave_clip
+from conftest import wave_clip, write_zero_frame_mp4
 
 from artifactworld_ns.restorer import cli_restore
 from artifactworld_ns.restorer.batch import InputError
 from artifactworld_ns.restorer.cli_restore import RestoreArgs
-from artifactworld_ns.restorer.video_io import find_ffmpeg, read_video, write_video
+from artifactworld_ns.restorer.video_io import read_video, write_video
 
 T = 17  # reference frames: a 9-frame clip in the official T + 8 layout
 CLIP = T - 8
@@ -55,25 +54,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, (name, (h, w, fps)) in enumerate(GOOD.items()):
         write_video(folder / name, clip(T, h, w, phase=float(i)), fps, crf=0)
     (folder / "bad.mp4").write_bytes(b"not a video" * 50)
-    subprocess.run(
-        [
-            find_ffmpeg(),
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=96x64:rate=24",
-            "-frames:v",
-            "0",
-            "-c:v",
-            "libx264",
-            str(folder / "zero.mp4"),
-        ],
-        check=True,
-    )
+    write_zero_frame_mp4(folder / "zero.mp4")
     return folder
 
 

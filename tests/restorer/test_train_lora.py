@@ -281,25 +281,18 @@ def test_saved_adapter_and_comfy_copy_reload_to_the_trained_layers(alpha, tmp_pa
         torch.randn(1, 8, 2, 2, 2),
     )
     prompt = open_pairs_prompt(models)
+    inputs = dict(
+        hidden_states=batch.hidden,
+        encoder_hidden_states=prompt.embeds,
+        timestep=batch.timesteps,
+        encoder_attention_mask=prompt.mask,
+        video_coords=batch.coords,
+        return_dict=False,
+    )
     with torch.no_grad():
-        want = trained(
-            hidden_states=batch.hidden,
-            encoder_hidden_states=prompt.embeds,
-            timestep=batch.timesteps,
-            encoder_attention_mask=prompt.mask,
-            video_coords=batch.coords,
-            return_dict=False,
-        )[0]
+        want = trained(**inputs)[0]
         for file in (path, comfy):
-            loaded = tiny_transformer_with(file, "stage2")
-            got = loaded(
-                hidden_states=batch.hidden,
-                encoder_hidden_states=prompt.embeds,
-                timestep=batch.timesteps,
-                encoder_attention_mask=prompt.mask,
-                video_coords=batch.coords,
-                return_dict=False,
-            )[0]
+            got = tiny_transformer_with(file, "stage2")(**inputs)[0]
             assert torch.allclose(got, want, atol=1e-5)
 
 

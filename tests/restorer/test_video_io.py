@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import wave_clip
+from conftest import wave_clip, write_zero_frame_mp4
 
 from artifactworld_ns.restorer.video_io import (
     VideoReadError,
@@ -110,25 +110,7 @@ def test_unreadable_files_raise_one_sentence(tmp_path: Path, content: bytes | No
 
 def test_zero_frame_video_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "zero.mp4"
-    subprocess.run(
-        [
-            find_ffmpeg(),
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=96x64:rate=24",
-            "-frames:v",
-            "0",
-            "-c:v",
-            "libx264",
-            str(path),
-        ],
-        check=True,
-    )
+    write_zero_frame_mp4(path)
     assert path.stat().st_size > 0
     with pytest.raises(VideoReadError, match="no video frames"):
         read_video(path)
