@@ -70,40 +70,29 @@ def _fmt(metric: str, value: Optional[float]) -> str:
     return f"{value:.4f}"
 
 
+def _row(label: str, cells) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def markdown_table(report: dict, compare_paper: bool = False) -> str:
     """The mean row in the paper's layout (Table 3 for videos, Table 1 for scenes), optionally with the paper's rows."""
     mean = report["mean"]
     unavailable = report.get("unavailable", {})
-    if report["kind"] == "video":
-        metrics = list(METRIC_ORDER)
-        lines = [
-            "| Method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
-            "|---" * (len(metrics) + 1) + "|",
-        ]
-        cells = [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
-        lines.append(f"| this run ({report['count']} clips) | " + " | ".join(cells) + " |")
-        if compare_paper:
-            lines.append(
-                "| ArtifactWorld, paper Table 3 (1,284 clips) | "
-                + " | ".join(_fmt(m, PAPER_TABLE3[m]) for m in metrics)
-                + " |"
-            )
-    else:
-        metrics = ["psnr", "ssim", "lpips"]
-        lines = [
-            "| Method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
-            "|---" * (len(metrics) + 1) + "|",
-        ]
-        cells = [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
-        lines.append(f"| this run ({report['count']} eval views) | " + " | ".join(cells) + " |")
-        if compare_paper:
-            for dataset, rows in PAPER_TABLE1.items():
-                for ratio, row in rows.items():
-                    lines.append(
-                        f"| ArtifactWorld, paper Table 1, {dataset} {ratio} views | "
-                        + " | ".join(_fmt(m, row[m]) for m in metrics)
-                        + " |"
-                    )
+    video = report["kind"] == "video"
+    metrics = list(METRIC_ORDER) if video else ["psnr", "ssim", "lpips"]
+    cells = [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
+    lines = [
+        _row("Method", [METRIC_LABELS[m] for m in metrics]),
+        "|---" * (len(metrics) + 1) + "|",
+        _row(f"this run ({report['count']} {'clips' if video else 'eval views'})", cells),
+    ]
+    if compare_paper and video:
+        lines.append(_row("ArtifactWorld, paper Table 3 (1,284 clips)", [_fmt(m, PAPER_TABLE3[m]) for m in metrics]))
+    elif compare_paper:
+        for dataset, rows in PAPER_TABLE1.items():
+            for ratio, row in rows.items():
+                label = f"ArtifactWorld, paper Table 1, {dataset} {ratio} views"
+                lines.append(_row(label, [_fmt(m, row[m]) for m in metrics]))
     for metric, reason in unavailable.items():
         lines.append(f"\n{METRIC_LABELS.get(metric, metric)} unavailable: {reason}.")
     return "\n".join(lines) + "\n"
@@ -117,7 +106,8 @@ def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
         out = Path(out)
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        out.with_suffix(".md").write_text(table, encoding="utf-8")
+        with atomic_path(out.with_suffix(".md")) as tmp:
+            tmp.write_text(table, encoding="utf-8")
     return table
 
 
