@@ -69,12 +69,18 @@ def logit_normal_shift(tokens: int) -> float:
 
 
 def sample_sigma(mode: str, tokens: int, generator: torch.Generator, std: float = 1.0) -> float:
-    """One flow-matching time ``s`` for a target of ``tokens`` tokens (see module doc)."""
-    # Not diffusers' compute_density_for_timestep_sampling: its float32 torch.normal(mean, std) rounds differently.
-    if mode == "uniform":
-        return float(torch.rand((), generator=generator))
-    n = float(torch.randn((), generator=generator))
-    return float(torch.sigmoid(torch.tensor(n * std + logit_normal_shift(tokens), dtype=torch.float32)))
+    """One flow-matching time ``s`` for a target of ``tokens`` tokens (see module doc), by diffusers'
+    ``compute_density_for_timestep_sampling``: ``logit_normal`` with mean ``shift(tokens)``, or uniform.
+
+    It rounds ``n * std + shift`` once in float32 where the official trainer rounds ``n`` first: the two
+    differ by at most one float32 ulp of ``s`` (1,060 of 20,000 draws at 6,630 tokens; the previous
+    hand-written float64 version differed from the official in 1,238).
+    """
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    scheme = "uniform" if mode == "uniform" else "logit_normal"
+    u = compute_density_for_timestep_sampling(scheme, 1, logit_normal_shift(tokens), std, generator=generator)
+    return float(u[0])
 
 
 def draw_first_frame_conditioning(p: float, generator: torch.Generator) -> bool:
