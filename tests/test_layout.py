@@ -40,7 +40,5 @@ def test_the_rounds_belong_to_the_pipeline_and_the_datamanager_only_serves_data(
     }
     assert round_options <= {f.name for f in fields(ArtifactWorldPipelineConfig)}
     assert not round_options & {f.name for f in fields(ArtifactWorldDataManagerConfig)}
-    assert not any(
-        hasattr(ArtifactWorldDataManager, name)
-        for name in ("run_round", "get_training_callbacks_for_rounds", "request_round")
-    )
+    for name in ("run_round", "request_round", "show_bank_in_viewer"):
+        assert hasattr(ArtifactWorldPipeline, name) and not hasattr(ArtifactWorldDataManager, name), name
