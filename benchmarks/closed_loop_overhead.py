@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -33,10 +34,11 @@ def trainer_for(scene: Path, out: Path, name: str, iterations: int, baseline: bo
     config.machine.device_type = device
     config.pipeline.datamanager.data = scene
     config.pipeline.restore_steps = (1,)
-    if baseline:
-        config.pipeline.datamanager = FullImageDatamanagerConfig(
+    if baseline:  # splatfacto's own pipeline and datamanager: no rounds, no bank
+        datamanager = FullImageDatamanagerConfig(
             data=scene, dataparser=config.pipeline.datamanager.dataparser, cache_images="gpu", cache_images_type="uint8"
         )
+        config.pipeline = VanillaPipelineConfig(datamanager=datamanager, model=config.pipeline.model)
     config.max_num_iterations = iterations + 4
     config.vis, config.output_dir, config.experiment_name, config.timestamp = "tensorboard", out, name, "run"
     config.steps_per_save = 10**9

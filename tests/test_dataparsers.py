@@ -45,9 +45,7 @@ def test_sparse_protocol_splits_every_standard_parser(small_demo_scene, tmp_path
         dataparser = InstantNGPDataParserConfig(data=small_demo_scene)
     else:
         dataparser = BlenderDataParserConfig(data=as_blender(small_demo_scene, tmp_path / "blender", train_frames=8))
-    config = ArtifactWorldDataManagerConfig(
-        dataparser=dataparser, train_view_ratio=0.5, cache_images="gpu", restore_steps=()
-    )
+    config = ArtifactWorldDataManagerConfig(dataparser=dataparser, train_view_ratio=0.5, cache_images="gpu")
     datamanager = config.setup(device="cpu", test_mode="val")
     train = {p.name for p in datamanager.train_dataset.image_filenames}
     evaluation = {p.name for p in datamanager.eval_dataset.image_filenames}
