@@ -234,7 +234,7 @@ def _set_up(config: TrainConfig) -> _Run:
         adapter,
         accelerator,
         dtype,
-        prompts[adapter],
+        prompts[adapter].to(accelerator.device, dtype),  # moved once, not on every step
         params,
         prepared[0],
         prepared[1],
