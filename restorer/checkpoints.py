@@ -24,7 +24,6 @@ from .lora_training import adapter_state_dict, load_raw_adapter, save_file_atomi
 
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_FILE = "adapter.safetensors"
-ACCELERATE_OPTIMIZER_FILE = "optimizer.bin"  # accelerate's OPTIMIZER_NAME + ".bin": marks a checkpoint of save_state
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -118,12 +117,14 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, config) -> Path:
 def load_checkpoint(accelerator, ckpt: Path, has_scheduler: bool) -> int:
     """Restore adapter, optimizer, LR schedule, RNG and sampling state from ``step-N/`` by
     ``accelerator.load_state`` (replaces the hand-written loads); return N."""
-    if not (ckpt / ACCELERATE_OPTIMIZER_FILE).exists():
+    from accelerate.utils import OPTIMIZER_NAME, SCHEDULER_NAME
+
+    if not (ckpt / f"{OPTIMIZER_NAME}.bin").exists():  # accelerate's optimizer file marks a save_state checkpoint
         raise RestorerInputError(
             f"The checkpoint {ckpt} was written by an older aw-train-lora (it has no accelerate state); start a new run "
             "in another --output-dir."
         )
-    if has_scheduler and not (ckpt / "scheduler.bin").exists():
+    if has_scheduler and not (ckpt / f"{SCHEDULER_NAME}.bin").exists():
         raise RestorerInputError(
             f"The checkpoint {ckpt} was written with --lr-schedule constant; resume it with the same setting."
         )
