@@ -71,6 +71,7 @@ from .dba import (
     check_clip_length,
 )
 from .errors import RestorerInputError
+from .flow_matching import TRAINING_FPS
 from .latents import encode_video
 from .preset_models import PresetModels
 from .prompts import PromptEmbedding
@@ -91,8 +92,6 @@ PROMPTS_FILE = "prompts.pt"
 LATENT_KEYS = ("z_ref", "z_clean", "z_heatmap")
 PAIRS_FORMAT = "artifactworld-pairs-v2"
 """v2: official T + 8 DBA layout, sampled VAE latents, fps stored (v1 folders must be rebuilt)."""
-DEFAULT_FPS = 24.0
-"""Frame rate assumed for latents without one (the official trainer's ``DEFAULT_FPS``)."""
 DEFAULT_SEED = 42
 
 
@@ -171,7 +170,7 @@ def pair_generator(name: str, seed: int = DEFAULT_SEED) -> torch.Generator:
 
 
 @torch.no_grad()
-def encode_pair(vae, pair: PairVideos, generator: torch.Generator | None = None, fps: float = DEFAULT_FPS) -> dict:
+def encode_pair(vae, pair: PairVideos, generator: torch.Generator | None = None, fps: float = TRAINING_FPS) -> dict:
     """The pair's normalized VAE latents (``[1, C, F, h, w]`` each, CPU float32, sampled with ``generator``) and fps."""
     latents = {
         "z_ref": encode_video(vae, pair.reference, generator=generator),
@@ -254,7 +253,7 @@ def load_latents(path: Path) -> dict:
             f"The latent file {path} holds latents of different shapes {sorted(shapes)}; rebuild it."
         )
     out: dict = {k: data[k].float() for k in LATENT_KEYS}
-    out["fps"] = float(data.get("fps", DEFAULT_FPS))
+    out["fps"] = float(data.get("fps", TRAINING_FPS))
     return out
 
 
