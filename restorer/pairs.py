@@ -79,7 +79,6 @@ from .pseudo_heatmaps import (  # noqa: F401 -- re-exported with the pair format
     ALEXNET_WEIGHTS_FILE,
     HEATMAP_METRICS,
     HeatmapMetric,
-    alexnet_weights_path,
     check_lpips_weights,
     heatmap_map,
     heatmap_video,
