@@ -39,7 +39,7 @@ class PresetModels:
     """Configuration of the single-file transformer (``ltxv-13b``, or ``tiny`` for the tiny preset)."""
 
 
-def resolve_preset(name: str, **overrides) -> PresetModels:
+def resolve_preset(name: str) -> PresetModels:
     """Roots and settings of a restorer preset (``tiny`` builds its untrained release in the cache on first use).
 
     Unlike inference, training needs only the LTX roots (VAE, text encoder, base transformer),
@@ -48,8 +48,8 @@ def resolve_preset(name: str, **overrides) -> PresetModels:
     from .presets import get_preset
 
     try:
-        preset = get_preset(name, **overrides)
-    except (KeyError, TypeError) as err:
+        preset = get_preset(name)
+    except KeyError as err:
         raise RestorerInputError(str(err.args[0])) from None
     if preset.build_tiny_release and not any((preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)):
         from .tiny import ensure_tiny_release
