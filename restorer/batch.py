@@ -2,7 +2,8 @@
 
 - :func:`list_videos` + :func:`shard` + :func:`process_index`: a sorted file list split by index
   over the processes of an ``accelerate launch`` / ``torchrun`` job (``RANK`` / ``WORLD_SIZE``), so
-  every file goes to exactly one process.
+  every file goes to exactly one process; :func:`pair_videos`: the same-named mp4s of a GT and an
+  artifact folder (``aw-prepare``, ``aw-make-pairs``).
 - :func:`run_batch`: a rich progress bar over the files; a file whose work raises is recorded with a
   one-sentence reason and the batch goes on; :meth:`BatchResult.report` lists failures at the end and
   returns the exit status.
@@ -76,6 +77,33 @@ def require_pair_folders(gt_dir: Path, artifact_dir: Path, output_dir: Path) -> 
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"The output folder {output_dir} exists and is not a folder.")
     return gt_dir, artifact_dir
+
+
+@dataclass
+class VideoPairs:
+    """The mp4s of a GT folder and an artifact folder, by file name, and the names found in both."""
+
+    gt: dict[str, Path]
+    artifact: dict[str, Path]
+    names: list[str]
+
+    def unpaired_notes(self, consequence: str) -> list[str]:
+        """One note per video without its partner, ending in ``consequence`` (e.g. "it was skipped")."""
+        gt, artifact = set(self.gt), set(self.artifact)
+        notes = [
+            f"{n} is in the GT folder but not in the artifact folder; {consequence}." for n in sorted(gt - artifact)
+        ]
+        notes += [
+            f"{n} is in the artifact folder but not in the GT folder; {consequence}." for n in sorted(artifact - gt)
+        ]
+        return notes
+
+
+def pair_videos(gt_dir: Path, artifact_dir: Path) -> VideoPairs:
+    """Same-named mp4s of the two folders (:func:`list_videos` of each)."""
+    gt = {p.name: p for p in list_videos(gt_dir)}
+    artifact = {p.name: p for p in list_videos(artifact_dir)}
+    return VideoPairs(gt, artifact, sorted(set(gt) & set(artifact)))
 
 
 def list_videos(folder: Path) -> list[Path]:

@@ -22,7 +22,8 @@ from .batch import (
     BatchAbort,
     InputError,
     Outcome,
-    list_videos,
+    VideoPairs,
+    pair_videos,
     print_error,
     process_index,
     rank_label,
@@ -64,9 +65,7 @@ class MakePairsArgs:
 class _Inputs:
     """What the model-free checks of ``aw-make-pairs`` found: the paired videos and the output's meta."""
 
-    gt_videos: dict[str, Path]
-    artifact_videos: dict[str, Path]
-    paired: list[str]
+    videos: VideoPairs
     models: object
     meta: dict
     meta_path: Path
@@ -80,10 +79,8 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
     gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
     if args.heatmap_metric == "lpips":
         P.check_lpips_weights()
-    gt_videos = {p.name: p for p in list_videos(gt_dir)}
-    artifact_videos = {p.name: p for p in list_videos(artifact_dir)}
-    paired = sorted(set(gt_videos) & set(artifact_videos))
-    if not paired:
+    videos = pair_videos(gt_dir, artifact_dir)
+    if not videos.names:
         raise InputError(
             f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
         )
@@ -98,14 +95,12 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
                 f"The output folder {args.output_dir} holds pairs built with a different {changed[0]} "
                 f"({old.get(changed[0])!r}); use a new folder or --overwrite."
             )
-    return _Inputs(gt_videos, artifact_videos, paired, models, meta, meta_path)
+    return _Inputs(videos, models, meta, meta_path)
 
 
 def _skipped_notes(inputs: _Inputs) -> list[str]:
     """One note per unpaired video, and the untrained note on the tiny preset."""
-    gt, artifact = set(inputs.gt_videos), set(inputs.artifact_videos)
-    notes = [f"{n} is in the GT folder but not in the artifact folder; it was skipped." for n in sorted(gt - artifact)]
-    notes += [f"{n} is in the artifact folder but not in the GT folder; it was skipped." for n in sorted(artifact - gt)]
+    notes = inputs.videos.unpaired_notes("it was skipped")
     if inputs.models.untrained:
         notes.append(untrained_note("VAE"))
     return notes
@@ -142,8 +137,8 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         stem = Path(name).stem
         if (args.output_dir / P.LATENTS_DIR / f"{stem}.pt").exists() and not args.overwrite:
             return Outcome.SKIPPED
-        clean, fps = read_video(inputs.gt_videos[name])
-        artifact, _ = read_video(inputs.artifact_videos[name])
+        clean, fps = read_video(inputs.videos.gt[name])
+        artifact, _ = read_video(inputs.videos.artifact[name])
         try:
             pair = P.build_pair(
                 clean, artifact, args.heatmap_metric, models.processing_max_side, models.processing_size
@@ -160,7 +155,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     try:
         result = run_batch(
             "aw-make-pairs",
-            shard(inputs.paired, rank, world),
+            shard(inputs.videos.names, rank, world),
             work,
             console=console,
             description=f"aw-make-pairs{label}",

@@ -23,7 +23,7 @@ from rich.console import Console
 from .batch import (
     InputError,
     Outcome,
-    list_videos,
+    pair_videos,
     print_error,
     process_index,
     rank_label,
@@ -82,32 +82,25 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
         print_error(err_console, str(err))
         return 2
 
-    gt_names = {p.name: p for p in list_videos(gt_dir)}
-    artifact_names = {p.name: p for p in list_videos(artifact_dir)}
-    paired = sorted(set(gt_names) & set(artifact_names))
-    notes = []
-    for name in sorted(set(gt_names) - set(artifact_names)):
-        notes.append(f"{name} is in the GT folder but not in the artifact folder; it was not prepared.")
-    for name in sorted(set(artifact_names) - set(gt_names)):
-        notes.append(f"{name} is in the artifact folder but not in the GT folder; it was not prepared.")
-    if not paired:
+    videos = pair_videos(gt_dir, artifact_dir)
+    if not videos.names:
         print_error(err_console, f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}.")
         return 2
 
-    mine = shard(paired, rank, world)
+    mine = shard(videos.names, rank, world)
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
     def work(name: str) -> Outcome:
         out_path = args.output_dir / name
         if out_path.exists() and not args.overwrite:
             return Outcome.SKIPPED
-        prepare_pair(gt_names[name], artifact_names[name], out_path, crf=args.crf)
+        prepare_pair(videos.gt[name], videos.artifact[name], out_path, crf=args.crf)
         return Outcome.DONE
 
     label = rank_label(rank, world)
     result = run_batch("aw-prepare", mine, work, console=console, description=f"aw-prepare{label}")
     if rank == 0:
-        result.notes.extend(notes)
+        result.notes.extend(videos.unpaired_notes("it was not prepared"))
     return result.report(console, label)
 
 
