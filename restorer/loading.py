@@ -20,14 +20,7 @@ diffusers' ``from_single_file`` and the 13B configuration (:data:`LTXV_13B_CONFI
 sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
 option. The scheduler configuration always comes from the 0.9.7-dev root.
 
-Roots come from explicit arguments, else ``ARTIFACTWORLD_WEIGHTS_ROOT``,
-``ARTIFACTWORLD_LTX_MAIN_ROOT``, ``ARTIFACTWORLD_LTX_097_DEV_ROOT``, else folders
-under the cache dir (``ARTIFACTWORLD_CACHE``, default ``~/.cache/artifactworld``).
-A root that points at one of its own subfolders (``.../transformer``) is
-corrected to the parent with a warning. Missing roots are downloaded only when
-allowed (``snapshot_download`` with ``allow_patterns``; ``HF_HOME`` and
-``HF_HUB_OFFLINE`` are honoured), otherwise a :class:`RestorerInputError` names
-the exact command that fetches them.
+Where the roots are, the subfolder fix and what is missing or downloaded: :mod:`restorer.roots`.
 """
 
 from __future__ import annotations
@@ -43,12 +36,7 @@ from typing import Iterator
 import torch
 
 from .errors import RestorerInputError
-from .roots import (  # noqa: F401 -- re-exported: the release layout is part of loading's API
-    LTX_MAIN_REPO,
-    TRANSFORMER_SINGLE_FILE,
-    ReleaseRoots,
-    check_transformer_source,
-)
+from .roots import LTX_MAIN_REPO, TRANSFORMER_SINGLE_FILE, ReleaseRoots, check_transformer_source
 
 LTXV_13B_CONFIG = {
     "activation_fn": "gelu-approximate",
