@@ -253,17 +253,21 @@ def _auxiliary_tensor(value, latent_shape: tuple[int, ...] | None) -> torch.Tens
 
 @contextlib.contextmanager
 def quiet_hub_progress(enabled: bool = True) -> Iterator[None]:
-    """Silence transformers/diffusers load/save progress bars (the tiny preset prints only labelled messages)."""
+    """Silence transformers/diffusers load/save progress bars (the tiny preset prints only labelled messages).
+
+    Nests (the tiny preset builds its release inside it): on exit each library's bars are as they were.
+    """
     if not enabled:
         yield
         return
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
+    libraries = [lib for lib in (transformers_logging, diffusers_logging) if lib.is_progress_bar_enabled()]
+    for lib in libraries:
+        lib.disable_progress_bar()
     try:
         yield
     finally:
-        transformers_logging.enable_progress_bar()
-        diffusers_logging.enable_progress_bar()
+        for lib in libraries:
+            lib.enable_progress_bar()
