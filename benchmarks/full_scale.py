@@ -37,6 +37,7 @@ import torch
 from full_scale_report import report
 from full_scale_workers import OFFICIAL_CLIP, STEPS_PER_STAGE, quiet_libraries, run_in_fresh_process
 
+from artifactworld_ns.restorer.atomic import atomic_path
 from artifactworld_ns.restorer.memory_profiles import count_release_weights
 
 ROUNDS, CLIPS_PER_ROUND = 5, 4
@@ -245,9 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["predictions"] = predictions(result["weights"], blocks, vae_full)
     result["wall_seconds"] = time.perf_counter() - started
     report(result)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {args.out} in {result['wall_seconds'] / 60:.1f} min")
     return result
 

@@ -274,10 +274,10 @@ def run_benchmark(args: BenchmarkArgs) -> dict:
     }
     print_table(console, results)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, args.out)
+        from artifactworld_ns.restorer.atomic import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
         console.print(f"wrote {args.out}")
     return results
 

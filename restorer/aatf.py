@@ -31,7 +31,7 @@ from .dba import anchor_frame_mask, black_tail
 from .errors import RestorerInputError
 from .latents import quantize_8bit
 from .prompts import PromptEmbedding
-from .sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
+from .sampler import TARGET, ProgressCallback, euler_sample, execution_device, pack_latents, unpack_latents
 
 STAGE2_ADAPTER = "stage2"
 STAGE2_ROLES = ("reference", TARGET, "heatmap")
@@ -196,11 +196,15 @@ def sample_restored_latent(
     """Sample the restored target latent with AATF (the stage-2 adapter must be active).
 
     ``z_hm``, ``z_full`` and ``z_null`` are unscaled normalized latents; each is multiplied by
-    ``feature_scale`` before the per-step blend, as the official pipeline does.
+    ``feature_scale`` before the per-step blend, as the official pipeline does. All four are moved once
+    to where the transformer computes (the auxiliary latents come from a CPU cache).
     """
     _, _, frames, height, width = z_ref.shape
-    ref_tokens = pack_latents(z_ref.float())
-    hm_tokens, full_tokens, null_tokens = (pack_latents(z.float()) * feature_scale for z in (z_hm, z_full, z_null))
+    device = execution_device(transformer)
+    ref_tokens = pack_latents(z_ref.to(device, torch.float32))
+    hm_tokens, full_tokens, null_tokens = (
+        pack_latents(z.to(device, torch.float32)) * feature_scale for z in (z_hm, z_full, z_null)
+    )
     table = schedule_table(schedule, sigmas)
 
     def context(step: int, sigma: float) -> dict[str, Tensor]:

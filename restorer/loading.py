@@ -20,14 +20,7 @@ diffusers' ``from_single_file`` and the 13B configuration (:data:`LTXV_13B_CONFI
 sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
 option. The scheduler configuration always comes from the 0.9.7-dev root.
 
-Roots come from explicit arguments, else ``ARTIFACTWORLD_WEIGHTS_ROOT``,
-``ARTIFACTWORLD_LTX_MAIN_ROOT``, ``ARTIFACTWORLD_LTX_097_DEV_ROOT``, else folders
-under the cache dir (``ARTIFACTWORLD_CACHE``, default ``~/.cache/artifactworld``).
-A root that points at one of its own subfolders (``.../transformer``) is
-corrected to the parent with a warning. Missing roots are downloaded only when
-allowed (``snapshot_download`` with ``allow_patterns``; ``HF_HOME`` and
-``HF_HUB_OFFLINE`` are honoured), otherwise a :class:`RestorerInputError` names
-the exact command that fetches them.
+Where the roots are, the subfolder fix and what is missing or downloaded: :mod:`restorer.roots`.
 """
 
 from __future__ import annotations
@@ -43,12 +36,7 @@ from typing import Iterator
 import torch
 
 from .errors import RestorerInputError
-from .roots import (  # noqa: F401 -- re-exported: the release layout is part of loading's API
-    LTX_MAIN_REPO,
-    TRANSFORMER_SINGLE_FILE,
-    ReleaseRoots,
-    check_transformer_source,
-)
+from .roots import LTX_MAIN_REPO, TRANSFORMER_SINGLE_FILE, ReleaseRoots, check_transformer_source
 
 LTXV_13B_CONFIG = {
     "activation_fn": "gelu-approximate",
@@ -265,17 +253,21 @@ def _auxiliary_tensor(value, latent_shape: tuple[int, ...] | None) -> torch.Tens
 
 @contextlib.contextmanager
 def quiet_hub_progress(enabled: bool = True) -> Iterator[None]:
-    """Silence transformers/diffusers load/save progress bars (the tiny preset prints only labelled messages)."""
+    """Silence transformers/diffusers load/save progress bars (the tiny preset prints only labelled messages).
+
+    Nests (the tiny preset builds its release inside it): on exit each library's bars are as they were.
+    """
     if not enabled:
         yield
         return
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
+    libraries = [lib for lib in (transformers_logging, diffusers_logging) if lib.is_progress_bar_enabled()]
+    for lib in libraries:
+        lib.disable_progress_bar()
     try:
         yield
     finally:
-        transformers_logging.enable_progress_bar()
-        diffusers_logging.enable_progress_bar()
+        for lib in libraries:
+            lib.enable_progress_bar()

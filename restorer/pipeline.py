@@ -53,7 +53,7 @@ from .loading import (
 from .lora import load_lora_adapter
 from .presets import UNTRAINED_LABEL, untrained_note
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
-from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots, resolve_roots
+from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots
 from .sampler import (
     ProgressCallback,
     compute_dtype,
@@ -130,11 +130,8 @@ class ArtifactRestorer(StageRunner):
         weights are on disk or may be downloaded, or when its memory profile does not fit the GPU; loads
         nothing. The tiny preset builds its own weights."""
         preset = resolve_restorer_preset(name, overrides)
-        if builds_tiny_release(preset):
-            return
-        roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
-        if not preset.allow_download:
-            ensure_roots(roots, allow_download=False, transformer_source=preset.transformer_source)
+        if not builds_tiny_release(preset) and not preset.allow_download:
+            ensure_roots(preset_roots(preset), allow_download=False, transformer_source=preset.transformer_source)
 
     @classmethod
     def _from_preset(cls, preset, label: str, progress: ProgressCallback | None) -> "ArtifactRestorer":

@@ -258,7 +258,7 @@ def _save_random_release(root: Path, spec: RandomReleaseSpec, seed: int) -> Rele
 
 
 def ensure_tiny_release(base: Path | None = None, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
-    """Build the tiny release under ``<cache>/tiny-release-v1-seed<seed>`` on first use; return its roots."""
+    """Build the tiny release under ``<cache>/<TINY_RELEASE_VERSION>-seed<seed>`` on first use; return its roots."""
     base = base or cache_dir()
     root = base / f"{TINY_RELEASE_VERSION}-seed{seed}"
     marker = root / "COMPLETE"

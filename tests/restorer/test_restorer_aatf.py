@@ -120,3 +120,32 @@ def test_stage2_feeds_the_scaled_blended_heatmap_segment_each_step():
         assert torch.allclose(hidden[0, 4:], heatmap + 0.15 * s**2 * fresh[0, 4:], atol=1e-6)
         assert torch.allclose(hidden[0, :2], 5.0 + 0.15 * s**2 * fresh[0, :2], atol=1e-6)  # reference segment
         assert torch.allclose(timestep, torch.tensor([[0.0, 0.0, s * 1000, s * 1000, 0.0, 0.0]]))
+
+
+def test_stage2_blends_on_the_transformer_device(monkeypatch: pytest.MonkeyPatch):
+    """z_ref and z_hm come from the VAE on the execution device, the auxiliary latents from the restorer's
+    CPU cache: the blend must run where the transformer computes (``meta`` stands in for a GPU here)."""
+    from artifactworld_ns.restorer import aatf
+
+    segments = {}
+
+    def sampler(transformer, prompt, *, context, noise, **kwargs):
+        segments.update(context(0, 1.0))
+        return torch.zeros(noise.shape)
+
+    monkeypatch.setattr(aatf, "euler_sample", sampler)
+    z = torch.zeros(1, 2, 1, 1, 2)
+    sample_restored_latent(
+        torch.nn.Linear(1, 1, device="meta"),
+        PromptEmbedding(torch.zeros(1, 1, 3), torch.ones(1, 1)),
+        z.to("meta"),
+        z.to("meta"),
+        z,
+        z,
+        OFFICIAL_BLEND_TABLE,
+        torch.zeros(1, 2, 2),
+        linear_quadratic_sigmas(8),
+        latent_video_coords(1, 1, 2),
+        torch.Generator().manual_seed(0),
+    )
+    assert {name: t.device.type for name, t in segments.items()} == {"reference": "meta", "heatmap": "meta"}

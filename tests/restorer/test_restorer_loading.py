@@ -213,3 +213,27 @@ def test_official_prompts_padded_to_256_tokens_with_mask(tiny_roots, tmp_path, m
         )
         == 3
     )
+
+
+def test_quiet_hub_progress_nests_and_restores_the_bars():
+    """The tiny preset builds its release (quiet) inside its own quiet load: the inner exit must not turn
+    the bars back on for the rest of the load, and the outer exit leaves them as the user had them."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from artifactworld_ns.restorer.loading import quiet_hub_progress
+
+    libraries = (transformers_logging, diffusers_logging)
+    before = [lib.is_progress_bar_enabled() for lib in libraries]
+    try:
+        for user_setting in (True, False):
+            for lib in libraries:
+                (lib.enable_progress_bar if user_setting else lib.disable_progress_bar)()
+            with quiet_hub_progress():
+                with quiet_hub_progress():
+                    pass
+                assert not any(lib.is_progress_bar_enabled() for lib in libraries)
+            assert all(lib.is_progress_bar_enabled() == user_setting for lib in libraries)
+    finally:
+        for lib, enabled in zip(libraries, before):
+            (lib.enable_progress_bar if enabled else lib.disable_progress_bar)()
