@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from jaxtyping import Float
@@ -46,9 +46,10 @@ def subset_dataparser_outputs(outputs: DataparserOutputs, indices: List[int]) ->
     )
 
 
-def camera_record(pose: Optional[Tensor], camera: Cameras) -> Dict:
-    """A bank record of one camera: ``camera``'s intrinsics, with ``pose`` as its camera-to-world when given."""
-    record = {
+def camera_record(camera: Cameras) -> Dict:
+    """A bank record of one camera: its camera-to-world and pinhole intrinsics (what :func:`pinhole_cameras` reads)."""
+    return {
+        "camera_to_world": camera.camera_to_worlds[:3, :4].tolist(),
         "fx": float(camera.fx),
         "fy": float(camera.fy),
         "cx": float(camera.cx),
@@ -56,9 +57,6 @@ def camera_record(pose: Optional[Tensor], camera: Cameras) -> Dict:
         "width": int(camera.width),
         "height": int(camera.height),
     }
-    if pose is not None:
-        record["camera_to_world"] = pose[:3, :4].tolist()
-    return record
 
 
 def pinhole_cameras(camera_to_worlds: Float[Tensor, "n 3 4"], intrinsics: Dict) -> Cameras:

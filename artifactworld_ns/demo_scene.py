@@ -31,6 +31,9 @@ MIN_SIDE, MAX_SIDE = 16, 4096
 BACKGROUND = 0.5
 """Grey behind the Gaussians (the oracle restorer composites the same)."""
 MAX_VIEWS = 2000
+GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors")
+"""The Gaussians' tensors, as ``ground_truth_gaussians.pt`` stores them."""
+OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
 class DemoSceneError(ValueError):
@@ -139,29 +142,33 @@ def focal_length(width: int) -> float:
 
 
 @torch.no_grad()
+def render_gaussians(
+    scene: Dict[str, Tensor],
+    camera_to_world: Float[Tensor, "4 4"],
+    K: Float[Tensor, "3 3"],
+    width: int,
+    height: int,
+    background: float = BACKGROUND,
+) -> Float[Tensor, "height width 3"]:
+    """One view of the scene's Gaussians from an OpenGL camera-to-world (pinhole ``K``), over ``background``.
+
+    aw-demo-scene renders its images with it, and the oracle reference restorer the ground truth at a clip's cameras.
+    """
+    viewmat = torch.linalg.inv(camera_to_world @ OPENGL_TO_OPENCV)
+    image, alpha, _ = rasterization_torch(
+        **{key: scene[key] for key in GAUSSIAN_KEYS}, viewmats=viewmat[None], Ks=K[None], width=width, height=height
+    )
+    return (image[0] + (1 - alpha[0]) * background).clamp(0, 1)  # grey where nothing is (rare: the dome covers it)
+
+
 def render_views(
     scene: Dict[str, Tensor], camera_to_worlds: Tensor, width: int, height: int
 ) -> Float[Tensor, "views height width 3"]:
-    opencv_c2w = camera_to_worlds @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
-    viewmats = torch.linalg.inv(opencv_c2w)
     f = focal_length(width)
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
-    images = []
     with Progress(transient=True) as progress:
-        for viewmat in progress.track(viewmats, description="rendering demo views"):
-            image, alpha, _ = rasterization_torch(
-                means=scene["means"],
-                quats=scene["quats"],
-                scales=scene["scales"],
-                opacities=scene["opacities"],
-                colors=scene["colors"],
-                viewmats=viewmat[None],
-                Ks=K[None],
-                width=width,
-                height=height,
-            )
-            images.append(image[0] + (1 - alpha[0]) * BACKGROUND)  # grey where nothing is (rare: the dome covers it)
-    return torch.stack(images).clamp(0, 1)
+        poses = progress.track(camera_to_worlds, description="rendering demo views")
+        return torch.stack([render_gaussians(scene, pose, K, width, height) for pose in poses])
 
 
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:

@@ -43,13 +43,6 @@ def nchw(frames: Tensor) -> Tensor:
     return frames.permute(0, 3, 1, 2).float().contiguous()
 
 
-def lpips_unavailable_reason() -> Optional[str]:
-    """Why LPIPS cannot be computed here, or None when torchvision's AlexNet weights are in the hub cache."""
-    from artifactworld_ns.restorer import missing_alexnet_weights
-
-    return missing_alexnet_weights()
-
-
 class LpipsMetric:
     """torchmetrics' AlexNet LPIPS on frames in ``[0, 1]`` (built only from local weights)."""
 
@@ -177,7 +170,9 @@ class MetricSuite:
     ) -> "MetricSuite":
         dev = torch.device(device)
         suite = cls()
-        reason = lpips_unavailable_reason()
+        from artifactworld_ns.restorer import missing_alexnet_weights
+
+        reason = missing_alexnet_weights()  # None when torchvision's AlexNet weights are in the hub cache
         if reason is None:
             try:
                 suite.lpips = LpipsMetric(dev)

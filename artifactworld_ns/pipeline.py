@@ -206,7 +206,7 @@ class ArtifactWorldPipeline(VanillaPipeline):
             record.seconds["restore"] = time.perf_counter() - started
 
             started = time.perf_counter()
-            self._add_to_bank(record, clips, results)
+            self._add_to_bank(record, clips, clip_cameras, results)
             record.seconds["inject"] = time.perf_counter() - started
             bank.save_index(self.bank_dir)
             self._log_round(step, record, renders, results)
@@ -255,15 +255,14 @@ class ArtifactWorldPipeline(VanillaPipeline):
             restorer.offload()
         return results
 
-    def _add_to_bank(self, record: RoundRecord, clips: List[ClipPlan], results) -> None:
-        """The restored inner frames (the end frames are the training views themselves) with their cameras."""
+    def _add_to_bank(self, record: RoundRecord, clips: List[ClipPlan], clip_cameras: List[Cameras], results) -> None:
+        """The restored inner frames (the end frames are the training views themselves) and their render cameras."""
         frames, heatmaps, cameras = [], [], []
-        for clip, result in zip(clips, results):
+        for clip, clip_camera, result in zip(clips, clip_cameras, results):
             inner = slice(1, len(clip.camera_to_worlds) - 1)
             frames.append(result.frames[inner])
             heatmaps.append(result.heatmap[inner])
-            anchor = self.datamanager.train_dataset.cameras[clip.anchor_first]
-            cameras += [camera_record(pose, anchor) for pose in clip.camera_to_worlds[inner]]
+            cameras += [camera_record(clip_camera[i]) for i in range(inner.start, inner.stop)]
             record.clips.append(
                 {
                     "anchor_first": clip.anchor_first,

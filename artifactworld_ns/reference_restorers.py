@@ -22,11 +22,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from artifactworld_ns.demo_scene import GAUSSIAN_KEYS, render_gaussians
 from artifactworld_ns.restorer import RestorationResult
 
 GROUND_TRUTH_FILE = "ground_truth_gaussians.pt"
 """Written by ``aw-demo-scene`` next to ``transforms.json``."""
-OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 IDENTITY_LABEL = "[identity reference restorer: returns the renders unchanged, a lower bound]"
 ORACLE_LABEL = "[oracle reference restorer: returns the ground truth, an upper bound]"
 
@@ -93,29 +93,20 @@ class OracleRestorer:
                 "use a scene made by aw-demo-scene or another --pipeline.restorer-preset."
             )
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        gaussians = {k: saved[k].float() for k in ("means", "quats", "scales", "opacities", "colors")}
+        gaussians = {k: saved[k].float() for k in GAUSSIAN_KEYS}
         return cls(gaussians, float(saved.get("background", 0.5)), to_scene)
 
     def render(self, cameras) -> Float[Tensor, "frames height width 3"]:
         """The ground truth at nerfstudio ``cameras`` (pinhole; their intrinsics and size)."""
-        from artifactworld_ns.torch_rasterizer import rasterization_torch
-
-        poses = self.to_scene.to_original(cameras.camera_to_worlds.cpu()) @ OPENGL_TO_OPENCV
-        viewmats = torch.linalg.inv(poses)
-        images = []
-        for i in range(poses.shape[0]):
-            fx, fy, cx, cy = (float(getattr(cameras, k)[i]) for k in ("fx", "fy", "cx", "cy"))
-            K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-            with torch.no_grad():
-                image, alpha, _ = rasterization_torch(
-                    **{k: self.gaussians[k] for k in ("means", "quats", "scales", "opacities", "colors")},
-                    viewmats=viewmats[i : i + 1],
-                    Ks=K[None],
-                    width=int(cameras.width[i]),
-                    height=int(cameras.height[i]),
-                )
-            images.append(image[0] + (1 - alpha[0]) * self.background)
-        return torch.stack(images).clamp(0, 1)
+        poses = self.to_scene.to_original(cameras.camera_to_worlds.cpu())
+        Ks = cameras.get_intrinsics_matrices().cpu()
+        sizes = zip(cameras.width.view(-1).tolist(), cameras.height.view(-1).tolist())
+        return torch.stack(
+            [
+                render_gaussians(self.gaussians, pose, K, width, height, self.background)
+                for pose, K, (width, height) in zip(poses, Ks, sizes)
+            ]
+        )
 
     def restore(
         self, frames: Tensor, first_anchor: Tensor, last_anchor: Tensor, opacity: Optional[Tensor] = None, cameras=None

@@ -92,16 +92,14 @@ def eval_renders(config: Path, count: int) -> tuple[list[np.ndarray], list[np.nd
     """Renders and ground truth of the first ``count`` eval views (uint8 arrays)."""
     from nerfstudio.utils.eval_utils import eval_setup
 
+    from artifactworld_ns.render_io import render_frames
+
     _, pipeline, _, _ = eval_setup(config, test_mode="test")
     dataset = pipeline.datamanager.eval_dataset
-    picks = np.linspace(0, len(dataset) - 1, count).round().astype(int)
-    renders, truths = [], []
-    pipeline.model.eval()
-    for i in picks:
-        with torch.no_grad():
-            rgb = pipeline.model.get_outputs_for_camera(dataset.cameras[int(i) : int(i) + 1].to(pipeline.device))["rgb"]
-        renders.append((rgb[..., :3].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8))
-        truths.append((dataset.get_image_float32(int(i))[..., :3].clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+    picks = np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist()
+    rgb, _ = render_frames(pipeline, dataset.cameras[torch.tensor(picks)])
+    renders = [(frame.numpy() * 255).round().astype(np.uint8) for frame in rgb]
+    truths = [(dataset.get_image_float32(i)[..., :3].clamp(0, 1).numpy() * 255).round().astype(np.uint8) for i in picks]
     return renders, truths
 
 
