@@ -19,11 +19,12 @@ demo: setup
 lint: setup
 	bash scripts/lint.sh
 
+# scripts/test.sh empties every cache outside the clone first (ARTIFACTWORLD_CACHE, HF_HOME, TORCH_HOME, XDG_*).
 test: setup browser lint
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests
+	bash scripts/test.sh tests
 
 test-fast: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest tests -m "not slow"
+	bash scripts/test.sh tests -m "not slow"
 
 lock:
 	uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header requirements.in -o requirements.lock

@@ -267,3 +267,73 @@ def ensure_tiny_release(base: Path | None = None, seed: int = TINY_RELEASE_SEED)
             save_tiny_release(staging, seed=seed)
             (staging / "COMPLETE").write_text(f"{TINY_RELEASE_VERSION} {UNTRAINED_LABEL}\n")
     return tiny_roots(root)
+
+
+FINGERPRINT_RTOL = 1e-5
+"""How far a release's tensors may drift from a recorded fingerprint: far above float32 convolution noise
+(CPU kernels and thread counts change the auxiliary latents' last bits), far below any change of weights or seed."""
+
+
+def _weight_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor in one weight file (safetensors, or a ``.pt`` holding a tensor or a dict of tensors and sizes)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(data, torch.Tensor):
+        return {"": data}
+    return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+
+
+def tensor_fingerprint(tensor: torch.Tensor) -> list[float]:
+    """``[sum, sum of squares, projection on a fixed random +-1 vector]`` of a tensor, in float64."""
+    flat = tensor.detach().reshape(-1).to(torch.float64)
+    signs = torch.randint(0, 2, flat.shape, generator=torch.Generator().manual_seed(0), dtype=torch.int8) * 2 - 1
+    return [flat.sum().item(), flat.square().sum().item(), (flat * signs).sum().item()]
+
+
+def release_fingerprints(root: str | os.PathLike) -> dict[str, dict]:
+    """What identifies a release under ``root`` numerically: per weight file and tensor, its shape and fingerprint.
+
+    Used instead of file hashes, whose bytes change with the CPU model and thread count (the auxiliary latents come
+    out of the VAE's convolutions); :func:`fingerprint_mismatches` compares two of these with a tolerance.
+    """
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".pt"))
+    return {
+        str(path.relative_to(root)): {
+            name: {"shape": list(tensor.shape), "dtype": str(tensor.dtype), "fingerprint": tensor_fingerprint(tensor)}
+            for name, tensor in sorted(_weight_tensors(path).items())
+        }
+        for path in files
+    }
+
+
+def fingerprint_mismatches(
+    actual: dict[str, dict], expected: dict[str, dict], rtol: float = FINGERPRINT_RTOL
+) -> list[str]:
+    """The tensors of ``actual`` that differ from ``expected`` (missing, reshaped, or past ``rtol``), one line each.
+
+    Each fingerprint entry is compared with a tolerance of ``rtol`` times the tensor's scale
+    (``sqrt(numel * sum of squares)``, which bounds the sum and the projection).
+    """
+    problems = []
+    for file in sorted(set(actual) | set(expected)):
+        got, want = actual.get(file, {}), expected.get(file, {})
+        for name in sorted(set(got) | set(want)):
+            where = f"{file}:{name}" if name else file
+            if name not in got or name not in want:
+                problems.append(f"{where}: only in the {'fixture' if name in want else 'release'}")
+                continue
+            if (got[name]["shape"], got[name]["dtype"]) != (want[name]["shape"], want[name]["dtype"]):
+                problems.append(
+                    f"{where}: {got[name]['shape']} {got[name]['dtype']} != {want[name]['shape']} {want[name]['dtype']}"
+                )
+                continue
+            numel = max(1, int(torch.tensor(want[name]["shape"]).prod().item()))
+            scale = (numel * abs(want[name]["fingerprint"][1])) ** 0.5 + 1e-30
+            error = max(abs(a - b) for a, b in zip(got[name]["fingerprint"], want[name]["fingerprint"]))
+            if error > rtol * scale:
+                problems.append(f"{where}: fingerprint off by {error / scale:.2e} of its scale (tolerance {rtol:.0e})")
+    return problems
