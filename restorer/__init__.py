@@ -26,6 +26,17 @@ from .dba import (
     trim_to_clip,
 )
 from .errors import RestorerInputError
+from .labels import (
+    ARTIFACT_TYPES,
+    LABELS_FILE,
+    ClipLabel,
+    LabelError,
+    labels_beside,
+    labels_by_name,
+    parse_artifact_types,
+    read_labels,
+    write_labels,
+)
 from .pipeline import ArtifactRestorer, RestorationResult
 from .presets import UNTRAINED_LABEL, untrained_note
 from .pseudo_heatmaps import ALEXNET_WEIGHTS_FILE, alexnet_weights_path, missing_alexnet_weights
@@ -34,11 +45,15 @@ from .video_io import VideoReadError, environment_with_ffmpeg, put_ffmpeg_on_pat
 __all__ = [
     "ALEXNET_WEIGHTS_FILE",
     "ANCHOR_TAIL_FRAMES",
+    "ARTIFACT_TYPES",
+    "LABELS_FILE",
     "MIN_CLIP_FRAMES",
     "TRAINED_CLIP_FRAMES",
     "UNTRAINED_LABEL",
     "ArtifactRestorer",
+    "ClipLabel",
     "ClipLengthError",
+    "LabelError",
     "RestorationResult",
     "RestorerInputError",
     "StepProgress",
@@ -50,14 +65,19 @@ __all__ = [
     "check_clip_length",
     "environment_with_ffmpeg",
     "is_clip_length",
+    "labels_beside",
+    "labels_by_name",
     "largest_clip_length",
     "missing_alexnet_weights",
     "nearest_clip_length",
+    "parse_artifact_types",
     "print_error",
     "print_note",
     "put_ffmpeg_on_path",
+    "read_labels",
     "read_video",
     "trim_to_clip",
     "untrained_note",
+    "write_labels",
     "write_video",
 ]
