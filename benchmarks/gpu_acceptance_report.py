@@ -104,7 +104,7 @@ def markdown(result: dict) -> str:
         "",
         f"torch {env['torch']} (CUDA {env['cuda']}), diffusers {env['diffusers']}, transformers {env['transformers']}, "
         f"peft {env['peft']}, Python {env['python']}; GPU memory {_num(env['gpu_total_bytes'], GB, 1)} GB.",
-        f"Model: {config['width']} width, {config['depth']} blocks, rank-{config['lora_rank']} adapters, "
+        f"Model: {config['width']} width, {config['depth']} of 48 blocks, rank-{config['lora_rank']} adapters, "
         f"text width {config['text_width']}, {config['dtype']}; reference {'x'.join(map(str, config['reference']))} "
         f"(a {config['clip_frames']}-frame clip), {config['steps']} steps per stage; random weights (UNTRAINED).",
         f"Cells are measured / predicted (ratio). Predicted memory: {basis['memory']}; seconds: {basis['seconds']}."
