@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 
 
 def peak_rss_mib() -> float:
@@ -23,3 +24,23 @@ def moving_pattern(frames: int, height: int, width: int):
     g = 0.5 + 0.4 * torch.cos(5 * y - 0.3 * t)
     b = 0.5 + 0.3 * torch.sin(4 * (x + y) + 0.2 * t)
     return torch.stack(torch.broadcast_tensors(r, g, b), dim=-1)
+
+
+def ensure_restorer_importable() -> None:
+    """Make ``artifactworld_ns.restorer`` importable from this checkout when the project is not installed (a GPU
+    machine with the carried wheels on ``PYTHONPATH``): ``restorer/`` installs inside ``artifactworld_ns``
+    (pyproject's package-dir), so the checkout's root joins that package's search path, as the install would."""
+    try:
+        import artifactworld_ns.restorer  # noqa: F401
+
+        return
+    except ModuleNotFoundError as err:
+        if err.name not in ("artifactworld_ns", "artifactworld_ns.restorer"):
+            raise
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import artifactworld_ns
+
+    if root not in artifactworld_ns.__path__:
+        artifactworld_ns.__path__.append(root)

@@ -129,7 +129,7 @@ def resident_bytes(
 ) -> int:
     """Weights on the GPU while a clip is restored (the text encoder is not: prompts are cached)."""
     block = figures.transformer_block_fp8 if fp8_transformer_storage else figures.transformer_block_bf16
-    blocks_on_gpu = (2 if offload_stream else 1) if group_offload else figures.num_blocks
+    blocks_on_gpu = min(2 if offload_stream else 1, figures.num_blocks) if group_offload else figures.num_blocks
     return figures.transformer_other_bf16 + blocks_on_gpu * (block + figures.lora_block) + figures.vae
 
 

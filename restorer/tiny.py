@@ -183,15 +183,17 @@ def random_lora_state_dict(
     seed: int = 0,
     rank: int = TINY_LORA_RANK,
     targets: tuple[str, ...] = TINY_LORA_TARGETS,
+    device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
     """Random LoRA weights (both A and B non-zero, so the adapter changes outputs) for every block's targets.
 
     ``key_format``: ``"diffusers"`` (``transformer.`` prefix) or ``"comfyui"`` (``diffusion_model.`` prefix).
     Entries are 0.3 x N(0, 1) at the tiny width; wider layers (rank or fan-in above 64) are scaled by
-    ``1 / sqrt(fan-in)`` so that the update stays the size of the layer's output.
+    ``1 / sqrt(fan-in)`` so that the update stays the size of the layer's output. ``device``: where they are
+    drawn (its own generator; a GPU draws the 13B's 1.3 B adapter weights in a moment, a CPU takes a minute).
     """
     prefix = {"diffusers": "transformer.", "comfyui": "diffusion_model."}[key_format]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)
     state = {}
     for name, module in transformer.named_modules():
         if (
@@ -202,10 +204,10 @@ def random_lora_state_dict(
             a_scale = 0.3 if module.in_features <= 64 else module.in_features**-0.5
             b_scale = 0.3 if rank <= 64 else 0.3 * rank**-0.5
             state[f"{prefix}{name}.lora_A.weight"] = (
-                torch.randn(rank, module.in_features, generator=generator) * a_scale
+                torch.randn(rank, module.in_features, generator=generator, device=device) * a_scale
             )
             state[f"{prefix}{name}.lora_B.weight"] = (
-                torch.randn(module.out_features, rank, generator=generator) * b_scale
+                torch.randn(module.out_features, rank, generator=generator, device=device) * b_scale
             )
     return state
 
@@ -246,15 +248,22 @@ def _save_random_release(root: Path, spec: RandomReleaseSpec, seed: int) -> Rele
     for path, key_format, offset in ((roots.stage1_lora, "diffusers", 1), (roots.stage2_lora, "comfyui", 2)):
         lora = random_lora_state_dict(transformer, key_format, seed=seed + offset, rank=spec.lora_rank)
         save_file({k: v.to(spec.dtype) for k, v in lora.items()}, str(path))
-    z_full, z_null = auxiliary_latents(vae, *spec.aux_reference)
-    (roots.weights / AUXILIARY_LATENTS_DIR).mkdir(exist_ok=True)
+    save_auxiliary_latents(roots, vae, spec.aux_reference)
+    return roots
+
+
+def save_auxiliary_latents(roots: ReleaseRoots, vae: torch.nn.Module, reference: tuple[int, int, int]) -> None:
+    """``z_full`` / ``z_null`` for a ``(frames, height, width)`` reference, computed with ``vae`` and saved in two of
+    the official formats: ``z_full.pt`` a dict with packed ``latents`` and their sizes, ``z_null.pt`` a
+    ``[C, F, h, w]`` tensor (both float32 on the CPU)."""
+    z_full, z_null = (z.float().cpu() for z in auxiliary_latents(vae, *reference))
+    (roots.weights / AUXILIARY_LATENTS_DIR).mkdir(parents=True, exist_ok=True)
     _, _, frames, height, width = z_full.shape
     torch.save(
         {"latents": pack_latents(z_full)[0], "num_frames": frames, "height": height, "width": width},
         roots.auxiliary_latent(Z_FULL_FILE),
     )
     torch.save(z_null[0], roots.auxiliary_latent(Z_NULL_FILE))
-    return roots
 
 
 def ensure_tiny_release(base: Path | None = None, seed: int = TINY_RELEASE_SEED) -> ReleaseRoots:
