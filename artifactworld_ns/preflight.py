@@ -265,6 +265,9 @@ def absolute_paths(config: TrainerConfig) -> None:
         value = getattr(owner, name, None)
         if isinstance(value, (str, Path)) and str(value):
             setattr(owner, name, Path(value).absolute())
+    dataparser = getattr(datamanager, "dataparser", None)
+    if getattr(datamanager, "data", None) is not None and hasattr(dataparser, "data"):
+        dataparser.data = datamanager.data  # as nerfstudio's datamanager sets it; the saved config says it once
 
 
 _CREATED_RUN_DIRS: set = set()
