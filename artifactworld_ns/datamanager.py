@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
@@ -50,7 +51,8 @@ class ArtifactWorldDataManager(FullImageDatamanager):
     config: ArtifactWorldDataManagerConfig
 
     def __init__(self, config: ArtifactWorldDataManagerConfig, *args, **kwargs):
-        _check_config(config)
+        check_datamanager_options(config)
+        check_scene_exists(config)
         self._eval_outputs: Optional[DataparserOutputs] = None
         if self.sparse_protocol(config) and hasattr(config.dataparser, "eval_mode"):
             # The protocol picks training views among all images; the rest become eval views.
@@ -61,6 +63,10 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         self.draws: List[Tuple[int, bool]] = []
         """(step, drew a generated view) for every training step: what ``next_train`` served."""
         self._rng = random.Random(config.seed)
+        if self.test_mode == "val":
+            # Training: read every image now (nerfstudio would at the first step and the first eval), so a
+            # broken image is refused at set-up, before the model is built, not after minutes of training.
+            _ = self.cached_train, self.cached_eval
 
     # ------------------------------------------------------------------ resuming (see artifactworld_ns/resume.py)
 
@@ -153,8 +159,24 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         return anchor_image(self.cached_train[index]["image"].cpu(), size)
 
 
-def _check_config(config: ArtifactWorldDataManagerConfig) -> None:
+def check_datamanager_options(config: ArtifactWorldDataManagerConfig) -> None:
+    """One sentence per bad datamanager option (also run by :func:`artifactworld_ns.preflight.preflight`)."""
     if not 0.0 <= config.generated_view_fraction <= 1.0:
         stop(
             f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1."
         )
+
+
+def check_scene_exists(config: ArtifactWorldDataManagerConfig) -> None:
+    """The scene folder must exist: a run's config.yml may name it relative to another working folder
+    (runs trained before the data path was saved absolute), which ns-eval, ns-viewer and aw-render read
+    relative to their own."""
+    data = config.data if config.data is not None else getattr(config.dataparser, "data", None)
+    if data is None or Path(data).exists():
+        return
+    if Path(data).is_absolute():
+        stop(f"The scene {data} named by the run's config does not exist; put the scene back there.")
+    stop(
+        f"The scene {data} does not exist as seen from {Path.cwd()}; the run's config.yml names it relative to "
+        "the folder it was trained in, so run the command from that folder."
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +14,6 @@ from typing import Optional
 
 import tyro
 from rich.console import Console
-from rich.panel import Panel
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
 from artifactworld_ns.restorer import environment_with_ffmpeg, untrained_note
@@ -61,24 +62,56 @@ def round_step(args: DemoArgs) -> int:
     return step
 
 
+def tool(name: str) -> str:
+    """How to call one of this environment's commands: its bare name when it is the one on PATH, else its full path."""
+    path = Path(sys.executable).parent / name
+    return name if shutil.which(name) == str(path) else str(path)
+
+
+def summary(run_dir: Path, minutes: float) -> list[str]:
+    """The demo's closing lines: absolute paths, and each command on a line of its own."""
+    config = run_dir / "config.yml"
+    return [
+        f"Training took {minutes:.1f} min.",
+        f"Run folder:   {run_dir}",
+        f"Checkpoints:  {run_dir / 'nerfstudio_models'}",
+        f"Restored views (pseudo-view bank): {run_dir / 'bank'}",
+        f"Restorer:     {untrained_note()}",
+        "Open it in the viewer:",
+        f"  {shlex.join([tool('ns-viewer'), '--load-config', str(config)])}",
+        "Metrics (PSNR, SSIM, LPIPS):",
+        f"  {shlex.join([tool('ns-eval'), '--load-config', str(config), '--output-path', str(run_dir / 'eval.json')])}",
+        "TensorBoard:",
+        f"  {shlex.join([tool('tensorboard'), '--logdir', str(run_dir)])}",
+    ]
+
+
+def print_summary(lines: list[str], console: Console = CONSOLE) -> None:
+    """Print ``lines`` unwrapped (``soft_wrap``): a command that is wider than the terminal stays one line to copy."""
+    console.rule("ArtifactWorld demo finished")
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
 def run_demo(args: DemoArgs) -> Path:
     """Returns the run's config.yml."""
     step = round_step(args)
+    scene_dir, output_dir = args.scene_dir.absolute(), args.output_dir.absolute()
     CONSOLE.print(f"[bold yellow]Note:[/] this demo trains artifactworld-tiny. {untrained_note()}")
-    if (args.scene_dir / "transforms.json").is_file():
-        CONSOLE.print(f"Reusing the demo scene in {args.scene_dir}")
+    if (scene_dir / "transforms.json").is_file():
+        CONSOLE.print(f"Reusing the demo scene in {scene_dir}", soft_wrap=True)
     else:
-        write_demo_scene(DemoSceneArgs(args.scene_dir, num_views=args.num_views, width=args.width, height=args.height))
-        CONSOLE.print(f"Wrote the demo scene to {args.scene_dir}")
+        write_demo_scene(DemoSceneArgs(scene_dir, num_views=args.num_views, width=args.width, height=args.height))
+        CONSOLE.print(f"Wrote the demo scene to {scene_dir}", soft_wrap=True)
 
     timestamp = datetime.now().strftime("%Y-%m-%d_%H%M%S")
     command = [
         str(Path(sys.executable).parent / "ns-train"),
         "artifactworld-tiny",
         "--data",
-        str(args.scene_dir),
+        str(scene_dir),
         "--output-dir",
-        str(args.output_dir),
+        str(output_dir),
         "--experiment-name",
         "demo",
         "--timestamp",
@@ -96,30 +129,13 @@ def run_demo(args: DemoArgs) -> Path:
         "--viewer.quit-on-train-completion",
         "True",
     ]
-    CONSOLE.print("Running: ns-train " + " ".join(command[1:]))
+    CONSOLE.print("Running: " + shlex.join([tool("ns-train"), *command[1:]]), soft_wrap=True, markup=False)
     started = time.perf_counter()
     subprocess.run(command, check=True, env=environment_with_ffmpeg())
     minutes = (time.perf_counter() - started) / 60
-    run_dir = args.output_dir / "demo" / "artifactworld-tiny" / timestamp
-    config = run_dir / "config.yml"
-    CONSOLE.print(
-        Panel.fit(
-            "\n".join(
-                [
-                    f"Training took {minutes:.1f} min.",
-                    f"Run folder:   {run_dir}",
-                    f"Checkpoints:  {run_dir / 'nerfstudio_models'}",
-                    f"Restored views (pseudo-view bank): {run_dir / 'bank'}",
-                    f"Viewer:       ns-viewer --load-config {config}",
-                    f"Metrics:      ns-eval --load-config {config} --output-path {run_dir / 'eval.json'}",
-                    f"TensorBoard:  tensorboard --logdir {run_dir}",
-                    f"Restorer:     {untrained_note()}",
-                ]
-            ),
-            title="ArtifactWorld demo finished",
-        )
-    )
-    return config
+    run_dir = output_dir / "demo" / "artifactworld-tiny" / timestamp
+    print_summary(summary(run_dir, minutes))
+    return run_dir / "config.yml"
 
 
 def entrypoint() -> None:

@@ -10,7 +10,9 @@ trainer turns what is left of the dataparser's errors into one sentence naming t
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Type
@@ -74,8 +76,9 @@ def check_load_dir(load_dir: Optional[Path], load_step: Optional[int]) -> None:
         )
 
 
-def check_nerfstudio_scene(data: Optional[Path]) -> None:
-    """A nerfstudio-data scene: the folder, a readable ``transforms.json`` with frames, and their images."""
+def check_nerfstudio_scene(data: Optional[Path]) -> dict:
+    """A nerfstudio-data scene: the folder, a readable ``transforms.json`` with frames, their images and
+    cameras (:func:`check_cameras`); returns the parsed ``transforms.json``."""
     if data is None or str(data) in ("", "."):
         raise PreflightError(
             "No scene given; pass --data FOLDER (a folder with transforms.json, e.g. from aw-demo-scene or ns-process-data)."
@@ -119,6 +122,121 @@ def check_nerfstudio_scene(data: Optional[Path]) -> None:
             f"{len(missing)} of the {len(frames)} images listed in {transforms} are missing (first: {folder / missing[0]}); "
             "restore them or remove their frames."
         )
+    check_cameras(meta, transforms)
+    return meta
+
+
+CAMERA_VALUES = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "k3", "k4", "p1", "p2")
+"""The intrinsics nerfstudio's dataparser reads from transforms.json (for all frames, or per frame)."""
+POSITIVE_VALUES = ("fl_x", "fl_y", "w", "h")
+
+
+def _finite(value) -> bool:
+    """A finite number (JSON's NaN/Infinity, null, text and booleans are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
+
+
+def _bad_camera_value(entry: dict) -> Optional[str]:
+    """``"key = value"`` for the first intrinsic of ``entry`` that is not a finite (positive where it must be) number."""
+    for key in CAMERA_VALUES:
+        if key in entry and (not _finite(entry[key]) or (key in POSITIVE_VALUES and entry[key] <= 0)):
+            return f"{key} = {entry[key]!r}"
+    params = entry.get("distortion_params")
+    if params is not None and not (isinstance(params, list) and all(_finite(v) for v in params)):
+        return f"distortion_params = {params!r}"
+    return None
+
+
+def _bad_pose(matrix) -> Optional[str]:
+    """Why ``transform_matrix`` is not a 3x4 or 4x4 camera-to-world matrix of finite numbers, or None."""
+    rows = matrix if isinstance(matrix, list) else None
+    if rows is None or len(rows) not in (3, 4) or any(not isinstance(r, list) or len(r) != 4 for r in rows):
+        return "is not a 3x4 or 4x4 matrix"
+    if not all(_finite(v) for row in rows for v in row):
+        return "holds a value that is not a finite number (NaN, infinity or null)"
+    return None
+
+
+def check_cameras(meta: dict, transforms: Path) -> None:
+    """Finite poses and intrinsics, and images of the size their cameras say (paper-independent input hygiene).
+
+    One NaN in a pose spreads through nerfstudio's pose centring into every camera (and Gaussian), and an
+    image whose size differs from its camera's fails only when it is first loaded (at the first eval for an
+    eval view); both are refused here, naming the frame.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    bad = _bad_camera_value(meta)
+    if bad is not None:
+        raise PreflightError(
+            f"{transforms} gives the cameras {bad}, which is not a usable number; fix it or regenerate the file with ns-process-data."
+        )
+    folder = transforms.parent
+    for index, frame in enumerate(meta["frames"]):
+        where = f"frame {index} ({folder / frame['file_path']}) of {transforms}"
+        problem = _bad_pose(frame["transform_matrix"])
+        if problem is not None:
+            raise PreflightError(
+                f"The transform_matrix of {where} {problem}; fix that pose or remove the frame (e.g. re-run ns-process-data)."
+            )
+        bad = _bad_camera_value(frame)
+        if bad is not None:
+            raise PreflightError(
+                f"The camera of {where} has {bad}, which is not a usable number; fix it or remove the frame."
+            )
+        size = tuple(meta.get(key, frame.get(key)) for key in ("w", "h"))
+        if None in size:
+            raise PreflightError(
+                f'The camera of {where} has no "w" and "h" and {transforms} gives none for all frames; add the image size.'
+            )
+        try:
+            with Image.open(folder / frame["file_path"]) as image:
+                found = image.size
+        except (OSError, UnidentifiedImageError):
+            continue  # an unreadable image is reported, with its name, when the datamanager loads it
+        if found != size:
+            raise PreflightError(
+                f"The image {folder / frame['file_path']} is {found[0]}x{found[1]} pixels but {transforms} gives its camera "
+                f"{size[0]}x{size[1]}; give every image its camera's size (e.g. re-run ns-process-data on the capture) or remove the frame."
+            )
+
+
+def check_options(config: TrainerConfig, meta: Optional[dict]) -> None:
+    """The method's own option checks, run before the config is printed and saved (they run again at set-up).
+
+    ``meta`` is the scene's ``transforms.json`` when known: the sparse-view protocol's ratio or count is then
+    checked against its number of views.
+    """
+    # Imported here: these modules import this one (for ``stop``).
+    from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig, check_datamanager_options
+    from artifactworld_ns.pipeline import (
+        ArtifactWorldPipelineConfig,
+        check_restorer_weights,
+        check_round_config,
+        round_schedule,
+    )
+    from artifactworld_ns.view_selection import ViewSelectionError, resolve_num_train_views
+
+    datamanager = config.pipeline.datamanager
+    if isinstance(datamanager, ArtifactWorldDataManagerConfig):
+        check_datamanager_options(datamanager)
+        sparse = datamanager.train_view_ratio is not None or datamanager.num_train_views is not None
+        split_lists = meta is not None and any(f"{split}_filenames" in meta for split in ("train", "val", "test"))
+        if sparse and meta is not None and not split_lists:
+            try:
+                resolve_num_train_views(
+                    len(meta["frames"]), ratio=datamanager.train_view_ratio, count=datamanager.num_train_views
+                )
+            except ViewSelectionError as error:
+                raise PreflightError(str(error)) from None
+    if isinstance(config.pipeline, ArtifactWorldPipelineConfig):
+        check_round_config(config.pipeline)
+        if config.load_dir is None:  # a resumed run's schedule depends on its checkpoint's step
+            round_schedule(config.pipeline, config.max_num_iterations)
+        if config.pipeline.restorer_preset in ("full", "tiny"):
+            check_restorer_weights(config.pipeline)
 
 
 def preflight(config: TrainerConfig) -> None:
@@ -126,8 +244,52 @@ def preflight(config: TrainerConfig) -> None:
     check_device(config.machine.device_type, config.method_name or "artifactworld")
     check_load_dir(config.load_dir, config.load_step)
     dataparser = config.pipeline.datamanager.dataparser
+    meta = None
     if isinstance(dataparser, NerfstudioDataParserConfig):
-        check_nerfstudio_scene(config.pipeline.datamanager.data or getattr(dataparser, "data", None))
+        meta = check_nerfstudio_scene(config.pipeline.datamanager.data or getattr(dataparser, "data", None))
+    check_options(config, meta)
+
+
+def absolute_paths(config: TrainerConfig) -> None:
+    """The data, output and checkpoint paths as absolute paths, so the saved config.yml works from any folder
+    (ns-eval, ns-viewer, aw-render read them relative to the folder they run in)."""
+    datamanager = config.pipeline.datamanager
+    for owner, name in (
+        (config, "data"),
+        (config, "output_dir"),
+        (config, "load_dir"),
+        (config, "load_checkpoint"),
+        (datamanager, "data"),
+        (getattr(datamanager, "dataparser", None), "data"),
+    ):
+        value = getattr(owner, name, None)
+        if isinstance(value, (str, Path)) and str(value):
+            setattr(owner, name, Path(value).absolute())
+    dataparser = getattr(datamanager, "dataparser", None)
+    if getattr(datamanager, "data", None) is not None and hasattr(dataparser, "data"):
+        dataparser.data = datamanager.data  # as nerfstudio's datamanager sets it; the saved config says it once
+
+
+_CREATED_RUN_DIRS: set = set()
+"""Run folders this process created (in ``save_config``); a refusal during set-up removes them again."""
+
+
+def remove_refused_run(base_dir: Path) -> None:
+    """Remove a run folder that this process made moments ago for a run that was refused before training.
+
+    Only a folder made by this process's ``save_config`` and holding no checkpoint goes, then its parents
+    (experiment and method folders) while they are empty.
+    """
+    base_dir = Path(base_dir).absolute()
+    if base_dir not in _CREATED_RUN_DIRS or any(base_dir.rglob("*.ckpt")):
+        return
+    shutil.rmtree(base_dir, ignore_errors=True)
+    _CREATED_RUN_DIRS.discard(base_dir)
+    for parent in list(base_dir.parents)[:2]:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def raised_by_a_dataparser(error: BaseException) -> bool:
@@ -144,6 +306,14 @@ class ArtifactWorldTrainer(Trainer):
     """nerfstudio's trainer, with :func:`preflight` first and scene-loading errors as one sentence."""
 
     def setup(self, test_mode="val") -> None:
+        try:
+            self._checked_setup(test_mode)
+        except SystemExit as refusal:
+            if refusal.code == 2:  # a refusal (:func:`stop`): leave no empty run folder behind
+                remove_refused_run(self.base_dir)
+            raise
+
+    def _checked_setup(self, test_mode: str) -> None:
         try:
             preflight(self.config)
         except PreflightError as error:
@@ -164,10 +334,24 @@ class ArtifactWorldTrainerConfig(TrainerConfig):
 
     _target: Type = field(default_factory=lambda: ArtifactWorldTrainer)
 
-    def save_config(self) -> None:
-        # ns-train writes config.yml before the trainer exists: check the folder first.
+    def print_to_terminal(self) -> None:
+        # ns-train prints (and then saves) the config before anything else: check the input first, so a
+        # bad option or scene is refused in one sentence, without the config dump and without a run folder.
         try:
-            check_output_writable(self.get_base_dir())
+            preflight(self)
         except PreflightError as error:
             stop(str(error))
+        absolute_paths(self)
+        super().print_to_terminal()
+
+    def save_config(self) -> None:
+        absolute_paths(self)
+        # ns-train writes config.yml before the trainer exists: check the folder first.
+        base_dir = self.get_base_dir().absolute()
+        try:
+            check_output_writable(base_dir)
+        except PreflightError as error:
+            stop(str(error))
+        if not base_dir.exists():
+            _CREATED_RUN_DIRS.add(base_dir)
         super().save_config()

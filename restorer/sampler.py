@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from jaxtyping import Float
 from torch import Tensor
 
@@ -119,6 +118,8 @@ def initial_noise(
     latent_shape: tuple[int, int, int, int, int], generator: torch.Generator, device: torch.device
 ) -> Float[Tensor, "1 tokens channels"]:
     """The target's starting noise: drawn as ``[1, C, F, h, w]`` float32 (the official layout), then packed."""
+    from diffusers.utils.torch_utils import randn_tensor  # diffusers loads on first use: `aw-* --help` stays fast
+
     return pack_latents(randn_tensor(latent_shape, generator=generator, device=device, dtype=torch.float32))
 
 
@@ -171,6 +172,8 @@ def euler_sample(
         noise: initial target tokens ``eps``; ``z_{s0} = s0 * eps`` (``s0 = 1`` by default).
         generator: the stage's generator, already advanced past the initial noise and encodes.
     """
+    from diffusers.utils.torch_utils import randn_tensor
+
     device, dtype = execution_device(transformer), compute_dtype(transformer)
     tokens, channels = noise.shape[1], noise.shape[2]
     target_index = list(roles).index(TARGET)

@@ -11,7 +11,6 @@ import contextlib
 from typing import Iterator
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from .aatf import STAGE2_ADAPTER, hand_off_heatmap, sample_restored_latent
@@ -90,6 +89,8 @@ class StageRunner:
 
     def _skip_posterior_sample(self, shape: torch.Size, generator: torch.Generator) -> None:
         """Advance ``generator`` exactly as the VAE posterior sample of a latent of ``shape`` would."""
+        from diffusers.utils.torch_utils import randn_tensor  # diffusers loads on first use: `aw-* --help` stays fast
+
         randn_tensor(
             tuple(shape), generator=generator, device=self.execution_device, dtype=next(self.vae.parameters()).dtype
         )

@@ -231,3 +231,140 @@ def test_evaluating_a_full_preset_run_needs_no_weights(small_demo_scene, tmp_pat
     assert config.restorer_preset == "full"
     pipeline = config.setup(device="cpu", test_mode="test")
     assert len(pipeline.datamanager.train_dataset) == 6
+
+
+# ---------------------------------------------------------------------- poses, image sizes, saved paths (issue 19)
+
+
+def set_pose_value(scene: Path, frame: int, value: float) -> None:
+    def change(meta):
+        meta["frames"][frame]["transform_matrix"][0][3] = value
+
+    edit_transforms(scene, change)
+
+
+def test_nan_pose_is_refused_naming_the_frame(scene_copy, tmp_path, run_cli):
+    """One NaN in one pose spread into every Gaussian and ns-train exited 0; now it is refused before training."""
+    set_pose_value(scene_copy, 3, float("nan"))  # json writes it as NaN, which Python's reader accepts
+    assert "NaN" in (scene_copy / "transforms.json").read_text()
+    out = tmp_path / "out"
+    result = run_cli(
+        "ns-train",
+        "artifactworld-tiny",
+        "--data",
+        str(scene_copy),
+        "--output-dir",
+        str(out),
+        "--vis",
+        "tensorboard",
+        "--max-num-iterations",
+        "4",
+    )
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, text[-2000:]
+    assert "Traceback" not in text and text.count("error:") == 1
+    assert f"frame 3 ({scene_copy / 'images' / 'frame_00003.png'})" in text and "not a finite number" in text
+    assert "ArtifactWorldTrainerConfig(" not in text, "refused before nerfstudio prints the whole config"
+    assert not out.exists(), "a refused run leaves no run folder"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda meta: meta.update(fl_x=float("inf")), "gives the cameras fl_x = inf"),
+        (lambda meta: meta["frames"][7].update(cy=None), "frame 7 ("),
+        (lambda meta: meta["frames"][2].update(transform_matrix=[[1, 0, 0]]), "is not a 3x4 or 4x4 matrix"),
+        (lambda meta: meta["frames"][5]["transform_matrix"][2].__setitem__(1, float("-inf")), "frame 5 ("),
+    ],
+    ids=["infinite-focal", "null-principal-point-of-a-frame", "malformed-pose", "infinite-pose"],
+)
+def test_non_finite_cameras_are_refused(scene_copy, tmp_path, capsys, change, expected):
+    edit_transforms(scene_copy, change)
+    text = ns_train(tiny(scene_copy, tmp_path / "out"), capsys)
+    assert expected in text and str(scene_copy / "transforms.json") in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_of_another_size_is_refused_naming_the_file(scene_copy, tmp_path, capsys):
+    """nerfstudio asserts only when it loads the image (an eval view: at the first eval), without its name."""
+    from PIL import Image
+
+    image = scene_copy / "images" / "frame_00004.png"
+    Image.open(image).resize((80, 60)).save(image)
+    text = ns_train(tiny(scene_copy, tmp_path / "out", train_view_ratio=0.5), capsys)
+    assert f"The image {image} is 80x60 pixels" in text and "gives its camera 96x72" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_option_is_refused_before_the_config_dump_and_run_folder(small_demo_scene, tmp_path, capsys):
+    text = ns_train(tiny(small_demo_scene, tmp_path / "out", train_view_ratio=0.05), capsys)
+    assert "train-view-ratio 0.05 keeps 1 of 12 views" in text
+    assert "ArtifactWorldTrainerConfig(" not in text
+    assert not (tmp_path / "out").exists()
+    text = ns_train(tiny(small_demo_scene, tmp_path / "out", generated_view_fraction=2.0), capsys)
+    assert "generated-view-fraction 2.0 is not a fraction" in text and "ArtifactWorldTrainerConfig(" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_refusal_during_setup_removes_its_run_folder(scene_copy, tmp_path, capsys):
+    """What only the data loading finds (here an unreadable image) still leaves no run folder behind."""
+    (scene_copy / "images" / "frame_00002.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    text = ns_train(tiny(scene_copy, out), capsys)
+    assert "frame_00002.png" in text
+    assert not list(out.rglob("config.yml")), "the refused run's folder was removed"
+
+
+def test_saved_config_names_the_scene_by_absolute_path(small_demo_scene, tmp_path, monkeypatch):
+    """ns-train saves config.yml with absolute paths, so ns-eval/aw-render load the run from any folder."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(small_demo_scene, tmp_path / "scene")
+    config = tiny(Path("scene"), Path("runs"), train_view_ratio=0.5)
+    config.set_timestamp()
+    config.print_to_terminal()  # what ns-train's main does before it trains
+    config.save_config()
+    saved = next((tmp_path / "runs").rglob("config.yml"))
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = yaml.load(saved.read_text(), Loader=yaml.Loader)
+    assert loaded.pipeline.datamanager.data == tmp_path / "scene"
+    assert loaded.pipeline.datamanager.dataparser.data == tmp_path / "scene"
+    assert loaded.get_checkpoint_dir() == saved.parent / "nerfstudio_models"
+    pipeline = loaded.pipeline.setup(device="cpu", test_mode="test")  # as ns-eval does
+    assert len(pipeline.datamanager.train_dataset) == 6
+
+
+def test_old_relative_config_from_another_folder_is_one_sentence(small_demo_scene, tmp_path, monkeypatch, capsys):
+    """A run saved with a relative scene path (before the fix), loaded from another folder."""
+    monkeypatch.chdir(tmp_path)
+    config = tiny(Path("scene"), Path("runs"), train_view_ratio=0.5)
+    with pytest.raises(SystemExit) as stopped:
+        config.pipeline.setup(device="cpu", test_mode="test")
+    assert stopped.value.code == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"The scene scene does not exist as seen from {tmp_path}" in text and "Traceback" not in text
+
+
+def test_demo_summary_prints_absolute_commands_on_one_line(tmp_path):
+    """The demo's closing commands are absolute and never wrapped inside a command, even on a narrow terminal."""
+    import io
+
+    from rich.console import Console
+
+    from artifactworld_ns.demo import print_summary, summary
+
+    run_dir = tmp_path / "outputs" / "demo" / "artifactworld-tiny" / "2024-01-01_000000"
+    lines = summary(run_dir, 1.5)
+    commands = [line.strip() for line in lines if line.startswith("  ")]
+    assert len(commands) == 3
+    for command in commands:
+        assert str(run_dir) in command and Path(command.split()[-1]).is_absolute()
+    buffer = io.StringIO()
+    print_summary(lines, Console(file=buffer, width=40))
+    printed = buffer.getvalue().splitlines()
+    for command in commands:
+        assert command in [line.strip() for line in printed], "a command was wrapped"
