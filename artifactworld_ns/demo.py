@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +19,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
-from artifactworld_ns.restorer import environment_with_ffmpeg, untrained_note
+from artifactworld_ns.known_warnings import PYTHONWARNINGS_IMPORT_TIME
+from artifactworld_ns.restorer import environment_with_ffmpeg
 
 CONSOLE = Console()
 
@@ -46,6 +51,46 @@ class DemoError(ValueError):
     """Bad aw-demo arguments; the message is one sentence."""
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+class DemoInterrupted(Exception):
+    """Ctrl-C during the demo; ``run_dir`` is the unfinished run folder it removed (None before training began)."""
+
+    def __init__(self, run_dir: Optional[Path]) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+def train_environment() -> dict:
+    """ns-train's environment: the bundled ffmpeg on PATH, and nerfstudio's import-time FutureWarnings off."""
+    env = environment_with_ffmpeg()
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), PYTHONWARNINGS_IMPORT_TIME) if w)
+    return env
+
+
+def run_training(command: list, run_dir: Path) -> None:
+    """Run ns-train in its own session, so that Ctrl-C reaches aw-demo alone (nerfstudio prints a traceback
+    for it); on Ctrl-C stop ns-train and what it started, remove the unfinished run folder, and raise
+    :class:`DemoInterrupted`."""
+    process = subprocess.Popen(command, env=train_environment(), start_new_session=True)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise DemoInterrupted(run_dir) from None
+    if code:
+        raise subprocess.CalledProcessError(code, command)
+
+
 def round_step(args: DemoArgs) -> int:
     """The round's iteration: ``--restore-step`` or half the run; it must fall inside the run."""
     if args.max_num_iterations < 2:
@@ -64,7 +109,7 @@ def round_step(args: DemoArgs) -> int:
 def run_demo(args: DemoArgs) -> Path:
     """Returns the run's config.yml."""
     step = round_step(args)
-    CONSOLE.print(f"[bold yellow]Note:[/] this demo trains artifactworld-tiny. {untrained_note()}")
+    CONSOLE.print("[bold yellow]Note:[/] this demo trains artifactworld-tiny, whose restorer is UNTRAINED.")
     if (args.scene_dir / "transforms.json").is_file():
         CONSOLE.print(f"Reusing the demo scene in {args.scene_dir}")
     else:
@@ -98,9 +143,9 @@ def run_demo(args: DemoArgs) -> Path:
     ]
     CONSOLE.print("Running: ns-train " + " ".join(command[1:]))
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=environment_with_ffmpeg())
-    minutes = (time.perf_counter() - started) / 60
     run_dir = args.output_dir / "demo" / "artifactworld-tiny" / timestamp
+    run_training(command, run_dir)
+    minutes = (time.perf_counter() - started) / 60
     config = run_dir / "config.yml"
     CONSOLE.print(
         Panel.fit(
@@ -113,7 +158,7 @@ def run_demo(args: DemoArgs) -> Path:
                     f"Viewer:       ns-viewer --load-config {config}",
                     f"Metrics:      ns-eval --load-config {config} --output-path {run_dir / 'eval.json'}",
                     f"TensorBoard:  tensorboard --logdir {run_dir}",
-                    f"Restorer:     {untrained_note()}",
+                    "Restorer:     the tiny preset, UNTRAINED (random weights): a demo, not results.",
                 ]
             ),
             title="ArtifactWorld demo finished",
@@ -129,6 +174,12 @@ def entrypoint() -> None:
     except (DemoSceneError, DemoError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
+    except DemoInterrupted as stop:
+        print(f"aw-demo: interrupted; removed the unfinished run {stop.run_dir}.", file=sys.stderr)
+        raise SystemExit(INTERRUPTED)
+    except KeyboardInterrupt:  # before training began (writing the scene is atomic)
+        print("aw-demo: interrupted before training began; nothing was left behind.", file=sys.stderr)
+        raise SystemExit(INTERRUPTED)
     except subprocess.CalledProcessError as error:
         print(f"error: ns-train stopped with exit code {error.returncode}; its output above says why.", file=sys.stderr)
         raise SystemExit(1)

@@ -26,7 +26,14 @@ from typing import Annotated, Callable, Dict, Optional, Sequence, Union
 import torch
 import tyro
 
-from artifactworld_ns.metrics import DEFAULT_CLIP_MODEL, FVD_MIN_CLIPS, PSNR_CAP_DB, MetricSuite, frechet_distance
+from artifactworld_ns.metrics import (
+    DEFAULT_CLIP_MODEL,
+    FVD_MIN_CLIPS,
+    PSNR_CAP_DB,
+    MetricSuite,
+    finite_or_none,
+    frechet_distance,
+)
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_i", "fvd")
 METRIC_LABELS = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "clip_i": "CLIP-I↑", "fvd": "FVD↓"}
@@ -105,7 +112,7 @@ def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
 
         out = Path(out)
         with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(finite_or_none(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         with atomic_path(out.with_suffix(".md")) as tmp:
             tmp.write_text(table, encoding="utf-8")
     return table
@@ -229,6 +236,17 @@ def evaluate_scene(load_config: Path, suite: MetricSuite, progress: Optional[Cal
 # ---------------------------------------------------------------------- CLI
 
 
+def check_outputs(out: Optional[Path], device: str) -> None:
+    """``--out`` (a file in a writable folder, with its ``.md`` beside it) and ``--device``, before any scoring."""
+    from artifactworld_ns.restorer import check_device, check_output_file
+
+    if out is not None:
+        if Path(out).suffix.lower() != ".json":
+            raise EvalInputError(f"--out {out} must name a .json file (the markdown table goes beside it as .md).")
+        check_output_file(Path(out), "--out", example="eval.json")
+    check_device(device)
+
+
 @dataclass
 class EvalVideo:
     """Score restored videos against ground truth (paper Table 3): PSNR, SSIM, LPIPS, CLIP-I, FVD."""
@@ -254,6 +272,7 @@ class EvalVideo:
         from artifactworld_ns.restorer import print_error, print_note
 
         console = Console(stderr=True)
+        check_outputs(self.out, self.device)
         suite = MetricSuite.build(self.device, self.clip_model, self.fvd_model)
         with console.status("scoring") as status:
             report = evaluate_videos(self.pred, self.gt, suite, lambda name: status.update(f"scoring {name}"))
@@ -283,6 +302,7 @@ class EvalScene:
         from rich.console import Console
 
         console = Console(stderr=True)
+        check_outputs(self.out, self.device)
         suite = MetricSuite.build(self.device, with_video_metrics=False)
         with console.status("scoring") as status:
             report = evaluate_scene(self.load_config, suite, lambda name: status.update(f"scoring {name}"))
@@ -299,12 +319,12 @@ Commands = Union[
 def run(argv: Optional[Sequence[str]] = None) -> int:
     from rich.console import Console
 
-    from artifactworld_ns.restorer import print_error
+    from artifactworld_ns.restorer import RestorerInputError, print_error
 
     command = tyro.cli(Commands, args=argv)
     try:
         return command.main()
-    except EvalInputError as err:
+    except (EvalInputError, RestorerInputError) as err:
         print_error(Console(stderr=True), str(err))
         return 2
 
