@@ -331,6 +331,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def entrypoint() -> None:
     """Entry point of ``aw-eval``."""
+    from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
+
+    quiet_known_nerfstudio_warnings()
     sys.exit(run())
 
 

@@ -387,8 +387,10 @@ def run(command) -> int:
 
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``aw-render``."""
+    from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
     from artifactworld_ns.restorer import put_ffmpeg_on_path
 
+    quiet_known_nerfstudio_warnings()  # e.g. torch.cross in nerfstudio's spiral path
     put_ffmpeg_on_path()  # nerfstudio's rendering calls `ffmpeg` by name
     tyro.extras.set_accent_color("bright_yellow")
     sys.exit(run(cli(argv)))
