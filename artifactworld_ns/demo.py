@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ import tyro
 from rich.console import Console
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
+from artifactworld_ns.known_warnings import PYTHONWARNINGS_IMPORT_TIME
 from artifactworld_ns.restorer import environment_with_ffmpeg, untrained_note
 
 CONSOLE = Console()
@@ -45,6 +49,46 @@ class DemoArgs:
 
 class DemoError(ValueError):
     """Bad aw-demo arguments; the message is one sentence."""
+
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+class DemoInterrupted(Exception):
+    """Ctrl-C during the demo; ``run_dir`` is the unfinished run folder it removed (None before training began)."""
+
+    def __init__(self, run_dir: Optional[Path]) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+def train_environment() -> dict:
+    """ns-train's environment: the bundled ffmpeg on PATH, and nerfstudio's import-time FutureWarnings off."""
+    env = environment_with_ffmpeg()
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), PYTHONWARNINGS_IMPORT_TIME) if w)
+    return env
+
+
+def run_training(command: list, run_dir: Path) -> None:
+    """Run ns-train in its own session, so that Ctrl-C reaches aw-demo alone (nerfstudio prints a traceback
+    for it); on Ctrl-C stop ns-train and what it started, remove the unfinished run folder, and raise
+    :class:`DemoInterrupted`."""
+    process = subprocess.Popen(command, env=train_environment(), start_new_session=True)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise DemoInterrupted(run_dir) from None
+    if code:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def round_step(args: DemoArgs) -> int:
@@ -97,7 +141,7 @@ def run_demo(args: DemoArgs) -> Path:
     """Returns the run's config.yml."""
     step = round_step(args)
     scene_dir, output_dir = args.scene_dir.absolute(), args.output_dir.absolute()
-    CONSOLE.print(f"[bold yellow]Note:[/] this demo trains artifactworld-tiny. {untrained_note()}")
+    CONSOLE.print("[bold yellow]Note:[/] this demo trains artifactworld-tiny, whose restorer is UNTRAINED.")
     if (scene_dir / "transforms.json").is_file():
         CONSOLE.print(f"Reusing the demo scene in {scene_dir}", soft_wrap=True)
     else:
@@ -131,9 +175,9 @@ def run_demo(args: DemoArgs) -> Path:
     ]
     CONSOLE.print("Running: " + shlex.join([tool("ns-train"), *command[1:]]), soft_wrap=True, markup=False)
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=environment_with_ffmpeg())
-    minutes = (time.perf_counter() - started) / 60
     run_dir = output_dir / "demo" / "artifactworld-tiny" / timestamp
+    run_training(command, run_dir)
+    minutes = (time.perf_counter() - started) / 60
     print_summary(summary(run_dir, minutes))
     return run_dir / "config.yml"
 
@@ -145,6 +189,12 @@ def entrypoint() -> None:
     except (DemoSceneError, DemoError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
+    except DemoInterrupted as stop:
+        print(f"aw-demo: interrupted; removed the unfinished run {stop.run_dir}.", file=sys.stderr)
+        raise SystemExit(INTERRUPTED)
+    except KeyboardInterrupt:  # before training began (writing the scene is atomic)
+        print("aw-demo: interrupted before training began; nothing was left behind.", file=sys.stderr)
+        raise SystemExit(INTERRUPTED)
     except subprocess.CalledProcessError as error:
         print(f"error: ns-train stopped with exit code {error.returncode}; its output above says why.", file=sys.stderr)
         raise SystemExit(1)

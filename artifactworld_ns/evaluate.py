@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Annotated, Callable, Dict, List, Optional, Seq
 import torch
 import tyro
 
-from artifactworld_ns.metrics import DEFAULT_CLIP_MODEL, FVD_MIN_CLIPS, PSNR_CAP_DB, MetricSuite, frechet_distance
+from artifactworld_ns.metrics import (
+    DEFAULT_CLIP_MODEL,
+    FVD_MIN_CLIPS,
+    PSNR_CAP_DB,
+    MetricSuite,
+    finite_or_none,
+    frechet_distance,
+)
 
 if TYPE_CHECKING:
     from artifactworld_ns.restorer import ClipLabel
@@ -119,7 +126,7 @@ def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
 
         out = Path(out)
         with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(finite_or_none(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         with atomic_path(out.with_suffix(".md")) as tmp:
             tmp.write_text(table, encoding="utf-8")
     return table
@@ -296,6 +303,17 @@ def evaluate_scene(load_config: Path, suite: MetricSuite, progress: Optional[Cal
 # ---------------------------------------------------------------------- CLI
 
 
+def check_outputs(out: Optional[Path], device: str) -> None:
+    """``--out`` (a file in a writable folder, with its ``.md`` beside it) and ``--device``, before any scoring."""
+    from artifactworld_ns.restorer import check_device, check_output_file
+
+    if out is not None:
+        if Path(out).suffix.lower() != ".json":
+            raise EvalInputError(f"--out {out} must name a .json file (the markdown table goes beside it as .md).")
+        check_output_file(Path(out), "--out", example="eval.json")
+    check_device(device)
+
+
 @dataclass
 class EvalVideo:
     """Score restored videos against ground truth (paper Table 3): PSNR, SSIM, LPIPS, CLIP-I, FVD."""
@@ -321,6 +339,7 @@ class EvalVideo:
         from artifactworld_ns.restorer import print_error, print_note
 
         console = Console(stderr=True)
+        check_outputs(self.out, self.device)
         read_clip_labels(self.gt)  # a bad labels.jsonl is reported before any network loads
         suite = MetricSuite.build(self.device, self.clip_model, self.fvd_model)
         with console.status("scoring") as status:
@@ -357,6 +376,7 @@ class EvalScene:
         from rich.console import Console
 
         console = Console(stderr=True)
+        check_outputs(self.out, self.device)
         suite = MetricSuite.build(self.device, with_video_metrics=False)
         with console.status("scoring") as status:
             report = evaluate_scene(self.load_config, suite, lambda name: status.update(f"scoring {name}"))
@@ -373,18 +393,21 @@ Commands = Union[
 def run(argv: Optional[Sequence[str]] = None) -> int:
     from rich.console import Console
 
-    from artifactworld_ns.restorer import print_error
+    from artifactworld_ns.restorer import RestorerInputError, print_error
 
     command = tyro.cli(Commands, args=argv)
     try:
         return command.main()
-    except EvalInputError as err:
+    except (EvalInputError, RestorerInputError) as err:
         print_error(Console(stderr=True), str(err))
         return 2
 
 
 def entrypoint() -> None:
     """Entry point of ``aw-eval``."""
+    from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
+
+    quiet_known_nerfstudio_warnings()
     sys.exit(run())
 
 

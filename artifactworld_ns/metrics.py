@@ -9,6 +9,7 @@ only ever read from this machine: a metric whose weights are missing is reported
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
@@ -37,6 +38,18 @@ def ssim_per_frame(pred: Tensor, gt: Tensor) -> Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     return structural_similarity_index_measure(nchw(pred), nchw(gt), data_range=1.0, reduction="none").double()
+
+
+def finite_or_none(value):
+    """``value`` with every non-finite float (NaN: a metric without its weights) replaced by None, in nested dicts
+    and lists, so that JSON gets ``null`` where strict parsers refuse a bare ``NaN``."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def nchw(frames: Tensor) -> Tensor:

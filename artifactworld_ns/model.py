@@ -12,6 +12,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
+from rich.markup import escape
 from torch import Tensor
 
 from artifactworld_ns.preflight import stop
@@ -207,10 +208,11 @@ def world_to_camera_opencv(camera_to_world: Float[Tensor, "cameras 3 4"]) -> Flo
 
 
 class LazyLPIPS(torch.nn.Module):
-    """torchmetrics' LPIPS, built on first call; NaN with one warning when its weights cannot be had.
+    """torchmetrics' LPIPS, built on first call; NaN with one warning when its weights are not on this machine.
 
-    LPIPS needs torchvision's pretrained AlexNet. On a machine without network and without that file
-    in torch's hub cache the metric is reported as NaN (unavailable), never as a made-up value.
+    LPIPS needs torchvision's pretrained AlexNet. Without that file in torch's hub cache the metric is reported as
+    NaN (unavailable; ``ns-eval`` writes it as null), never as a made-up value, and no download is attempted (it
+    would be tried, and fail offline, on every run).
     """
 
     def __init__(self, **lpips_kwargs):
@@ -223,17 +225,19 @@ class LazyLPIPS(torch.nn.Module):
         if not self._metric and self.unavailable_reason is None:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-            try:
-                self._metric.append(LearnedPerceptualImagePatchSimilarity(**self._lpips_kwargs))
-            except OSError as error:  # URLError is an OSError: no network and no cached weights
-                from artifactworld_ns.restorer import alexnet_weights_path
+            from artifactworld_ns.restorer import missing_alexnet_weights
 
-                weights = alexnet_weights_path()
+            missing = missing_alexnet_weights()
+            if missing is None:
+                try:
+                    self._metric.append(LearnedPerceptualImagePatchSimilarity(**self._lpips_kwargs))
+                except OSError as error:  # weights there but unreadable
+                    missing = f"torchvision's AlexNet weights could not be read ({error})"
+            if missing is not None:
                 self.unavailable_reason = (
-                    f"LPIPS is unavailable: torchvision's AlexNet weights are not in {weights.parent} and could not be "
-                    f"downloaded ({error}); copy {weights.name} there to enable it."
+                    f"LPIPS is unavailable: {missing}; put the file there (or set TORCH_HOME) to enable it."
                 )
-                CONSOLE.print(f"[yellow]{self.unavailable_reason}")
+                CONSOLE.print(f"[yellow]{escape(self.unavailable_reason)}")
         if not self._metric:
             return torch.tensor(float("nan"))
         metric = self._metric[0].to(prediction.device)

@@ -59,8 +59,8 @@ class ArtifactWorldPipelineConfig(VanillaPipelineConfig):
     restorer_steps: Optional[int] = None
     """Sampling steps of the restorer (default: the preset's, 8); fewer is faster."""
     restorer_profile: Optional[Literal["80gb", "40gb", "24gb"]] = None
-    """GPU memory profile of the restorer (full preset): 80gb, 40gb or 24gb chooses fp8 storage, transformer
-    offload and VAE tiling for a GPU of that size; prints the predicted peak and refuses a smaller GPU."""
+    """GPU memory profile of the restorer (full preset): 80gb, 40gb or 24gb chooses transformer offload and VAE
+    tiling (bf16 weights in all three) for a GPU of that size; prints the predicted peak and refuses a smaller GPU."""
     restorer_force: bool = False
     """Load --pipeline.restorer-profile even when the detected GPU is smaller than its predicted peak."""
     restore_steps: Optional[Tuple[int, ...]] = None
@@ -129,9 +129,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
             except ReferenceRestorerError as error:
                 stop(str(error))
         if preset == "tiny":
-            from artifactworld_ns.restorer import untrained_note
+            from artifactworld_ns.restorer import announce_untrained
 
-            CONSOLE.print(f"[yellow]ArtifactWorld: {untrained_note()}")
+            CONSOLE.print(f"[yellow]ArtifactWorld: {announce_untrained()}")  # the restorer's loader: label only
 
     # ------------------------------------------------------------------ schedule and bank
 
@@ -292,6 +292,17 @@ class ArtifactWorldPipeline(VanillaPipeline):
         outputs = self.datamanager.train_dataparser_outputs
         to_scene = SceneToDataparser(outputs.dataparser_transform.float(), float(outputs.dataparser_scale))
         return OracleRestorer.from_scene(self.datamanager.config.data, to_scene)
+
+    def get_average_eval_image_metrics(
+        self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+    ):
+        """nerfstudio's averages, without NaN (an unavailable metric, e.g. LPIPS without its weights): ``None`` for
+        ``ns-eval``, whose ``eval.json`` then holds ``null`` rather than a bare ``NaN``; left out while training
+        (``step`` given), whose logger takes numbers only."""
+        from artifactworld_ns.metrics import finite_or_none
+
+        metrics = finite_or_none(super().get_average_eval_image_metrics(step, output_path, get_std))
+        return metrics if step is None else {k: v for k, v in metrics.items() if v is not None}
 
     def _log_round(self, step: int, record: RoundRecord, renders, results) -> None:
         for clip_index, ((rgb, _), result) in enumerate(zip(renders, results)):

@@ -78,19 +78,27 @@ class RestoreOptions:
     restorer_device: Optional[str] = None
     """Torch device of the restorer (default: the preset's)."""
     profile: Optional[Literal["80gb", "40gb", "24gb"]] = None
-    """GPU memory profile: 80gb, 40gb or 24gb chooses fp8 storage, transformer offload and VAE tiling for a GPU of that size (see docs/restorer.md, "Which GPU do I need"); prints the predicted peak and refuses a smaller GPU (default: everything resident, as 80gb)."""
+    """GPU memory profile: 80gb, 40gb or 24gb chooses transformer offload and VAE tiling (bf16 weights in all three) for a GPU of that size (see docs/restorer.md, "Which GPU do I need"); prints the predicted peak and refuses a smaller GPU (default: everything resident, as 80gb)."""
     force: bool = False
     """Run --profile even when the detected GPU is smaller than its predicted peak."""
 
     # ------------------------------------------------------------------ checks before any loading
 
     def check_restore_options(self) -> None:
+        """The config, the output path and every restorer option, before nerfstudio loads the run."""
+        from artifactworld_ns.restorer import check_at_least, check_device, check_processing_max_side
+
         load_config = getattr(self, "load_config")
         if not Path(load_config).is_file():
             raise RenderInputError(f"The config file {load_config} does not exist.")
+        check_render_output(getattr(self, "output_path"), getattr(self, "output_format", "video"))
         if not self.restore:
             return
         check_window_options(self.window_frames, self.overlap, self.bridge_frames)
+        check_at_least("--restorer-steps", self.restorer_steps, 1)
+        check_at_least("--heatmap-steps", self.heatmap_steps, 1)
+        check_processing_max_side(self.processing_max_side)
+        check_device(self.restorer_device, "--restorer-device")
         if list(getattr(self, "rendered_output_names", ["rgb"])) != ["rgb"]:
             raise RenderInputError("--restore restores RGB only; pass --rendered-output-names rgb or use --no-restore.")
         if getattr(self, "render_nearest_camera", False):
@@ -204,6 +212,18 @@ class RestoreOptions:
 # ---------------------------------------------------------------------- helpers
 
 
+def check_render_output(output_path: Path, output_format: str = "video") -> None:
+    """``--output-path``: a video file name (not a folder) in a writable folder with free disk space; with
+    ``--output-format images`` nerfstudio writes into ``OUTPUT_PARENT/OUTPUT_STEM/``, whose parent is checked."""
+    from artifactworld_ns.restorer import check_output_file, check_output_folder
+
+    output_path = Path(output_path)
+    if output_format == "video":
+        check_output_file(output_path, "--output-path", example="render.mp4")
+    else:
+        check_output_folder(output_path.parent / output_path.stem, "--output-path")
+
+
 def restorable_path_dataset(pipeline, cameras):
     """The training views a restored path takes its anchors from; one sentence when the path cannot be restored."""
     heights, widths = cameras.image_height.view(-1), cameras.image_width.view(-1)
@@ -305,8 +325,11 @@ class AwDatasetRender(ns.DatasetRender):
     """Render all images of a dataset split (ns-render's, not restored: dataset views are not a trajectory)."""
 
     def main(self) -> None:
+        from artifactworld_ns.restorer import check_output_folder
+
         if not Path(self.load_config).is_file():
             raise RenderInputError(f"The config file {self.load_config} does not exist.")
+        check_output_folder(self.output_path, "--output-path")
         ns.DatasetRender.main(self)
 
 
@@ -364,8 +387,10 @@ def run(command) -> int:
 
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``aw-render``."""
+    from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
     from artifactworld_ns.restorer import put_ffmpeg_on_path
 
+    quiet_known_nerfstudio_warnings()  # e.g. torch.cross in nerfstudio's spiral path
     put_ffmpeg_on_path()  # nerfstudio's rendering calls `ffmpeg` by name
     tyro.extras.set_accent_color("bright_yellow")
     sys.exit(run(cli(argv)))

@@ -12,10 +12,13 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
+from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
 from artifactworld_ns.model import ArtifactWorldModelConfig
 from artifactworld_ns.pipeline import ArtifactWorldPipelineConfig
 from artifactworld_ns.preflight import ArtifactWorldTrainerConfig
 from artifactworld_ns.restorer import untrained_note
+
+quiet_known_nerfstudio_warnings()  # ns-train imports this module before it builds the trainer
 
 
 def splatfacto_optimizers(max_steps: int) -> dict:

@@ -37,8 +37,15 @@ from .labels import (
     read_labels,
     write_labels,
 )
+from .option_checks import (
+    check_at_least,
+    check_device,
+    check_output_file,
+    check_output_folder,
+    check_processing_max_side,
+)
 from .pipeline import ArtifactRestorer, RestorationResult
-from .presets import UNTRAINED_LABEL, untrained_note
+from .presets import UNTRAINED_LABEL, announce_untrained, untrained_note
 from .pseudo_heatmaps import ALEXNET_WEIGHTS_FILE, alexnet_weights_path, missing_alexnet_weights
 from .video_io import VideoReadError, environment_with_ffmpeg, put_ffmpeg_on_path, read_video, write_video
 
@@ -58,11 +65,17 @@ __all__ = [
     "RestorerInputError",
     "StepProgress",
     "VideoReadError",
+    "announce_untrained",
     "alexnet_weights_path",
     "atomic_folder",
     "atomic_path",
     "build_reference_video",
+    "check_at_least",
     "check_clip_length",
+    "check_device",
+    "check_output_file",
+    "check_output_folder",
+    "check_processing_max_side",
     "environment_with_ffmpeg",
     "is_clip_length",
     "labels_beside",

@@ -5,8 +5,10 @@
   every file goes to exactly one process; :func:`pair_videos`: the same-named mp4s of a GT and an
   artifact folder (``aw-prepare``, ``aw-make-pairs``).
 - :func:`run_batch`: a rich progress bar over the files; a file whose work raises is recorded with a
-  one-sentence reason and the batch goes on; :meth:`BatchResult.report` lists failures at the end and
-  returns the exit status.
+  one-sentence reason and the batch goes on (a full disk stops it: every later file would fail too);
+  outputs already present are skipped quietly, or with the reason when the work returns a :class:`Skip`
+  (made with other settings); :meth:`BatchResult.report` lists failures at the end and returns the exit
+  status.
 - :class:`InputError` / :func:`print_error`: bad input is reported in one sentence, never a traceback.
 """
 
@@ -23,6 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import RestorerInputError
+from .option_checks import describe_os_error, is_disk_full
 from .video_io import VideoReadError
 
 T = TypeVar("T")
@@ -47,6 +50,14 @@ class BatchAbort(Exception):
 class Outcome(str, Enum):
     DONE = "done"
     SKIPPED = "skipped"
+    """The output is already there, made with the same settings (or with unrecorded ones): skipped quietly."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The output is already there but was made with other settings: skipped, and the reason is said."""
+
+    reason: str
 
 
 def print_error(console: Console, message: str) -> None:
@@ -150,6 +161,8 @@ class BatchResult:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     unexpected: set[str] = field(default_factory=set)
+    stale: list[str] = field(default_factory=list)
+    """Skipped outputs that were made with other settings."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -168,6 +181,12 @@ class BatchResult:
             highlight=False,
             markup=False,
         )
+        if self.stale:
+            print_note(
+                console,
+                f"{len(self.stale)} of the skipped outputs were made with other settings (listed above); "
+                "pass --overwrite to redo them with these.",
+            )
         if self.failed:
             console.print(f"[bold red]Failed ({len(self.failed)}):[/]", highlight=False)
             for name, reason in self.failed:
@@ -179,13 +198,15 @@ def _describe(err: BaseException) -> tuple[str, bool]:
     """One-sentence reason for a failure and whether it was expected (bad input)."""
     if isinstance(err, (InputError, VideoReadError, RestorerInputError)):
         return str(err), False
+    if (sentence := describe_os_error(err)) is not None:
+        return sentence, False
     return f"unexpected {type(err).__name__}: {err}", True
 
 
 def run_batch(
     tool: str,
     items: Sequence[T],
-    work: Callable[[T], Outcome],
+    work: Callable[[T], Outcome | Skip],
     *,
     name: Callable[[T], str] = str,
     console: Console,
@@ -216,6 +237,8 @@ def run_batch(
             except (KeyboardInterrupt, BatchAbort):
                 raise
             except Exception as err:  # noqa: BLE001 - every failure is recorded, the batch goes on
+                if is_disk_full(err):
+                    raise BatchAbort(_describe(err)[0]) from None
                 reason, unexpected = _describe(err)
                 result.failed.append((label, reason))
                 if unexpected:
@@ -224,9 +247,12 @@ def run_batch(
                     f"[red]failed[/] {escape(label)}: {escape(reason)}", highlight=False, soft_wrap=True
                 )
             else:
-                if outcome is Outcome.SKIPPED:
+                if isinstance(outcome, Skip):
                     result.skipped.append(label)
-                    progress.console.print(f"skip {label} (output already present)", highlight=False, markup=False)
+                    result.stale.append(label)
+                    progress.console.print(f"skip {label}: {outcome.reason}", highlight=False, markup=False)
+                elif outcome is Outcome.SKIPPED:
+                    result.skipped.append(label)
                 else:
                     result.done.append(label)
             progress.advance(task)

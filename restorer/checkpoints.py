@@ -1,7 +1,13 @@
 """Checkpoints of a training run (:mod:`restorer.training`), written by ``accelerator.save_state`` and read by
 ``accelerator.load_state``.
 
-``OUTPUT/checkpoints/step-N/`` holds ``adapter.safetensors`` (the raw adapter weights, written by the save
+accelerate names and prunes them (``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)``):
+``OUTPUT/checkpoints/checkpoint_K/`` is the run folder's K-th save, and before each save accelerate deletes the
+oldest folders so that the newest ``--checkpoints-total-limit`` remain. The step a checkpoint holds is in its
+``state.json``. Folders of earlier versions, ``step-N/``, are still resumed from: the next K is always above every
+number in the folder names, so accelerate's pruning (oldest = smallest number) stays in save order.
+
+``OUTPUT/checkpoints/checkpoint_K/`` holds ``adapter.safetensors`` (the raw adapter weights, written by the save
 hook in place of accelerate's full ``model.safetensors``: the production backbone has 13B frozen weights),
 accelerate's ``optimizer.bin``, ``scheduler.bin`` (with the linear schedule), ``random_states_<process>.pkl``
 and ``custom_checkpoint_0.pkl`` (every process's sampling state, :class:`SamplingState`), and ``state.json``
@@ -24,15 +30,35 @@ from .lora_training import adapter_state_dict, load_raw_adapter, save_file_atomi
 
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_FILE = "adapter.safetensors"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "state.json"
+_CHECKPOINT_DIR = re.compile(r"^(?:checkpoint_|step-)(\d+)$")
+"""accelerate's automatic names (``checkpoint_K``), and ``step-N`` of earlier versions."""
+
+
+def checkpoint_folders(output_dir: Path) -> list[tuple[int, Path]]:
+    """``(number in the name, folder)`` of every checkpoint folder, complete or not, oldest first."""
+    folder = Path(output_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted((int(m[1]), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name)))
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    folder = Path(output_dir) / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return None
-    found = [(int(m[1]), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "state.json").exists()]
-    return max(found)[1] if found else None
+    """The newest complete checkpoint (its ``state.json`` is written last), or None."""
+    complete = [p for _, p in checkpoint_folders(output_dir) if (p / STATE_FILE).exists()]
+    return complete[-1] if complete else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a complete checkpoint holds."""
+    return int(json.loads((Path(checkpoint) / STATE_FILE).read_text())["global_step"])
+
+
+def next_save_iteration(output_dir: Path) -> int:
+    """accelerate's next ``checkpoint_K``: above every number in the existing folder names, so that a new save
+    never collides with an old one and accelerate's pruning deletes the oldest first."""
+    folders = checkpoint_folders(output_dir)
+    return folders[-1][0] + 1 if folders else 0
 
 
 def config_dict(config, **extra) -> dict:
@@ -102,21 +128,21 @@ def register_adapter_hooks(accelerator, adapter: str) -> None:
     accelerator.register_load_state_pre_hook(load_adapter)
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, config) -> Path:
-    """``step-N/`` by ``accelerator.save_state`` (replaces the hand-written adapter, optimizer, scheduler and
-    sampling files; every process takes part), then ``state.json`` from the main process (written last: marks it complete)."""
-    folder = Path(output_dir) / CHECKPOINTS_DIR / f"step-{step}"
-    accelerator.save_state(str(folder))
+def save_checkpoint(accelerator, step: int, config) -> Path:
+    """``checkpoint_K/`` by ``accelerator.save_state`` (replaces the hand-written adapter, optimizer, scheduler and
+    sampling files; every process takes part; accelerate first deletes the oldest folders beyond its
+    ``total_limit``), then ``state.json`` from the main process (written last: marks it complete)."""
+    folder = Path(accelerator.save_state())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with atomic_path(folder / "state.json") as tmp:
+        with atomic_path(folder / STATE_FILE) as tmp:
             tmp.write_text(json.dumps(config_dict(config, global_step=step), indent=2) + "\n")
     return folder
 
 
 def load_checkpoint(accelerator, ckpt: Path, has_scheduler: bool) -> int:
-    """Restore adapter, optimizer, LR schedule, RNG and sampling state from ``step-N/`` by
-    ``accelerator.load_state`` (replaces the hand-written loads); return N."""
+    """Restore adapter, optimizer, LR schedule, RNG and sampling state from a checkpoint folder by
+    ``accelerator.load_state`` (replaces the hand-written loads); return its step."""
     from accelerate.utils import OPTIMIZER_NAME, SCHEDULER_NAME
 
     if not (ckpt / f"{OPTIMIZER_NAME}.bin").exists():  # accelerate's optimizer file marks a save_state checkpoint
@@ -132,4 +158,4 @@ def load_checkpoint(accelerator, ckpt: Path, has_scheduler: bool) -> int:
     # Checkpoints sit on optimizer-step boundaries: count micro-batches afresh, so that accelerate's
     # accumulate() syncs on this run's --gradient-accumulation-steps boundaries.
     accelerator.step = 0
-    return int(json.loads((ckpt / "state.json").read_text())["global_step"])
+    return checkpoint_step(ckpt)

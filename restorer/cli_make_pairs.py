@@ -38,6 +38,7 @@ from .batch import (
 from .errors import RestorerInputError
 from .labels import labels_beside, labels_by_name, read_labels
 from .loading import quiet_hub_progress
+from .option_checks import check_crf, check_device, check_output_folder
 from .presets import untrained_note
 from .video_io import DEFAULT_CRF, read_video
 
@@ -85,6 +86,9 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
     from . import preset_models as M
 
     gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
+    check_crf(args.crf)
+    check_device(args.device)
+    check_output_folder(args.output_dir, "--output-dir")
     if args.heatmap_metric == "lpips":
         P.check_lpips_weights()
     videos = pair_videos(gt_dir, artifact_dir)
@@ -152,9 +156,15 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one sentence, not a traceback
         print_error(err_console, f"The {args.preset} preset's VAE or text encoder could not be loaded: {err}")
         return 1
-    P.write_json_atomic(inputs.meta_path, inputs.meta)
-    if rank == 0:
-        P.save_prompts(args.output_dir, prompts)
+    header: list[bool] = []
+
+    def write_header() -> None:
+        """meta.json and prompts.pt, written with this process's first pair (never for a folder without pairs;
+        every process writes the same content atomically)."""
+        if not header:
+            P.write_json_atomic(inputs.meta_path, inputs.meta)
+            P.save_prompts(args.output_dir, prompts)
+            header.append(True)
 
     def work(name: str) -> Outcome:
         stem = Path(name).stem
@@ -171,6 +181,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
                 raise BatchAbort(str(err)) from None
             raise
         latents = P.encode_pair(vae, pair, P.pair_generator(stem, args.seed), fps)
+        write_header()
         P.write_pair(args.output_dir, stem, pair, latents, fps, args.crf)
         return Outcome.DONE
 

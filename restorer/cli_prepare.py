@@ -31,6 +31,8 @@ from .batch import (
     run_batch,
     shard,
 )
+from .errors import RestorerInputError
+from .option_checks import check_crf, check_output_folder
 from .video_io import DEFAULT_CRF, read_video, write_video
 
 
@@ -51,23 +53,17 @@ class PrepareArgs:
 
 
 def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, crf: int = DEFAULT_CRF) -> None:
-    """Build and write the ``T + 8``-frame reference video of one ``T``-frame GT / artifact pair."""
+    """Build and write the ``T + 8``-frame reference video of one ``T``-frame GT / artifact pair.
+
+    The pair is checked as ``aw-make-pairs`` checks it (:func:`restorer.pairs.check_pair`): same length and
+    size, ``T = 8n + 1`` frames, so that the reference is ``8n + 1`` frames too and no later step resamples
+    it in time (which would move its tail anchor)."""
     from .dba import build_reference_video
+    from .pairs import check_pair
 
     gt, fps = read_video(gt_path)
     artifact, _ = read_video(artifact_path)
-    if gt.shape[0] != artifact.shape[0]:
-        raise InputError(
-            f"The GT video has {gt.shape[0]} frames but the artifact video has {artifact.shape[0]}; "
-            f"a pair must have the same length."
-        )
-    if gt.shape[1:] != artifact.shape[1:]:
-        raise InputError(
-            f"The GT video is {gt.shape[2]}x{gt.shape[1]} but the artifact video is "
-            f"{artifact.shape[2]}x{artifact.shape[1]}; a pair must have the same resolution."
-        )
-    if gt.shape[0] < 2:
-        raise InputError(f"The pair has {gt.shape[0]} frame; DBA needs at least 2 (the two GT anchors).")
+    check_pair(gt, artifact, ("GT", "artifact"))
     reference = build_reference_video(artifact, gt[0], gt[-1])
     write_video(out_path, reference, fps, crf=crf)
 
@@ -77,8 +73,10 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
     err_console = Console(stderr=True)
     try:
         gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
+        check_crf(args.crf)
+        check_output_folder(args.output_dir, "--output-dir")
         rank, world = process_index()
-    except InputError as err:
+    except (InputError, RestorerInputError) as err:
         print_error(err_console, str(err))
         return 2
 

@@ -7,11 +7,18 @@ decoded, ``T + 8`` frames, the last 9 black (bright = severe). Stage 2 (AATF) re
 writes ``OUTPUT/samples/NAME.mp4``, trimmed back to the clip's ``T`` frames. Both keep the input's
 name, resolution and frame rate.
 
+An input whose last 9 frames are not one frame repeated is a plain clip, not a reference
+(:func:`restorer.dba.has_anchor_tail`): it is restored whole, with its own first and last frames as the
+DBA anchors (weaker than ground-truth anchors), and its sample keeps all of its frames.
+
 ``--heatmap-folder`` reuses existing stage-1 heatmaps (as the release's stage-2 script does with
 ``--noisemap-videos-folder``); ``--heatmap-only`` runs stage 1 alone. Outputs already present are
-skipped, so an interrupted run resumes where it stopped. Under ``accelerate launch`` or ``torchrun``
-the sorted file list is split by index over the processes (``RANK`` / ``WORLD_SIZE``), each process
-using the GPU of its ``LOCAL_RANK``.
+skipped, so an interrupted run resumes where it stopped; each output's settings are kept beside it
+(``NAME.settings.json``, :mod:`restorer.output_settings`), and an output made with other settings is
+skipped with the difference named (``--overwrite`` redoes it). Outputs, the device and the numeric
+options are checked before anything loads. Under ``accelerate launch`` or ``torchrun`` the sorted file
+list is split by index over the processes (``RANK`` / ``WORLD_SIZE``), each process using the GPU of
+its ``LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from .batch import (
     BatchAbort,
     InputError,
     Outcome,
+    Skip,
     StepProgress,
     list_videos,
     local_rank,
@@ -39,9 +47,27 @@ from .batch import (
     run_batch,
     shard,
 )
-from .dba import ANCHOR_TAIL_FRAMES, MIN_CLIP_FRAMES, clip_length, is_clip_length, trim_to_clip
+from .dba import (
+    ANCHOR_TAIL_FRAMES,
+    MIN_CLIP_FRAMES,
+    build_reference_video,
+    clip_length,
+    has_anchor_tail,
+    is_clip_length,
+    nearest_clip_length,
+    trim_to_clip,
+)
 from .errors import RestorerInputError
-from .presets import untrained_note
+from .option_checks import (
+    check_at_least,
+    check_crf,
+    check_device,
+    check_output_folder,
+    check_processing_max_side,
+    describe_os_error,
+)
+from .output_settings import describe_change, read_settings, write_settings
+from .presets import announce_untrained, get_preset
 from .video_io import DEFAULT_CRF, read_video, write_video
 
 if TYPE_CHECKING:
@@ -56,7 +82,7 @@ class RestoreArgs:
     """Restore every prepared reference video in a folder with the two ArtifactWorld stages."""
 
     input_folder: Path
-    """Folder of T+8-frame reference videos (*.mp4, made by aw-prepare): GT first frame, artifact frames, GT last frame x 9."""
+    """Folder of T+8-frame reference videos (*.mp4, made by aw-prepare): GT first frame, artifact frames, GT last frame x 9. A plain clip (last 9 frames not one frame) is restored whole with its own first and last frames as anchors."""
     output_folder: Path
     """Output folder: restored clips go to OUTPUT/samples/NAME.mp4, stage-1 heatmaps to OUTPUT/heatmaps/NAME.mp4."""
     preset: Literal["tiny", "full"] = "full"
@@ -82,7 +108,7 @@ class RestoreArgs:
     device: Optional[str] = None
     """Torch device, e.g. cuda:0 or cpu (default: the tiny preset uses cpu; full uses cuda:LOCAL_RANK when CUDA is available, else cpu)."""
     profile: Optional[Literal["80gb", "40gb", "24gb"]] = None
-    """GPU memory profile: 80gb, 40gb or 24gb chooses fp8 storage, transformer offload and VAE tiling for a GPU of that size (see docs/restorer.md, "Which GPU do I need"); prints the predicted peak and refuses a smaller GPU (default: everything resident, as 80gb)."""
+    """GPU memory profile: 80gb, 40gb or 24gb chooses transformer offload and VAE tiling (bf16 weights in all three) for a GPU of that size (see docs/restorer.md, "Which GPU do I need"); prints the predicted peak and refuses a smaller GPU (default: everything resident, as 80gb)."""
     force: bool = False
     """Run --profile even when the detected GPU is smaller than its predicted peak."""
     heatmap_folder: Optional[Path] = None
@@ -92,7 +118,7 @@ class RestoreArgs:
     crf: int = DEFAULT_CRF
     """x264 constant rate factor of the written videos (0 = lossless, 18 = visually lossless)."""
     overwrite: bool = False
-    """Recompute outputs that already exist instead of skipping them."""
+    """Recompute outputs that already exist instead of skipping them (also those made with other settings)."""
 
 
 def default_device() -> str:
@@ -161,22 +187,114 @@ def load_heatmap(path: Path, frames: int, height: int, width: int):
     return video
 
 
-def input_videos(args: RestoreArgs) -> list[Path]:
-    """The reference videos to restore, after checking every flag that needs no model (raises InputError)."""
-    input_folder = require_folder(args.input_folder, "input folder (--input-folder)")
+def check_options(args: RestoreArgs) -> None:
+    """Every flag that needs no model, the device and the output folder (writable, not a full disk): checked
+    before anything loads (raises :class:`RestorerInputError`)."""
     if args.heatmap_folder is not None:
         require_folder(args.heatmap_folder, "heatmap folder (--heatmap-folder)")
         if args.heatmap_only:
             raise InputError("--heatmap-only and --heatmap-folder cannot be used together.")
     for flag, value in (("--steps", args.steps), ("--heatmap-steps", args.heatmap_steps)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} must be at least 1, got {value}.")
-    if args.output_folder.exists() and not args.output_folder.is_dir():
-        raise InputError(f"The output folder {args.output_folder} exists and is not a folder.")
+        check_at_least(flag, value, 1)
+    check_processing_max_side(args.processing_max_side)
+    check_crf(args.crf)
+    check_device(args.device)
+    check_output_folder(args.output_folder, "--output-folder")
+
+
+def input_videos(args: RestoreArgs) -> list[Path]:
+    """The reference videos to restore, after :func:`check_options` (raises InputError / RestorerInputError)."""
+    input_folder = require_folder(args.input_folder, "input folder (--input-folder)")
+    check_options(args)
     files = list_videos(input_folder)
     if not files:
         raise InputError(f"The input folder {input_folder} contains no .mp4 videos.")
     return files
+
+
+def output_settings(args: RestoreArgs) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What this run's heatmaps and samples are made with, by flag, with the preset's defaults filled in
+    (recorded beside each output, :mod:`restorer.output_settings`)."""
+    numeric = {"num_inference_steps", "heatmap_steps", "seed", "processing_max_side", "processing_size"}
+    preset = get_preset(
+        args.preset,
+        transformer_source=args.transformer_source,
+        **{k: v for k, v in restorer_overrides(args).items() if k in numeric},
+    )
+    common = {
+        "--preset": args.preset,
+        "--transformer-source": preset.transformer_source,
+        "--weights-root": None if args.weights_root is None else str(args.weights_root),
+        "--seed": preset.seed,
+        "--processing-max-side": preset.processing_max_side if preset.processing_size is None else None,
+        "--crf": args.crf,
+    }
+    heatmap = {**common, "--heatmap-steps": preset.heatmap_steps}
+    sample = {
+        **common,
+        "--steps": preset.num_inference_steps,
+        "--heatmap-steps": None if args.heatmap_folder is not None else preset.heatmap_steps,
+        "--heatmap-folder": None if args.heatmap_folder is None else str(args.heatmap_folder),
+    }
+    return heatmap, sample
+
+
+def existing_output(output: Path, settings: dict[str, Any], overwrite: bool, what: str = "it") -> Outcome | Skip | None:
+    """None when ``output`` must be computed; a quiet skip when it exists with these settings (or unrecorded
+    ones); a :class:`Skip` naming the difference when it was made with other settings."""
+    if overwrite or not output.exists():
+        return None
+    change = describe_change(read_settings(output), settings)
+    if change is None:
+        return Outcome.SKIPPED
+    return Skip(f"{what} was made with {change}; pass --overwrite to redo it")
+
+
+@dataclass
+class ModelInput:
+    """What the restorer gets for one input video, and how its sample is cut back."""
+
+    reference: Tensor
+    """The reference in the official layout, ``T' + 8`` frames."""
+    clip_frames: int
+    """``T'``: the restored frames kept (the rest is the anchor tail)."""
+    out_frames: int
+    """Frames of the written sample (a plain clip keeps its own count; ``T'`` is resampled back to it)."""
+    plain: bool
+    """True for a plain clip: its own first and last frames are the anchors."""
+
+
+def model_input(name: str, video: Tensor, console: Console) -> ModelInput:
+    """A prepared reference as it is, or a plain clip laid out as one with its own first and last frames as
+    anchors (DBA, Eq. 1; weaker than ground-truth anchors). Refuses a clip of fewer than 2 frames."""
+    from .conform import resample_indices
+
+    frames = int(video.shape[0])
+    if frames < 2:
+        raise InputError(
+            f"{name} has {frames} frame; the restorer needs a clip of at least 2 frames "
+            "(8n + 1, e.g. 17, 33 or 89, is used as is)."
+        )
+    if has_anchor_tail(video):
+        if not is_clip_length(frames) or frames < MIN_CLIP_FRAMES + ANCHOR_TAIL_FRAMES:
+            print_note(
+                console,
+                f"{name} has {frames} frames, not 8n + 1 >= 17; it is resampled in time, which moves its tail "
+                "anchor (aw-prepare writes T + 8 = 8n + 1 frames, e.g. 97 for the benchmark's 89-frame clips).",
+            )
+        return ModelInput(video, clip_length(frames), clip_length(frames), plain=False)
+    clip_frames = nearest_clip_length(frames)
+    clip = video if clip_frames == frames else video[resample_indices(frames, clip_frames)]
+    return ModelInput(build_reference_video(clip, clip[0], clip[-1]), clip_frames, frames, plain=True)
+
+
+def plain_clips_note(names: list[str]) -> str:
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"{len(names)} input(s) are plain clips, not aw-prepare references (their last 9 frames are not one frame "
+        f"repeated): {listed}; each was restored whole with its own first and last frames as anchors, which is "
+        "weaker than ground-truth anchors (docs/restorer.md, 'A clip without ground truth')."
+    )
 
 
 def run(args: RestoreArgs, console: Console | None = None) -> int:
@@ -185,7 +303,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
     try:
         rank, world = process_index()
         files = input_videos(args)
-    except InputError as err:
+    except (InputError, RestorerInputError) as err:
         print_error(err_console, str(err))
         return 2
 
@@ -193,21 +311,17 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
     label = rank_label(rank, world)
     heat_dir = args.output_folder / HEATMAPS_DIR
     sample_dir = args.output_folder / SAMPLES_DIR
-
-    def finished(path: Path) -> bool:
-        if args.overwrite:
-            return False
-        if args.heatmap_only:
-            return (heat_dir / path.name).exists()
-        return (sample_dir / path.name).exists()
+    heat_settings, sample_settings = output_settings(args)
+    plain: list[str] = []
 
     if args.preset == "tiny":
-        print_note(console, untrained_note("model"))
+        print_note(console, announce_untrained("model"))
     step_progress = StepProgress()
     loaded: list[Any] = []
 
     def get_restorer():
-        """Load the model on first use, so a resumed run with nothing to do never loads it."""
+        """Load the model on first use, so a resumed run with nothing to do never loads it; a failed load
+        stops the batch with one sentence (not once per file)."""
         if not loaded:
             console.print(f"Loading the '{args.preset}' restorer{label}...", highlight=False, markup=False)
             try:
@@ -216,27 +330,39 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
                     check_schedule(restorer)
             except (RestorerInputError, InputError) as err:
                 raise BatchAbort(str(err)) from None
+            except Exception as err:  # noqa: BLE001 - one sentence, once, instead of a failure per file
+                reason = describe_os_error(err) or f"{type(err).__name__}: {err}"
+                raise BatchAbort(f"The '{args.preset}' restorer could not be loaded ({reason}).") from None
             loaded.append(restorer)
         return loaded[0]
 
-    def work(path: Path) -> Outcome:
+    def work(path: Path) -> Outcome | Skip:
         name = path.name
-        if finished(path):
-            return Outcome.SKIPPED
-        reference, fps = read_video(path)
-        frames, height, width, _ = reference.shape
-        if not is_clip_length(frames) or frames < MIN_CLIP_FRAMES + ANCHOR_TAIL_FRAMES:
-            print_note(
-                console,
-                f"{name} has {frames} frames, not 8n + 1 >= 17; it is resampled in time, which moves its tail "
-                "anchor (aw-prepare writes T + 8 = 8n + 1 frames, e.g. 97 for the benchmark's 89-frame clips).",
-            )
-        heatmap = stage1_heatmap(args, heat_dir / name, reference, fps, get_restorer)
+        if args.heatmap_only:
+            done = existing_output(heat_dir / name, heat_settings, args.overwrite)
+        else:
+            done = existing_output(sample_dir / name, sample_settings, args.overwrite)
+            if done is None and args.heatmap_folder is None:  # stage 1 of an earlier run is reused: same settings?
+                stale = existing_output(heat_dir / name, heat_settings, args.overwrite, what="its heatmap")
+                done = stale if isinstance(stale, Skip) else None
+        if done is not None:
+            return done
+        video, fps = read_video(path)
+        given = model_input(name, video, console)
+        if given.plain:
+            plain.append(name)
+        heatmap = stage1_heatmap(args, heat_dir / name, given.reference, fps, get_restorer, heat_settings)
         if args.heatmap_only:
             return Outcome.DONE
-        result = get_restorer().restore_reference(reference, heatmap=heatmap)
-        check_shape("restored clip", tuple(result.frames.shape), tuple(reference.shape))
-        write_video(sample_dir / name, trim_to_clip(result.frames, max(clip_length(frames), 1)), fps, crf=args.crf)
+        result = get_restorer().restore_reference(given.reference, heatmap=heatmap)
+        check_shape("restored clip", tuple(result.frames.shape), tuple(given.reference.shape))
+        restored = trim_to_clip(result.frames, given.clip_frames)
+        if given.out_frames != given.clip_frames:
+            from .conform import resample_indices
+
+            restored = restored[resample_indices(given.clip_frames, given.out_frames)]
+        write_settings(sample_dir / name, sample_settings)
+        write_video(sample_dir / name, restored, fps, crf=args.crf)
         return Outcome.DONE
 
     try:
@@ -252,12 +378,16 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
     except BatchAbort as err:
         print_error(err_console, str(err))
         return 2
+    if plain:
+        result.notes.append(plain_clips_note(plain))
     return result.report(console, label)
 
 
-def stage1_heatmap(args: RestoreArgs, heat_out: Path, reference: Tensor, fps: float, get_restorer) -> Tensor:
+def stage1_heatmap(
+    args: RestoreArgs, heat_out: Path, reference: Tensor, fps: float, get_restorer, settings: dict[str, Any]
+) -> Tensor:
     """The clip's stage-2 heatmap: from --heatmap-folder, from an earlier run (resume), or predicted by stage 1
-    and written to ``heat_out``."""
+    and written to ``heat_out`` (with its settings beside it)."""
     frames, height, width, _ = reference.shape
     if args.heatmap_folder is not None:
         return load_heatmap(find_heatmap(args.heatmap_folder, heat_out.name), frames, height, width)
@@ -267,6 +397,7 @@ def stage1_heatmap(args: RestoreArgs, heat_out: Path, reference: Tensor, fps: fl
 
     heatmap = hand_off_heatmap(get_restorer().predict_heatmap(reference))
     check_shape("heatmap", tuple(heatmap.shape), (frames, height, width, 3))
+    write_settings(heat_out, settings)
     write_video(heat_out, heatmap, fps, crf=args.crf)
     return heatmap
 
@@ -288,10 +419,21 @@ def check_shape(what: str, got: tuple, want: tuple) -> None:
         raise RuntimeError(f"The restorer returned a {what} of shape {got}, expected {want}.")
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point of ``aw-restore``."""
-    args = tyro.cli(RestoreArgs, args=argv)
-    return run(args)
+    """Console-script entry point of ``aw-restore``; Ctrl-C stops it with one line and exit status 130 (outputs
+    are written atomically: finished ones stay, the one in progress leaves nothing)."""
+    try:
+        return run(tyro.cli(RestoreArgs, args=argv))
+    except KeyboardInterrupt:
+        print(
+            "aw-restore: interrupted; finished outputs are kept, rerun the same command to continue.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

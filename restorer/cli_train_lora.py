@@ -5,8 +5,9 @@
 
 Writes ``OUTPUT/stage1_pred_headmap_lora.safetensors`` (or ``stage2_noisemap_blend_lora.safetensors``)
 in the official diffusers format, its ComfyUI copy ``OUTPUT/comfy_<name>``, a JSON of the training
-config next to it, checkpoints under ``OUTPUT/checkpoints/step-N`` (``--resume`` continues from the
-latest) and logs under ``OUTPUT/logs``. See :mod:`restorer.training` for what matches the official trainer.
+config next to it, checkpoints under ``OUTPUT/checkpoints/checkpoint_K`` (the newest
+``--checkpoints-total-limit``, 3 by default, are kept; ``--resume`` continues from the latest and leaves a
+finished run as it is) and logs under ``OUTPUT/logs``. See :mod:`restorer.training` for what matches the official trainer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.console import Console
 
 from .batch import print_error, print_note
 from .errors import RestorerInputError
-from .presets import untrained_note
+from .presets import announce_untrained
 from .train_config import TrainConfig
 
 
@@ -27,12 +28,21 @@ def run(config: TrainConfig, console: Console | None = None) -> int:
 
     console = console or Console(stderr=True)
     if config.preset == "tiny":
-        print_note(console, untrained_note("backbone"))
+        print_note(console, announce_untrained("backbone"))
     try:
         result = train(config, console=console)
     except RestorerInputError as err:
         print_error(console, str(err))
         return 2
+    if result.already_finished:
+        console.print(
+            f"aw-train-lora: the run in {config.output_dir} already finished at step {result.end_step} "
+            f"(adapter {result.adapter_path.name}); nothing was changed, raise --steps to train on.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return 0
     done = result.end_step - result.start_step
     memory = result.peak_memory_bytes / 2**20
     console.print(

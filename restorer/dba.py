@@ -14,7 +14,8 @@ videos and heatmaps come back ``T + 8`` frames long and are trimmed to the first
 **The clip-length rule, stated once.** LTX's VAE needs ``8n + 1`` frames, and ``T + 8`` is ``8n + 1``
 exactly when ``T`` is, so clips are ``T = 8n + 1`` frames with ``n >= 1`` (9, 17, ..., 89 trained, ...):
 :func:`is_clip_length`, :func:`check_clip_length`, :func:`nearest_clip_length`, :func:`largest_clip_length`,
-:data:`MIN_CLIP_FRAMES`, :data:`TRAINED_CLIP_FRAMES`.
+:data:`MIN_CLIP_FRAMES`, :data:`TRAINED_CLIP_FRAMES`. :func:`has_anchor_tail` tells a reference (its last 9
+frames one frame repeated) from a plain clip.
 """
 
 from __future__ import annotations
@@ -112,6 +113,21 @@ def build_reference_video(
     first = first_anchor.to(artifact_frames)[None]
     last = last_anchor.to(artifact_frames)[None].expand(LAST_ANCHOR_REPEATS, height, width, 3)
     return torch.cat([first, artifact_frames[1:-1], last]).clone()
+
+
+ANCHOR_TAIL_TOLERANCE = 0.5 / 255
+"""Largest mean absolute difference (per frame, values in ``[0, 1]``) between a tail frame and the last frame
+for the tail to count as one frame repeated: H.264 at CRF 0 to 35 keeps the repeats within 0.04 / 255."""
+
+
+def has_anchor_tail(video: Float[Tensor, "frames height width 3"], tolerance: float = ANCHOR_TAIL_TOLERANCE) -> bool:
+    """True when ``video`` ends in the official layout's tail: its last 9 frames are one frame repeated (within
+    codec noise), as in a reference of :func:`build_reference_video`. A plain video almost never does; one that
+    holds still for its last 9 frames is taken for a reference."""
+    if video.ndim != 4 or video.shape[0] <= LAST_ANCHOR_REPEATS:
+        return False
+    tail = video[-LAST_ANCHOR_REPEATS:].float()
+    return bool((tail - tail[-1:]).abs().mean(dim=(1, 2, 3)).max() <= tolerance)
 
 
 def trim_to_clip(video: Tensor, clip_frames: int) -> Tensor:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +38,24 @@ import torch
 
 from .errors import RestorerInputError
 from .roots import LTX_MAIN_REPO, TRANSFORMER_SINGLE_FILE, ReleaseRoots, check_transformer_source
+
+
+class _EmptyFloat32ListFilter(logging.Filter):
+    """Drops diffusers' "modules in X that should be kept in float32: []" notice, which ``to(dtype)`` logs even when
+    the list is empty (nothing is kept in float32, so nothing is inconsistent); any non-empty list still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+def quiet_empty_float32_notice() -> None:
+    """Install :class:`_EmptyFloat32ListFilter` on the diffusers logger that emits it (once)."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(isinstance(f, _EmptyFloat32ListFilter) for f in logger.filters):
+        logger.addFilter(_EmptyFloat32ListFilter())
+
+
+quiet_empty_float32_notice()  # every model this module (and tiny.py, through it) builds or loads is cast with to()
 
 LTXV_13B_CONFIG = {
     "activation_fn": "gelu-approximate",

@@ -110,16 +110,18 @@ class PairVideos:
     """``T``, the clip's own length (the videos are ``T + 8``)."""
 
 
-def check_pair(clean: Tensor, artifact: Tensor) -> None:
-    """One sentence when a clean / artifact pair does not match in length or size, or is not ``8n + 1`` frames."""
+def check_pair(clean: Tensor, artifact: Tensor, names: tuple[str, str] = ("clean", "artifact")) -> None:
+    """One sentence when a clean / artifact pair does not match in length or size, or is not ``8n + 1`` frames
+    (``aw-make-pairs`` and ``aw-prepare`` both check pairs here; ``names`` are what each calls the two videos)."""
+    first, second = names
     if clean.shape[0] != artifact.shape[0]:
         raise RestorerInputError(
-            f"The clean video has {clean.shape[0]} frames but the artifact video has {artifact.shape[0]}; "
+            f"The {first} video has {clean.shape[0]} frames but the {second} video has {artifact.shape[0]}; "
             "a pair must have the same length."
         )
     if clean.shape[1:] != artifact.shape[1:]:
         raise RestorerInputError(
-            f"The clean video is {clean.shape[2]}x{clean.shape[1]} but the artifact video is "
+            f"The {first} video is {clean.shape[2]}x{clean.shape[1]} but the {second} video is "
             f"{artifact.shape[2]}x{artifact.shape[1]}; a pair must have the same resolution."
         )
     check_clip_length(int(clean.shape[0]))

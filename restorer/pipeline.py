@@ -51,7 +51,7 @@ from .loading import (
     text_encoder_identity,
 )
 from .lora import load_lora_adapter
-from .presets import UNTRAINED_LABEL, untrained_note
+from .presets import UNTRAINED_LABEL, first_untrained_note
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots
 from .sampler import (
@@ -117,8 +117,9 @@ class ArtifactRestorer(StageRunner):
         with quiet_hub_progress(enabled=preset.untrained):
             restorer = cls._from_preset(preset, label, progress)
         if preset.untrained:
+            note = first_untrained_note() or UNTRAINED_LABEL  # the full sentence once per process, then the label
             console().print(
-                f"ArtifactRestorer '{preset.name}' loaded from {restorer.roots.weights.parent}. {untrained_note()}",
+                f"ArtifactRestorer '{preset.name}' loaded from {restorer.roots.weights.parent}. {note}",
                 markup=False,
                 soft_wrap=True,
             )
@@ -383,7 +384,7 @@ class ArtifactRestorer(StageRunner):
             z_full = load_auxiliary_latent(self.roots, Z_FULL_FILE, shape)
             z_null = load_auxiliary_latent(self.roots, Z_NULL_FILE, shape)
             if z_full is None or z_null is None or tuple(z_full.shape) != shape or tuple(z_null.shape) != shape:
-                if not self._aux_note_printed:
+                if not self._aux_note_printed and not self.settings.label:  # expected on the tiny preset: not said
                     found = "are missing" if z_full is None or z_null is None else f"are {tuple(z_full.shape)}"
                     console().print(
                         f"{self.settings.label}The release's auxiliary latents {found}, not {shape} for a "

@@ -27,6 +27,23 @@ def untrained_note(part: str = "restorer") -> str:
     return f"The tiny preset's {part} is UNTRAINED (random weights): fine for tests, CPU demos and smoke runs, not for results."
 
 
+_untrained_note_shown: list[bool] = []
+
+
+def announce_untrained(part: str = "restorer") -> str:
+    """:func:`untrained_note` for a command to print once at its start; the restorer's loader then prints only
+    the short label (:func:`first_untrained_note`)."""
+    _untrained_note_shown.append(True)
+    return untrained_note(part)
+
+
+def first_untrained_note(part: str = "restorer") -> str | None:
+    """:func:`untrained_note` unless this process has said it already (:func:`announce_untrained`), else None."""
+    if _untrained_note_shown:
+        return None
+    return announce_untrained(part)
+
+
 @dataclass(frozen=True)
 class RestorerPreset:
     """Everything ``ArtifactRestorer.from_preset`` needs; any field can be overridden by keyword."""
@@ -86,8 +103,9 @@ class RestorerPreset:
     (diffusers ``enable_group_offload``, block level, prefetched on a CUDA stream when there is one). Same
     outputs; needs about 30 GB of host memory for the 13B transformer."""
     memory_profile: str | None = None
-    """``80gb``, ``40gb`` or ``24gb``: sets ``fp8_transformer_storage``, ``group_offload`` and ``vae_tiling`` for
-    a GPU of that size (``restorer/memory_profiles.py``); prints the predicted peak and refuses a smaller GPU."""
+    """``80gb``, ``40gb`` or ``24gb``: sets ``group_offload`` and ``vae_tiling`` for a GPU of that size
+    (``restorer/memory_profiles.py``; none turns on ``fp8_transformer_storage``); prints the predicted peak and
+    refuses a smaller GPU."""
     force_memory_profile: bool = False
     """Run a memory profile even when the detected GPU is smaller than its predicted peak."""
     torch_dtype: str | None = None

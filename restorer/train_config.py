@@ -58,9 +58,11 @@ class TrainConfig:
     noisemap_feature_scale: float = NOISEMAP_FEATURE_SCALE
     """Stage 2: factor on the heatmap latent (official 0.05; must match inference)."""
     checkpoint_every: int = 500
-    """Save OUTPUT/checkpoints/step-N every this many steps (and at the end)."""
+    """Save a checkpoint (OUTPUT/checkpoints/checkpoint_K, its step in state.json) every this many steps and at the end."""
+    checkpoints_total_limit: int | None = 3
+    """Keep the newest N checkpoints, deleting older ones before each save (accelerate's ProjectConfiguration total_limit; a full-size checkpoint is about 8 GB); None keeps all."""
     resume: bool = False
-    """Continue from the latest OUTPUT/checkpoints/step-N (adapter, optimizer, LR schedule, sampling state)."""
+    """Continue from the latest checkpoint (adapter, optimizer, LR schedule, sampling state); a run that already reached --steps is left as it is."""
     seed: int = 42
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     device: str | None = None
@@ -78,6 +80,8 @@ class TrainResult:
     seconds: float = 0.0
     peak_memory_bytes: int = 0
     comfy_path: Path | None = None
+    already_finished: bool = False
+    """``--resume`` found the run finished: nothing was trained or written."""
 
     @property
     def steps_per_second(self) -> float:
@@ -100,6 +104,11 @@ def validate_config(config: TrainConfig) -> None:
         raise RestorerInputError(f"LoRA rank {config.rank} does not fit: the rank must be at least 1.")
     if config.gradient_accumulation_steps < 1 or config.checkpoint_every < 1:
         raise RestorerInputError("--gradient-accumulation-steps and --checkpoint-every must be at least 1.")
+    if config.checkpoints_total_limit is not None and config.checkpoints_total_limit < 1:
+        raise RestorerInputError(
+            f"--checkpoints-total-limit must be at least 1 (or None to keep every checkpoint), got "
+            f"{config.checkpoints_total_limit}."
+        )
     if config.learning_rate <= 0:
         raise RestorerInputError(f"--learning-rate must be positive, got {config.learning_rate}.")
     if not 0 < config.lr_end_factor <= 1:

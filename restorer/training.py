@@ -14,7 +14,8 @@ to 0.1 over the run's steps, gradient-norm clipping at 1.0; optimizer and schedu
 the scheduler N times per optimizer step, as the official run did).
 
 **Loop plumbing (accelerate).** Gradient accumulation by ``Accelerator(gradient_accumulation_steps)`` and
-``accumulate``; checkpoints by ``save_state`` / ``load_state`` (adapter-only hooks and the registered
+``accumulate``; checkpoints by ``save_state`` / ``load_state``, named and pruned to the newest
+``--checkpoints-total-limit`` by ``ProjectConfiguration`` (adapter-only hooks and the registered
 sampling state: :mod:`restorer.checkpoints`); logging by accelerate's trackers (``init_trackers``, ``log``,
 ``end_training``).
 
@@ -44,9 +45,11 @@ from .aatf import STAGE2_ADAPTER
 from .atomic import atomic_path
 from .checkpoints import (
     SamplingState,
+    checkpoint_step,
     config_dict,
     latest_checkpoint,
     load_checkpoint,
+    next_save_iteration,
     register_adapter_hooks,
     save_checkpoint,
 )
@@ -106,10 +109,13 @@ LOGS_DIR = "logs"
 
 
 def make_accelerator(config: TrainConfig, cpu: bool, mixed: str):
-    """The run's Accelerator: mixed precision, gradient accumulation (``accumulate``), trackers and their folder.
+    """The run's Accelerator: mixed precision, gradient accumulation (``accumulate``), trackers and their folder,
+    checkpoint names and how many are kept.
 
     ``log_with`` + ``ProjectConfiguration(logging_dir=OUTPUT/logs)`` replace the hand-written TensorBoard /
-    wandb logger (TensorBoard events land in ``OUTPUT/logs/artifactworld-lora/``)."""
+    wandb logger (TensorBoard events land in ``OUTPUT/logs/artifactworld-lora/``);
+    ``automatic_checkpoint_naming`` + ``total_limit`` name the checkpoints ``OUTPUT/checkpoints/checkpoint_K`` and
+    keep the newest ``--checkpoints-total-limit`` (a full-size one is about 8 GB)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, is_wandb_available
 
@@ -121,7 +127,13 @@ def make_accelerator(config: TrainConfig, cpu: bool, mixed: str):
         cpu=cpu,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.log_with == "none" else config.log_with,
-        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / LOGS_DIR)),
+        project_config=ProjectConfiguration(
+            project_dir=str(output),
+            logging_dir=str(output / LOGS_DIR),
+            automatic_checkpoint_naming=True,
+            total_limit=config.checkpoints_total_limit,
+            iteration=next_save_iteration(output),
+        ),
     )
 
 
@@ -320,14 +332,32 @@ def _train_steps(run: _Run, result: TrainResult, console, on_step: Callable[[int
             if progress:
                 progress.update(task, completed=step, loss=f"{total:.4f}")
             if step % config.checkpoint_every == 0 or step == steps:
-                save_checkpoint(run.accelerator, run.output_dir, step, config)
+                save_checkpoint(run.accelerator, step, config)
     result.seconds = time.perf_counter() - began
     result.end_step = step
     result.peak_memory_bytes = peak_memory_bytes(run.device)
 
 
+def finished_run(config: TrainConfig) -> TrainResult | None:
+    """With ``resume``: the result of a run that already reached ``--steps`` and wrote its adapter (nothing is
+    loaded, nothing is written), else None."""
+    if not config.resume or (ckpt := latest_checkpoint(config.output_dir)) is None:
+        return None
+    adapter_path = Path(config.output_dir) / RELEASE_FILES[config.stage]
+    step = checkpoint_step(ckpt)
+    if step < total_steps(config) or not adapter_path.is_file():
+        return None
+    result = TrainResult(adapter_path, adapter_path.with_suffix(".json"), step, step, already_finished=True)
+    result.comfy_path = comfy_path_for(adapter_path)
+    return result
+
+
 def train(config: TrainConfig, console=None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train the stage's adapter; return where it was written and the per-step losses of this run."""
+    """Train the stage's adapter; return where it was written and the per-step losses of this run. A resumed run
+    that already finished is left as it is (``TrainResult.already_finished``)."""
+    validate_config(config)
+    if (done := finished_run(config)) is not None:
+        return done
     run = _set_up(config)
     accelerator = run.accelerator
     adapter_path = run.output_dir / RELEASE_FILES[config.stage]

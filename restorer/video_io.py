@@ -11,6 +11,7 @@ The ffmpeg executable is looked up on ``PATH`` and falls back to the binary ship
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -240,10 +241,17 @@ def write_video(
             "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=f"{fps:g}"
         ).output(str(tmp), vcodec="libx264", pix_fmt=pix_fmt, crf=int(crf), preset=preset, an=None)
         stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").overwrite_output()
+        process = stream.run_async(cmd=find_ffmpeg(), pipe_stdin=True, pipe_stdout=True, pipe_stderr=True)
         try:
-            stream.run(cmd=find_ffmpeg(), input=data.tobytes(), capture_stdout=True, capture_stderr=True)
-        except ffmpeg.Error as err:
-            raise VideoWriteError(f"ffmpeg could not write {final}: {_last_error_line(err.stderr)}.") from None
+            _, stderr = process.communicate(input=data.tobytes())
+        except BaseException:  # Ctrl-C: stop ffmpeg before the temporary file is removed
+            process.kill()
+            process.wait()
+            raise
+        if process.returncode:
+            if b"No space left on device" in (stderr or b""):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final))
+            raise VideoWriteError(f"ffmpeg could not write {final}: {_last_error_line(stderr)}.")
         if count and not tmp.exists():  # pragma: no cover - defensive
             raise VideoWriteError(f"ffmpeg did not produce {final}.")
     return final

@@ -368,3 +368,278 @@ def test_demo_summary_prints_absolute_commands_on_one_line(tmp_path):
     printed = buffer.getvalue().splitlines()
     for command in commands:
         assert command in [line.strip() for line in printed], "a command was wrapped"
+
+
+# ---------------------------------------------------------------------- aw-restore (issue 19, stumbles 2, 3, 4, 6)
+
+
+class EchoRestorer:
+    """Stands in for the restorer: the heatmap is black, the restored clip is the reference itself; records
+    what the model was given."""
+
+    def __init__(self) -> None:
+        self.references: list = []
+
+    def predict_heatmap(self, reference):
+        self.references.append(reference)
+        return torch.zeros_like(reference)
+
+    def restore_reference(self, reference, heatmap=None, opacity=None):
+        from types import SimpleNamespace
+
+        self.references.append(reference)
+        return SimpleNamespace(frames=reference.clone())
+
+
+@pytest.fixture
+def echo_restorer(monkeypatch):
+    from artifactworld_ns.restorer import cli_restore
+
+    echo = EchoRestorer()
+    monkeypatch.setattr(cli_restore, "load_restorer", lambda args, progress=None: echo)
+    monkeypatch.setenv("COLUMNS", "250")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    return echo
+
+
+def aw_restore(inputs: Path, out: Path, *extra: str) -> int:
+    from artifactworld_ns.restorer import cli_restore
+
+    return cli_restore.main(["--input-folder", str(inputs), "--output-folder", str(out), "--preset", "tiny", *extra])
+
+
+def moving_clip(frames: int, phase: float = 0.0) -> torch.Tensor:
+    from conftest import wave_clip
+
+    return wave_clip(frames, 32, 48, speeds=(0.4, 0.3, 0.2), phases=(phase, phase, phase))
+
+
+def test_aw_restore_restores_a_plain_clip_whole(tmp_path, echo_restorer, capsys):
+    """A plain video is not taken for an aw-prepare reference (that cost it 8 frames): its own first and last
+    frames become the anchors, and the sample keeps every frame; a real reference keeps the official layout."""
+    from artifactworld_ns.restorer import build_reference_video, read_video, write_video
+
+    inputs = tmp_path / "in"
+    plain, odd = moving_clip(17), moving_clip(20, 1.0)
+    write_video(inputs / "plain.mp4", plain, 24, crf=0)
+    write_video(inputs / "odd.mp4", odd, 24, crf=0)  # not 8n + 1: resampled to 25 and back
+    write_video(inputs / "ref.mp4", build_reference_video(moving_clip(9, 2.0), plain[0], plain[-1]), 24, crf=0)
+    assert aw_restore(inputs, tmp_path / "out", "--crf", "0") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "2 input(s) are plain clips, not aw-prepare references" in text and "odd.mp4, plain.mp4" in text
+    assert "weaker than ground-truth anchors" in text
+
+    samples = {name: read_video(tmp_path / "out" / "samples" / name)[0] for name in ("plain.mp4", "odd.mp4", "ref.mp4")}
+    assert samples["plain.mp4"].shape[0] == 17 and samples["odd.mp4"].shape[0] == 20
+    assert samples["ref.mp4"].shape[0] == 9  # the reference's T + 8 = 17 frames, trimmed to T
+    plain, odd = read_video(inputs / "plain.mp4")[0], read_video(inputs / "odd.mp4")[0]  # as aw-restore read them
+    for name, clip in (("plain.mp4", plain), ("odd.mp4", odd)):  # every frame in place, none dropped or shifted
+        assert (samples[name] - clip).abs().mean(dim=(1, 2, 3)).max() < 0.005, name
+    # what the model saw: the references' own 17 frames; the plain clips laid out as references of 17 + 8 and
+    # (20 -> 25) + 8 frames: the clip, then its own last frame 8 more times (the official tail)
+    assert {r.shape[0] for r in echo_restorer.references} == {17, 25, 33}
+    plain_ref = next(r for r in echo_restorer.references if r.shape[0] == 25)
+    assert (plain_ref[16:] - plain_ref[16]).abs().max() == 0
+    assert torch.equal(plain_ref[:17], plain)
+
+
+def test_aw_restore_finds_a_read_only_output_before_any_compute(tmp_path, capsys, monkeypatch):
+    from artifactworld_ns.restorer import cli_restore, write_video
+
+    write_video(tmp_path / "in" / "a.mp4", moving_clip(17), 24)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    # CI runs as root, whom permission bits do not stop: report the folder as the kernel would to a user
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real_access(path, mode))
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("nothing may be read or loaded before the output is checked")
+
+    monkeypatch.setattr(cli_restore, "load_restorer", no_compute)
+    monkeypatch.setattr(cli_restore, "read_video", no_compute)
+    try:
+        code = aw_restore(tmp_path / "in", locked / "out")
+    finally:
+        locked.chmod(0o755)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "Traceback" not in err
+    assert f"The folder {locked} is not writable" in err and "choose a writable --output-folder" in err
+    assert not (locked / "out").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_aw_restore_is_one_line_and_leaves_no_partial_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from artifactworld_ns.restorer import write_video
+
+    for i in range(2):
+        write_video(tmp_path / "in" / f"c{i}.mp4", moving_clip(17, float(i)), 24)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARTIFACTWORLD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    command = [str(Path(sys.executable).parent / "aw-restore"), "--input-folder", str(tmp_path / "in")]
+    command += ["--output-folder", str(out), "--preset", "tiny", "--steps", "200", "--heatmap-steps", "200"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read_stdout() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if "Loading the 'tiny' restorer" in line:
+                started.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    assert started.wait(600), "".join(lines)
+    time.sleep(3)  # inside the model load or the 200-step stage 1: long before any output is complete
+    process.send_signal(signal.SIGINT)
+    stderr = process.stderr.read()
+    code = process.wait(120)
+    reader.join(10)
+    assert code == 130, "".join(lines) + stderr
+    assert "Traceback" not in stderr + "".join(lines)
+    assert stderr.strip().splitlines() == [
+        "aw-restore: interrupted; finished outputs are kept, rerun the same command to continue."
+    ]
+    leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not [p for p in leftovers if p.name.startswith(".")], leftovers  # no temporary file
+    assert not [p for p in leftovers if p.suffix == ".mp4" and not p.with_name(p.stem + ".settings.json").exists()]
+
+
+def test_aw_restore_rerun_with_changed_settings_says_why_it_skipped(tmp_path, echo_restorer, capsys):
+    from artifactworld_ns.restorer import write_video
+
+    inputs = tmp_path / "in"
+    for name in ("a.mp4", "b.mp4"):
+        write_video(inputs / name, moving_clip(17), 24)
+    out = tmp_path / "out"
+    assert aw_restore(inputs, out, "--steps", "2") == 0
+    sample = out / "samples" / "a.mp4"
+    recorded = json.loads((out / "samples" / "a.settings.json").read_text())
+    assert recorded["--steps"] == 2 and recorded["--preset"] == "tiny" and recorded["--crf"] == 18
+    mtime = sample.stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert aw_restore(inputs, out, "--steps", "3", "--seed", "7") == 0  # other settings: skipped, and said why
+    text = " ".join(capsys.readouterr().out.split())
+    assert "skip a.mp4: it was made with --seed 42 (now 7), --steps 2 (now 3), --heatmap-steps 2 (now 3); " in text
+    assert "pass --overwrite to redo it" in text
+    assert "0 written, 2 skipped" in text and "2 of the skipped outputs were made with other settings" in text
+    assert sample.stat().st_mtime_ns == mtime
+
+    assert aw_restore(inputs, out, "--steps", "2") == 0  # the same settings: one summary line, no per-file noise
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 written, 2 skipped" in text and "skip a.mp4" not in text and "other settings" not in text
+
+    assert aw_restore(inputs, out, "--steps", "3", "--overwrite") == 0
+    assert "2 written, 0 skipped" in " ".join(capsys.readouterr().out.split())
+    assert json.loads((out / "samples" / "a.settings.json").read_text())["--steps"] == 3
+
+
+def test_ctrl_c_in_aw_demo_is_one_line_and_removes_the_unfinished_run(tmp_path, monkeypatch, capsys):
+    """Ctrl-C reaches aw-demo alone (ns-train runs in its own session); aw-demo stops ns-train, removes the run
+    it started and exits 130 with one line."""
+    import signal
+    import subprocess
+
+    from artifactworld_ns import demo
+
+    started: dict = {}
+
+    class InterruptedTraining:
+        def __init__(self, command, env, start_new_session):
+            started.update(command=command, env=env, new_session=start_new_session, pid=4242)
+            self.pid = 4242
+            run_dir = Path(command[command.index("--output-dir") + 1]) / "demo" / "artifactworld-tiny"
+            (run_dir / command[command.index("--timestamp") + 1] / "nerfstudio_models").mkdir(parents=True)
+            self.waits = 0
+
+        def wait(self, timeout=None):
+            self.waits += 1
+            if self.waits == 1:
+                raise KeyboardInterrupt  # the user's Ctrl-C while training
+            return -signal.SIGTERM
+
+    killed: list = []
+    monkeypatch.setattr(subprocess, "Popen", InterruptedTraining)
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: killed.append((pid, sig)))
+    monkeypatch.setattr(
+        "sys.argv", ["aw-demo", "--scene-dir", str(tmp_path / "scene"), "--output-dir", str(tmp_path / "o")]
+    )
+    monkeypatch.setattr(demo, "write_demo_scene", lambda args: args.output_dir.mkdir(parents=True))
+    with pytest.raises(SystemExit) as stopped:
+        demo.entrypoint()
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("aw-demo: interrupted; removed the unfinished run")
+        and "Traceback" not in err
+    )
+    assert started["new_session"] and killed == [(4242, signal.SIGTERM)]
+    assert not list((tmp_path / "o" / "demo" / "artifactworld-tiny").iterdir())
+    assert "`torch.cuda.amp.custom_fwd:FutureWarning" in started["env"]["PYTHONWARNINGS"]
+
+
+def test_known_harmless_warnings_are_silenced_narrowly():
+    """nerfstudio's deprecation notices under torch 2.x are dropped by message and module; the same message from
+    any other module still shows."""
+    import warnings
+
+    from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
+
+    cases = [
+        ("`torch.cuda.amp.GradScaler(args...)` is deprecated.", FutureWarning, "nerfstudio.engine.trainer"),
+        ("Converting a tensor with requires_grad=True to a scalar may lead to", UserWarning, "nerfstudio.utils.writer"),
+        (
+            "Using torch.cross without specifying the dim arg is deprecated.",
+            UserWarning,
+            "nerfstudio.cameras.camera_utils",
+        ),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_nerfstudio_warnings()
+        for message, category, module in cases:
+            warnings.warn_explicit(message, category, f"{module.replace('.', '/')}.py", 1, module=module)
+            warnings.warn_explicit(message, category, "mine.py", 1, module="artifactworld_ns.mine")
+    assert [str(w.message) for w in caught] == [message for message, _, _ in cases]  # only the ones of our code
+
+
+def test_diffusers_empty_float32_list_notice_is_dropped_and_others_kept(caplog):
+    import logging
+
+    from artifactworld_ns.restorer import loading  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    with caplog.at_level(logging.WARNING, logger="diffusers.models.modeling_utils"):
+        logger.warning("There are modules in LTXVideoTransformer3DModel that should be kept in float32: []. Casting")
+        logger.warning("There are modules in T5 that should be kept in float32: ['wo']. Casting")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].endswith("kept in float32: ['wo']. Casting")
+
+
+def test_lpips_without_its_weights_is_nan_without_a_download_attempt(tmp_path, monkeypatch, capsys):
+    import torchmetrics.image.lpip
+
+    from artifactworld_ns.model import LazyLPIPS
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "empty_hub"))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("LPIPS must not try to download its weights")
+
+    monkeypatch.setattr(torchmetrics.image.lpip, "LearnedPerceptualImagePatchSimilarity", no_download)
+    metric = LazyLPIPS(normalize=True)
+    values = [metric(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)) for _ in range(3)]
+    assert all(torch.isnan(v) for v in values)
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("LPIPS is unavailable") == 1 and str(tmp_path / "empty_hub") in out

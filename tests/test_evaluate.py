@@ -362,3 +362,49 @@ def test_a_bad_labels_file_is_one_sentence_naming_file_and_line(tmp_path, capsys
     assert ev.run(["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--clip-model", "none"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{labels} line 4:" in err and "Traceback" not in err
+
+
+def test_out_in_a_read_only_folder_is_one_sentence_before_scoring(folders, tmp_path, capsys, monkeypatch):
+    import os
+    from pathlib import Path
+
+    pred_dir, gt_dir = folders
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # CI runs as root, whom permission bits do not stop
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real_access(path, mode))
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("nothing may be scored before --out is checked")
+
+    monkeypatch.setattr(ev, "evaluate_videos", no_scoring)
+    command = ["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(locked / "eval.json")]
+    assert ev.run(command) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"The folder {locked} is not writable" in err and "choose a writable --out." in err
+    assert "Traceback" not in err
+    assert ev.run(["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path)]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_an_unavailable_metric_is_written_as_null_not_nan(tmp_path):
+    report = {"kind": "video", "count": 1, "per_clip": {"a.mp4": {"psnr": 30.0, "lpips": math.nan}}}
+    report["mean"] = {"psnr": 30.0, "ssim": None, "lpips": math.nan, "clip_i": None, "fvd": None}
+    ev.write_report(report, tmp_path / "eval.json", compare_paper=False)
+    text = (tmp_path / "eval.json").read_text()
+    assert "NaN" not in text
+    written = json.loads(text)  # strict parsers accept it
+    assert written["mean"]["lpips"] is None and written["per_clip"]["a.mp4"] == {"psnr": 30.0, "lpips": None}
+
+
+def test_ns_eval_gets_null_for_an_unavailable_metric_and_training_logs_leave_it_out(monkeypatch):
+    from nerfstudio.pipelines.base_pipeline import VanillaPipeline
+
+    from artifactworld_ns.pipeline import ArtifactWorldPipeline
+
+    averages = {"psnr": 21.5, "psnr_std": 0.5, "lpips": math.nan, "lpips_std": math.nan}
+    monkeypatch.setattr(VanillaPipeline, "get_average_eval_image_metrics", lambda self, *a, **k: dict(averages))
+    pipeline = object.__new__(ArtifactWorldPipeline)
+    for_ns_eval = pipeline.get_average_eval_image_metrics(output_path=None, get_std=True)
+    assert json.dumps(for_ns_eval) == '{"psnr": 21.5, "psnr_std": 0.5, "lpips": null, "lpips_std": null}'
+    assert pipeline.get_average_eval_image_metrics(step=100) == {"psnr": 21.5, "psnr_std": 0.5}

@@ -286,3 +286,30 @@ def test_restorer_memory_options_are_applied(monkeypatch):
     clip = torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0))
     result = restorer.restore(clip, clip[0], clip[-1])
     assert result.frames.shape == clip.shape and bool(torch.isfinite(result.frames).all())
+
+
+def test_output_path_that_is_a_folder_is_refused_before_loading(tmp_path, capsys):
+    config = tmp_path / "config.yml"
+    config.write_text("not loaded: the output path is checked first\n")
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    command = aw_render.cli(["spiral", "--load-config", str(config), "--output-path", str(folder), "--preset", "tiny"])
+    assert aw_render.run(command) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"The --output-path {folder} is a folder; give a file name, e.g. --output-path {folder / 'render.mp4'}." in err
+    )
+
+
+def test_bad_restorer_options_are_refused_before_loading(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "config.yml"
+    config.write_text("x\n")
+    base = ["spiral", "--load-config", str(config), "--output-path", str(tmp_path / "o.mp4"), "--preset", "tiny"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for extra, message in (
+        (["--processing-max-side", "0"], "--processing-max-side must be at least 32"),
+        (["--restorer-steps", "0"], "--restorer-steps must be at least 1, got 0."),
+        (["--restorer-device", "cuda"], "--restorer-device cuda needs a CUDA GPU"),
+    ):
+        assert aw_render.run(aw_render.cli(base + extra)) == 2
+        assert message in " ".join(capsys.readouterr().err.split()), extra

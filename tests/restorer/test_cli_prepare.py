@@ -100,7 +100,7 @@ def test_prepare_is_resumable(dataset: dict, capsys: pytest.CaptureFixture) -> N
     assert "0 written, 3 skipped" in out
     assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == mtimes
     for name in mtimes:
-        assert f"skip {name}" in out
+        assert f"skip {name}" not in out  # skipped quietly: the summary line counts them
     # --overwrite redoes them.
     code = run_prepare(dataset, "--overwrite")
     assert "3 written, 0 skipped" in capsys.readouterr().out
@@ -228,3 +228,28 @@ def test_prepare_under_torchrun_two_processes(dataset: dict) -> None:
     # Each rank reports its own share; together every pair was handled exactly once.
     assert "aw-prepare (rank 0/2): 1 written, 0 skipped (outputs already present), 2 failed." in proc.stdout
     assert "aw-prepare (rank 1/2): 2 written, 0 skipped (outputs already present), 0 failed." in proc.stdout
+
+
+def test_prepare_refuses_a_pair_that_aw_make_pairs_refuses(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 10-frame pair would give an 18-frame reference that aw-restore resamples (moving its tail anchor), and
+    aw-make-pairs refuses it: aw-prepare refuses it too, with the same sentence."""
+    data = {"gt": tmp_path / "gt", "art": tmp_path / "art", "out": tmp_path / "out"}
+    write_video(data["gt"] / "ten.mp4", clip(10, 1.0), 24, crf=0)
+    write_video(data["art"] / "ten.mp4", clip(10, 2.0), 24, crf=0)
+    assert run_prepare(data) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ten.mp4: Clip length 10 is not 8n+1 (e.g. 17, 25, 33, or 89 as trained)" in out
+    assert not list(data["out"].glob("*.mp4"))
+
+
+def test_prepare_checks_crf_and_output_before_reading(dataset: dict, tmp_path: Path, capsys, monkeypatch) -> None:
+    def no_read(*args, **kwargs):
+        raise AssertionError("no video may be read before the options are checked")
+
+    monkeypatch.setattr(cli_prepare, "read_video", no_read)
+    assert run_prepare(dataset, "--crf", "60") == 2
+    assert "--crf must be between 0 (lossless) and 51" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    assert run_prepare({**dataset, "out": tmp_path / "a_file" / "prepared"}) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"lies under {tmp_path / 'a_file'}, which is a file; choose another --output-dir." in err

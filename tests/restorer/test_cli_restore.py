@@ -15,6 +15,7 @@ from conftest import wave_clip, write_zero_frame_mp4
 from artifactworld_ns.restorer import cli_restore
 from artifactworld_ns.restorer.batch import InputError
 from artifactworld_ns.restorer.cli_restore import RestoreArgs
+from artifactworld_ns.restorer.dba import build_reference_video
 from artifactworld_ns.restorer.video_io import read_video, write_video
 
 T = 17  # reference frames: a 9-frame clip in the official T + 8 layout
@@ -52,7 +53,8 @@ def env(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("references")
     for i, (name, (h, w, fps)) in enumerate(GOOD.items()):
-        write_video(folder / name, clip(T, h, w, phase=float(i)), fps, crf=0)
+        artifact = clip(CLIP, h, w, phase=float(i))  # what aw-prepare writes: the official T + 8 layout
+        write_video(folder / name, build_reference_video(artifact, artifact[0], artifact[-1]), fps, crf=0)
     (folder / "bad.mp4").write_bytes(b"not a video" * 50)
     write_zero_frame_mp4(folder / "zero.mp4")
     return folder
@@ -116,8 +118,10 @@ def restore(inputs: Path, out: Path, *extra: str) -> int:
 
 
 def check_outputs(folder: Path, names: set[str]) -> None:
-    """Heatmaps keep the reference's T + 8 frames (as the official stage 1 writes them); samples are trimmed to T."""
-    assert {p.name for p in folder.iterdir()} == names  # nothing else: no temp or partial files
+    """Heatmaps keep the reference's T + 8 frames (as the official stage 1 writes them); samples are trimmed to T;
+    each output has its settings beside it."""
+    sidecars = {Path(name).stem + ".settings.json" for name in names}
+    assert {p.name for p in folder.iterdir()} == names | sidecars  # nothing else: no temp or partial files
     for name in names:
         frames, fps = read_video(folder / name)
         h, w, in_fps = GOOD[name]
@@ -152,7 +156,7 @@ def test_restore_end_to_end_resume_and_bad_files(
     code = restore(inputs, out)
     text = capsys.readouterr().out
     assert code == 2 and "0 written, 3 skipped" in text
-    assert all(f"skip {name}" in text for name in GOOD)
+    assert not any(f"skip {name}" in text for name in GOOD)  # same settings: the summary line says it
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes
 
     # An interrupted run (sample missing, heatmap present) resumes with stage 2 only.
@@ -200,9 +204,9 @@ def test_restore_splits_files_across_ranks(
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        before = set(p.name for p in (out / "heatmaps").iterdir()) if (out / "heatmaps").exists() else set()
+        before = set(p.name for p in (out / "heatmaps").glob("*.mp4")) if (out / "heatmaps").exists() else set()
         restore(inputs, out, "--heatmap-only")
-        produced.append({p.name for p in (out / "heatmaps").iterdir()} - before)
+        produced.append({p.name for p in (out / "heatmaps").glob("*.mp4")} - before)
     # Sorted: a, b, bad, c, zero -> rank 0: a, bad, zero; rank 1: b, c.
     assert produced == [{"a.mp4"}, {"b.mp4", "c.mp4"}]
     assert len(spy.calls) == 3
@@ -272,3 +276,111 @@ def test_restore_help_documents_every_option(capsys: pytest.CaptureFixture) -> N
         assert f"--{name.replace('_', '-')}" in help_text
         first_words = " ".join(documented[name].split()[:5])
         assert first_words in help_text, name
+
+
+class EchoRestorer:
+    """Stands in for the restorer (no compute): black heatmap, the reference itself as the restored clip."""
+
+    def predict_heatmap(self, reference):
+        return torch.zeros_like(reference)
+
+    def restore_reference(self, reference, heatmap=None, opacity=None):
+        return SimpleNamespace(frames=reference.clone())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--crf", "-5"], "--crf must be between 0 (lossless) and 51 (x264's range; 18 is visually lossless), got -5."),
+        (["--processing-max-side", "0"], "--processing-max-side must be at least 32 (the model works on multiples"),
+        (["--device", "cuda"], "--device cuda needs a CUDA GPU and this machine has none that torch can use"),
+        (["--device", "gpu0"], "--device 'gpu0' is not a torch device; use e.g. cpu, cuda or cuda:1."),
+        (["--heatmap-steps", "0"], "--heatmap-steps must be at least 1, got 0."),
+    ],
+)
+def test_bad_options_are_refused_before_anything_loads(
+    extra, message, inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    no_load(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = restore(inputs, tmp_path / "out", *extra)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and message in err and "Traceback" not in err
+    assert err.count("error:") == 1  # one sentence, once (not once per file)
+    assert not (tmp_path / "out").exists()
+
+
+def test_full_disk_is_named_before_any_compute(inputs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    from artifactworld_ns.restorer import option_checks
+
+    no_load(monkeypatch)
+    monkeypatch.setattr(option_checks.shutil, "disk_usage", lambda path: SimpleNamespace(free=5 * 2**20))
+    assert restore(inputs, tmp_path / "out") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"The disk holding {tmp_path / 'out'} is full (no space left: 5 MiB free" in err
+    assert "choose another --output-folder" in err
+
+
+def test_disk_full_while_writing_stops_the_batch_in_one_sentence(
+    inputs: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import errno
+
+    monkeypatch.setattr(cli_restore, "load_restorer", lambda args, progress=None: EchoRestorer())
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli_restore, "write_video", full)
+    assert restore(inputs, tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert "The disk is full (no space left on device) while writing" in err and "Traceback" not in err
+    assert err.count("error:") == 1 and "failed" not in captured.out  # the batch stopped: every file would fail
+
+
+def test_ffmpeg_out_of_space_is_named_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import os
+
+    from artifactworld_ns.restorer import video_io
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\ncat > /dev/null\necho 'Error writing trailer: No space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(video_io, "find_ffmpeg", lambda: str(fake))
+    with pytest.raises(OSError) as err:
+        write_video(tmp_path / "o" / "x.mp4", torch.zeros(2, 8, 8, 3), 24)
+    assert err.value.errno == errno.ENOSPC
+    assert not [p for p in os.listdir(tmp_path / "o")], "no partial or temporary file"
+
+
+def test_a_one_frame_input_is_refused_once_and_a_load_failure_stops_the_batch(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    folder = tmp_path / "in"
+    write_video(folder / "one.mp4", clip(1, 64, 96, 0.0), 24)
+    write_video(folder / "two.mp4", clip(17, 64, 96, 0.0), 24)
+    monkeypatch.setattr(cli_restore, "load_restorer", lambda args, progress=None: EchoRestorer())
+    assert restore(folder, tmp_path / "out") == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "one.mp4: one.mp4 has 1 frame; the restorer needs a clip of at least 2 frames" in out
+    assert "resampled" not in out and "1 written" in out
+
+    def broken(args, progress=None):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(cli_restore, "load_restorer", broken)
+    assert restore(folder, tmp_path / "out2") == 2
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert "The 'tiny' restorer could not be loaded (RuntimeError: CUDA error: no kernel image" in err
+    assert err.count("could not be loaded") == 1 and "failed two.mp4" not in captured.out  # once, not per file
+
+
+def test_restore_help_names_what_the_profiles_choose(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        cli_restore.main(["--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "chooses transformer offload and VAE tiling (bf16 weights in all three)" in text
+    assert "fp8" not in text  # no profile stores the weights in fp8

@@ -284,3 +284,13 @@ def test_changed_build_settings_still_refuse_a_labelled_folder(folders, tmp_path
         cli_make_pairs._check_inputs(args)
     args.overwrite = True
     assert set(cli_make_pairs._check_inputs(args).meta["labels"]["pairs"]) == {"pair0"}
+
+
+def test_no_valid_pair_leaves_no_meta_or_prompts_behind(tmp_path: Path, capsys) -> None:
+    folders = {"gt": tmp_path / "gt", "art": tmp_path / "art", "out": tmp_path / "pairs"}
+    write_video(folders["gt"] / "odd.mp4", clean_clip(5.0, frames=12), 24, crf=0)
+    write_video(folders["art"] / "odd.mp4", clean_clip(5.0, frames=12), 24, crf=0)
+    assert make_pairs(folders, "--heatmap-metric", "l1") == 2
+    assert "odd.mp4: Clip length 12 is not 8n+1" in capsys.readouterr().out
+    leftovers = sorted(p.name for p in folders["out"].rglob("*")) if folders["out"].exists() else []
+    assert "meta.json" not in leftovers and "prompts.pt" not in leftovers, leftovers

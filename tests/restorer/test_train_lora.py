@@ -322,10 +322,15 @@ def test_saved_adapter_reloads_and_changes_restore_outputs(pairs_dir, tmp_path) 
 
 def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
     full = train(config(pairs_dir, tmp_path / "straight", steps=6, checkpoint_every=3))
-    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir()) == ["step-3", "step-6"]
+    # accelerate's automatic names: checkpoint_K is the K-th save (steps 3 and 6), its step in state.json
+    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir()) == [
+        "checkpoint_0",
+        "checkpoint_1",
+    ]
+    step3, step6 = "checkpoint_0", "checkpoint_1"
 
     interrupted = tmp_path / "interrupted"
-    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-3", interrupted / "checkpoints" / "step-3")
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / step3, interrupted / "checkpoints" / step3)
     resumed = train(config(pairs_dir, interrupted, steps=6, checkpoint_every=3, resume=True))
     assert (resumed.start_step, resumed.end_step, len(resumed.losses)) == (3, 6, 3)
     assert resumed.losses == pytest.approx(full.losses[3:], rel=1e-4)
@@ -333,10 +338,10 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
     done = train(config(pairs_dir, interrupted, steps=6, resume=True))  # nothing left to do
-    assert (done.start_step, done.end_step, done.losses) == (6, 6, [])
+    assert (done.start_step, done.end_step, done.losses, done.already_finished) == (6, 6, [], True)
 
     # accelerate's save_state layout; the backbone is not in it (the save hook writes the adapter only)
-    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints" / "step-3").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "straight" / "checkpoints" / step3).iterdir()) == [
         "adapter.safetensors",
         "custom_checkpoint_0.pkl",
         "optimizer.bin",
@@ -347,16 +352,16 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
 
     # the LR schedule resumed too: LinearLR reached its end factor (0.1) at the last step of both runs
     for run in ("straight", "interrupted"):
-        state = torch.load(tmp_path / run / "checkpoints" / "step-6" / "optimizer.bin", weights_only=False)
+        state = torch.load(tmp_path / run / "checkpoints" / step6 / "optimizer.bin", weights_only=False)
         assert state["param_groups"][0]["lr"] == pytest.approx(1e-2 * 0.1)
-    mid = torch.load(tmp_path / "straight" / "checkpoints" / "step-3" / "optimizer.bin", weights_only=False)
+    mid = torch.load(tmp_path / "straight" / "checkpoints" / step3 / "optimizer.bin", weights_only=False)
     assert mid["param_groups"][0]["lr"] == pytest.approx(1e-2 * (1 - 0.9 * 3 / 6))
 
     # a checkpoint of the earlier hand-written format (optimizer.pt, scheduler.pt, sampling-rank0.pt) is refused
     old = tmp_path / "old" / "checkpoints" / "step-3"
     old.mkdir(parents=True)
     for name in ("adapter.safetensors", "state.json"):
-        shutil.copy(tmp_path / "straight" / "checkpoints" / "step-3" / name, old / name)
+        shutil.copy(tmp_path / "straight" / "checkpoints" / step3 / name, old / name)
     torch.save(mid, old / "optimizer.pt")
     torch.save(None, old / "scheduler.pt")
     torch.save({"generator": torch.Generator().get_state(), "pending": []}, old / "sampling-rank0.pt")
@@ -443,14 +448,16 @@ def test_cli_trains_and_reports_speed_and_memory(pairs_dir, tmp_path, capsys) ->
     comfy = load_file(str(out / "comfy_stage1_pred_headmap_lora.safetensors"))  # the official ComfyUI copy
     assert comfy and all(k.startswith("diffusion_model.transformer_blocks.") for k in comfy)
     assert "comfy_stage1_pred_headmap_lora.safetensors" in err
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]  # steps 2, 3
 
 
 def test_resume_with_gradient_accumulation_repeats_the_uninterrupted_run(pairs_dir, tmp_path) -> None:
     full = train(config(pairs_dir, tmp_path / "straight", steps=4, checkpoint_every=2, gradient_accumulation_steps=2))
     assert len(full.losses) == 4
     interrupted = tmp_path / "interrupted"
-    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-2", interrupted / "checkpoints" / "step-2")
+    shutil.copytree(
+        tmp_path / "straight" / "checkpoints" / "checkpoint_0", interrupted / "checkpoints" / "checkpoint_0"
+    )
     resumed = train(
         config(pairs_dir, interrupted, steps=4, checkpoint_every=2, gradient_accumulation_steps=2, resume=True)
     )
@@ -459,7 +466,7 @@ def test_resume_with_gradient_accumulation_repeats_the_uninterrupted_run(pairs_d
     a, b = load_file(str(full.adapter_path)), load_file(str(resumed.adapter_path))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for run in ("straight", "interrupted"):  # one optimizer and scheduler step per 2 micro-batches
-        state = torch.load(tmp_path / run / "checkpoints" / "step-4" / "optimizer.bin", weights_only=False)
+        state = torch.load(tmp_path / run / "checkpoints" / "checkpoint_1" / "optimizer.bin", weights_only=False)
         assert state["param_groups"][0]["lr"] == pytest.approx(1e-2 * 0.1) and int(state["state"][0]["step"]) == 4
 
 
@@ -509,3 +516,53 @@ def test_wandb_without_the_package_fails_in_one_sentence(pairs_dir, tmp_path, mo
         match=r"^--log-with wandb needs the wandb package; install it or use --log-with tensorboard\.$",
     ):
         train(config(pairs_dir, tmp_path / "w", steps=1, log_with="wandb"))
+
+
+def test_checkpoints_total_limit_keeps_the_newest_n(pairs_dir, tmp_path) -> None:
+    out = tmp_path / "limited"
+    train(config(pairs_dir, out, steps=4, checkpoint_every=1, checkpoints_total_limit=2))
+    kept = sorted((out / "checkpoints").iterdir())
+    assert [p.name for p in kept] == ["checkpoint_2", "checkpoint_3"]  # accelerate deleted the saves of steps 1, 2
+    assert [json.loads((p / "state.json").read_text())["global_step"] for p in kept] == [3, 4]
+
+    # a resumed run goes on numbering after the newest folder and keeps pruning the oldest
+    train(config(pairs_dir, out, steps=5, checkpoint_every=1, checkpoints_total_limit=2, resume=True))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_3", "checkpoint_4"]
+
+
+def test_checkpoint_numbering_stays_in_save_order_after_older_step_folders(tmp_path) -> None:
+    from artifactworld_ns.restorer.checkpoints import latest_checkpoint, next_save_iteration
+
+    assert next_save_iteration(tmp_path) == 0
+    for name in ("step-500", "step-1000"):  # the names of earlier versions
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        (tmp_path / "checkpoints" / name / "state.json").write_text("{}")
+    (tmp_path / "checkpoints" / "step-1500").mkdir()  # incomplete: no state.json
+    assert latest_checkpoint(tmp_path).name == "step-1000"
+    assert next_save_iteration(tmp_path) == 1501  # checkpoint_1501 sorts after step-1500 for accelerate's pruning
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(pairs_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "finished"
+    args = ["--stage", "2", "--preset", "tiny", "--data", str(pairs_dir), "--output-dir", str(out), "--steps", "2"]
+    args += ["--log-with", "none", "--no-show-progress"]
+    assert cli_train_lora.main(args) == 0
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    info = json.loads((out / "stage2_noisemap_blend_lora.json").read_text())
+    assert info["final_loss"] is not None
+    capsys.readouterr()
+
+    assert cli_train_lora.main([*args, "--resume"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the run in {out} already finished at step 2" in err and "nothing was changed" in err
+    assert "steps/s" not in err and "Traceback" not in err
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_checkpoints_total_limit_below_one_is_one_sentence(pairs_dir, tmp_path, capsys) -> None:
+    code = cli_train_lora.main(
+        ["--stage", "2", "--preset", "tiny", "--data", str(pairs_dir), "--output-dir", str(tmp_path / "o")]
+        + ["--checkpoints-total-limit", "0", "--log-with", "none"]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--checkpoints-total-limit must be at least 1" in err and "Traceback" not in err
