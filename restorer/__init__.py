@@ -12,7 +12,18 @@ Clips are ``T = 8n + 1`` frames (89 as trained); their DBA reference is ``T + 8`
 """
 
 from .atomic import atomic_folder, atomic_path
-from .batch import StepProgress, print_error, print_note
+from .batch import (
+    InputError,
+    Outcome,
+    StepProgress,
+    local_rank,
+    print_error,
+    print_note,
+    process_index,
+    rank_label,
+    run_batch,
+    shard,
+)
 from .dba import (
     ANCHOR_TAIL_FRAMES,
     MIN_CLIP_FRAMES,
@@ -39,6 +50,8 @@ __all__ = [
     "UNTRAINED_LABEL",
     "ArtifactRestorer",
     "ClipLengthError",
+    "InputError",
+    "Outcome",
     "RestorationResult",
     "RestorerInputError",
     "StepProgress",
@@ -51,12 +64,17 @@ __all__ = [
     "environment_with_ffmpeg",
     "is_clip_length",
     "largest_clip_length",
+    "local_rank",
     "missing_alexnet_weights",
     "nearest_clip_length",
     "print_error",
     "print_note",
+    "process_index",
     "put_ffmpeg_on_path",
+    "rank_label",
     "read_video",
+    "run_batch",
+    "shard",
     "trim_to_clip",
     "untrained_note",
     "write_video",
