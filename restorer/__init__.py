@@ -37,6 +37,17 @@ from .dba import (
     trim_to_clip,
 )
 from .errors import RestorerInputError
+from .labels import (
+    ARTIFACT_TYPES,
+    LABELS_FILE,
+    ClipLabel,
+    LabelError,
+    labels_beside,
+    labels_by_name,
+    parse_artifact_types,
+    read_labels,
+    write_labels,
+)
 from .pipeline import ArtifactRestorer, RestorationResult
 from .presets import UNTRAINED_LABEL, untrained_note
 from .pseudo_heatmaps import ALEXNET_WEIGHTS_FILE, alexnet_weights_path, missing_alexnet_weights
@@ -45,12 +56,16 @@ from .video_io import VideoReadError, environment_with_ffmpeg, put_ffmpeg_on_pat
 __all__ = [
     "ALEXNET_WEIGHTS_FILE",
     "ANCHOR_TAIL_FRAMES",
+    "ARTIFACT_TYPES",
+    "LABELS_FILE",
     "MIN_CLIP_FRAMES",
     "TRAINED_CLIP_FRAMES",
     "UNTRAINED_LABEL",
     "ArtifactRestorer",
+    "ClipLabel",
     "ClipLengthError",
     "InputError",
+    "LabelError",
     "Outcome",
     "RestorationResult",
     "RestorerInputError",
@@ -63,19 +78,24 @@ __all__ = [
     "check_clip_length",
     "environment_with_ffmpeg",
     "is_clip_length",
+    "labels_beside",
+    "labels_by_name",
     "largest_clip_length",
     "local_rank",
     "missing_alexnet_weights",
     "nearest_clip_length",
+    "parse_artifact_types",
     "print_error",
     "print_note",
     "process_index",
     "put_ffmpeg_on_path",
     "rank_label",
+    "read_labels",
     "read_video",
     "run_batch",
     "shard",
     "trim_to_clip",
     "untrained_note",
+    "write_labels",
     "write_video",
 ]
