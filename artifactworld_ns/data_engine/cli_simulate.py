@@ -17,11 +17,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Sequence
 
 import tyro
 from rich.console import Console
-from rich.markup import escape
 
 from artifactworld_ns.data_engine import records
 from artifactworld_ns.data_engine.scenes import SceneError, SceneTooShortError, find_scenes, scene_names
@@ -50,7 +49,7 @@ from artifactworld_ns.restorer import (
 class SimulateArgs(SimulationConfig):
     """Simulate paired clean / degraded clips from captures (paper Sec. 3.2): aw-simulate SCENES --output-dir OUT."""
 
-    scenes: tyro.conf.Positional[Path]
+    scenes: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="SCENES")]]
     """A nerfstudio scene folder (transforms.json + images), a folder of scene folders, or a text file of scene paths."""
     output_dir: Path
     """Where gt/, artifact/, labels.jsonl and scenes/ (one record per scene) go."""
@@ -62,7 +61,7 @@ class SimulateArgs(SimulationConfig):
 class StatusArgs:
     """Merge the shards' labels into OUT/labels.jsonl; print clips per type and per scene, failures and time."""
 
-    output_dir: tyro.conf.Positional[Path]
+    output_dir: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="OUT")]]
     """The --output-dir of an aw-simulate run."""
 
 
@@ -71,7 +70,9 @@ def check_output_dir(output_dir: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise SimulationInputError(f"The output folder {output_dir} lies under the file {probe}; choose another --output-dir.")
+        raise SimulationInputError(
+            f"The output folder {output_dir} lies under the file {probe}; choose another --output-dir."
+        )
 
 
 def plan_text(prepared: list[PreparedScene], config: SimulationConfig) -> str:

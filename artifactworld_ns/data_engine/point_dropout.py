@@ -1,9 +1,16 @@
 """Dilation's training run (paper Sec. 3.2, "20 % point dropout"): splatfacto with random point dropout.
 
-At every training step each Gaussian is left out of the render with probability ``point_dropout`` (its
-opacity is zeroed for that step; its parameters stay and densification still sees it). The Gaussians
-that remain must cover the holes the dropped ones leave, so they grow: the trained model, rendered with
-every point, shows over-expanded, amorphous blobs (Dilation). Rendering (eval mode) drops nothing.
+The paper names the rate only; how it is applied is our choice, in two places, both at ``point_dropout``:
+
+- the initial points: that share of the seed points (the capture's sparse point cloud) is dropped before
+  the Gaussians are made, so the survivors start larger (splatfacto sizes a Gaussian by the distance to
+  its nearest points) and fewer primitives must cover the scene (Dilation's cause: too few primitives);
+- every training step: each Gaussian is left out of the render with that probability (its opacity is
+  zeroed for the step; its parameters stay and densification still sees it), so the survivors keep
+  growing to cover the holes, however densification refills the scene.
+
+The trained model, rendered with every point (eval mode drops nothing), shows over-expanded, amorphous
+blobs. ``point_dropout = 0`` is plain splatfacto.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ class PointDropoutModel(ArtifactWorldModel):
     """:class:`ArtifactWorldModel` with per-step point dropout while training."""
 
     config: PointDropoutModelConfig
+
+    def populate_modules(self):
+        if self.seed_points is not None and self.config.point_dropout > 0 and self.seed_points[0].shape[0] > 1:
+            means, colors = self.seed_points
+            keep = torch.rand(means.shape[0]) >= self.config.point_dropout  # the run's seeded global generator
+            keep[0] = True  # never drop them all
+            self.seed_points = (means[keep], colors[keep] if colors.shape[0] == means.shape[0] else colors)
+        super().populate_modules()
 
     def render_opacities(self, params: Dict[str, Tensor]) -> Float[Tensor, " gaussians"]:
         opacities = super().render_opacities(params)

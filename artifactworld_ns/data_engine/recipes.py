@@ -199,7 +199,9 @@ def plan_scene(
                     **params,
                     "seed": seed,
                 }
-                jobs.append(ClipJob(f"{name}__{recipe.key}_{k:02d}", recipe, checkpoint, window, params, strength, seed))
+                jobs.append(
+                    ClipJob(f"{name}__{recipe.key}_{k:02d}", recipe, checkpoint, window, params, strength, seed)
+                )
     runs = []
     for run_name in ("sparse", "dilation", "ghosting"):
         checkpoints = sorted({job.checkpoint for job in jobs if job.recipe.run == run_name})

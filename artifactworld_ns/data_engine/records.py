@@ -55,7 +55,11 @@ def write_done(output_dir: Path, scene: Path, result) -> None:
 
 def write_failed(output_dir: Path, scene: Path, name: str, reason: str, seconds: float, status: str = FAILED) -> None:
     """The record of a scene that failed (redone by the next run) or was skipped (e.g. too short for a clip)."""
-    _write(output_dir, name, {"status": status, "scene": str(scene), "reason": reason, "seconds": {"total": round(seconds, 3)}})
+    _write(
+        output_dir,
+        name,
+        {"status": status, "scene": str(scene), "reason": reason, "seconds": {"total": round(seconds, 3)}},
+    )
 
 
 def read_record(output_dir: Path, name: str) -> Optional[dict[str, Any]]:
@@ -75,7 +79,9 @@ def is_done(output_dir: Path, name: str) -> bool:
         return False
     out = Path(output_dir)
     return all(
-        (out / kind / f"{clip['name']}.mp4").is_file() for clip in record.get("clips", []) for kind in ("gt", "artifact")
+        (out / kind / f"{clip['name']}.mp4").is_file()
+        for clip in record.get("clips", [])
+        for kind in ("gt", "artifact")
     )
 
 
@@ -132,7 +138,9 @@ def status_text(output_dir: Path) -> tuple[str, int]:
         raise RecordError(f"{out} is not a folder; pass the --output-dir of an aw-simulate run.")
     records = read_records(out)
     if not records and not (out / RECORDS_DIR).is_dir():
-        raise RecordError(f"{out} holds no aw-simulate records ({RECORDS_DIR}/); pass the --output-dir of an aw-simulate run.")
+        raise RecordError(
+            f"{out} holds no aw-simulate records ({RECORDS_DIR}/); pass the --output-dir of an aw-simulate run."
+        )
     labels = merge_labels(out)
     by_status = Counter(r.get("status") for r in records)
     types = Counter(t for label in labels for t in label.types)

@@ -134,13 +134,17 @@ def read_capture(folder: Path, name: str, downscale: Optional[int] = None) -> Ca
     try:
         meta = json.loads(transforms.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SceneError(f"{transforms} is not valid JSON ({error}); fix or regenerate it with ns-process-data.") from None
+        raise SceneError(
+            f"{transforms} is not valid JSON ({error}); fix or regenerate it with ns-process-data."
+        ) from None
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames:
         raise SceneError(f'{transforms} lists no frames; it needs a non-empty "frames" list.')
     for index, frame in enumerate(frames):
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
-            raise SceneError(f'{transforms}: frame {index} lacks "file_path" or "transform_matrix"; every frame needs both.')
+            raise SceneError(
+                f'{transforms}: frame {index} lacks "file_path" or "transform_matrix"; every frame needs both.'
+            )
     frames = sorted(frames, key=lambda frame: folder / Path(frame["file_path"]))
     poses = []
     for index, frame in enumerate(frames):

@@ -12,6 +12,7 @@ scene leaves no record, so the next run redoes it from the start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -85,17 +86,44 @@ def validate_config(config: SimulationConfig) -> list[str]:
         raise SimulationInputError(str(error).replace("artifact type", "artifact type in --types", 1)) from None
     low, high = config.checkpoint_range
     problems = [
-        (not is_clip_length(config.clip_frames), f"--clip-frames {config.clip_frames} is not 8n+1; use 9, 17, 25, ... or 89 (the trained length)."),
-        (config.frame_step < 2, f"--frame-step {config.frame_step} leaves no held-out frame for clips; use 2 or more (the paper trains on every 8th)."),
-        (not 1 <= low <= high, f"--checkpoint-range {low} {high} is not MIN <= MAX with MIN >= 1; e.g. 1500 12000 (the paper's)."),
-        (not 0 <= config.early_fraction <= 1, f"--early-fraction {config.early_fraction} is not a fraction; use a value from 0 to 1."),
+        (
+            not is_clip_length(config.clip_frames),
+            f"--clip-frames {config.clip_frames} is not 8n+1; use 9, 17, 25, ... or 89 (the trained length).",
+        ),
+        (
+            config.frame_step < 2,
+            f"--frame-step {config.frame_step} leaves no held-out frame for clips; use 2 or more (the paper trains on every 8th).",
+        ),
+        (
+            not 1 <= low <= high,
+            f"--checkpoint-range {low} {high} is not MIN <= MAX with MIN >= 1; e.g. 1500 12000 (the paper's).",
+        ),
+        (
+            not 0 <= config.early_fraction <= 1,
+            f"--early-fraction {config.early_fraction} is not a fraction; use a value from 0 to 1.",
+        ),
         (config.clips_per_recipe < 1, f"--clips-per-recipe {config.clips_per_recipe} makes no clip; use 1 or more."),
-        (config.crack_strength < 0 or config.sh_noise_std < 0, "--crack-strength and --sh-noise-std must not be negative."),
-        (config.aliasing_factor < 1, f"--aliasing-factor {config.aliasing_factor} must be at least 1 (1 = full resolution)."),
-        (not 0 <= config.point_dropout < 1, f"--point-dropout {config.point_dropout} must be in [0, 1); the paper uses 0.2."),
-        (not 0 <= config.ghost_fraction <= 1, f"--ghost-fraction {config.ghost_fraction} is not a fraction; use a value from 0 to 1."),
+        (
+            config.crack_strength < 0 or config.sh_noise_std < 0,
+            "--crack-strength and --sh-noise-std must not be negative.",
+        ),
+        (
+            config.aliasing_factor < 1,
+            f"--aliasing-factor {config.aliasing_factor} must be at least 1 (1 = full resolution).",
+        ),
+        (
+            not 0 <= config.point_dropout < 1,
+            f"--point-dropout {config.point_dropout} must be in [0, 1); the paper uses 0.2.",
+        ),
+        (
+            not 0 <= config.ghost_fraction <= 1,
+            f"--ghost-fraction {config.ghost_fraction} is not a fraction; use a value from 0 to 1.",
+        ),
         (config.ghost_radius <= 0, f"--ghost-radius {config.ghost_radius} must be positive."),
-        (config.max_num_iterations is not None and config.max_num_iterations < 1, "--max-num-iterations must be at least 1."),
+        (
+            config.max_num_iterations is not None and config.max_num_iterations < 1,
+            "--max-num-iterations must be at least 1.",
+        ),
         (config.schedule_scale <= 0, f"--schedule-scale {config.schedule_scale} must be positive."),
         (config.fps <= 0, f"--fps {config.fps} must be positive."),
         (not 0 <= config.crf <= 51, f"--crf {config.crf} is not an x264 rate factor; use 0 to 51."),
@@ -152,7 +180,9 @@ class SceneResult:
 
 @dataclass
 class _Timer:
-    seconds: dict[str, float] = field(default_factory=lambda: {"training": 0.0, "rendering": 0.0, "metrics": 0.0, "encoding": 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"training": 0.0, "rendering": 0.0, "metrics": 0.0, "encoding": 0.0}
+    )
 
     def add(self, phase: str, start: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
@@ -229,12 +259,12 @@ def simulate_scene(
                 os.replace(staging / kind / f"{label.name}.mp4", target)
         timer.add("encoding", start)
         timer.seconds["total"] = time.perf_counter() - started
-        result = SceneResult(
-            plan.name, ordered, timer.seconds, len(plan.runs), plan.iterations, scene.report.summary()
-        )
+        result = SceneResult(plan.name, ordered, timer.seconds, len(plan.runs), plan.iterations, scene.report.summary())
         records.write_done(Path(output_dir), capture.folder, result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work.parent.rmdir()  # OUT/work, once no scene is in progress
     return result
 
 

@@ -14,16 +14,20 @@ each checkpoint iteration, which renders that checkpoint's clips; nothing is wri
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import random
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Type
+from unittest import mock
 
 import numpy as np
 import torch
-from nerfstudio.configs.base_config import LoggingConfig, LocalWriterConfig, MachineConfig
+from nerfstudio.configs.base_config import LocalWriterConfig, LoggingConfig, MachineConfig
+from nerfstudio.data.datamanagers import full_images_datamanager
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
@@ -89,7 +93,11 @@ def model_config(
 ) -> ArtifactWorldModelConfig:
     """A copy of ``base`` (default: splatfacto's settings) for ``run``: the schedule scaled, point dropout for Dilation."""
     base = base if base is not None else ArtifactWorldModelConfig()
-    values = {f.name: getattr(base, f.name) for f in fields(ArtifactWorldModelConfig) if f.init and f.name != "_target"}
+    values = {
+        f.name: copy.deepcopy(getattr(base, f.name))
+        for f in fields(ArtifactWorldModelConfig)
+        if f.init and f.name != "_target"
+    }
     if run.name == "dilation":
         config = PointDropoutModelConfig(**values, point_dropout=run.point_dropout)
     else:
@@ -158,8 +166,13 @@ def write_run_data(
 
     With a ``transient`` its training frames get composited copies (``folder/images``); the held-out ones never.
     """
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {k: v for k, v in capture.meta.items() if k not in ("frames", "train_filenames", "val_filenames", "test_filenames")}
+    meta = {
+        k: v
+        for k, v in capture.meta.items()
+        if k not in ("frames", "train_filenames", "val_filenames", "test_filenames")
+    }
     if capture.downscale > 1:
         for key in INTRINSIC_KEYS:
             if key in meta:
@@ -192,14 +205,22 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def quiet_nerfstudio() -> Iterator[None]:
-    """nerfstudio's console messages (set-up logs, per-run banners) off; our progress bars speak instead."""
-    was = CONSOLE.quiet
-    CONSOLE.quiet = True
+def quiet_nerfstudio() -> Iterator[list[str]]:
+    """nerfstudio's console messages (set-up logs, per-run banners) captured instead of printed; our progress
+    bars speak instead. Yields a list that holds the captured text when the block ends."""
+    captured: list[str] = []
+    # nerfstudio's image-caching bar (rich's global console) would fight our Live display: shown as nothing here.
+    untracked = mock.patch.object(full_images_datamanager, "track", lambda sequence, **_: sequence)
     try:
-        yield
+        with CONSOLE.capture() as capture, untracked:
+            yield captured
     finally:
-        CONSOLE.quiet = was
+        captured.append(capture.get())
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
 
 
 @dataclass
@@ -226,6 +247,7 @@ def train_run(
     config = trainer_config(transforms, run_dir, run, device, seed, schedule_scale, model)
     wanted = set(run.checkpoints)
     times = RunTimes()
+    trainer: Optional[Trainer] = None
 
     def after_iteration(step: int) -> None:
         done = step + 1
@@ -233,24 +255,26 @@ def train_run(
             on_step(done)
         if done in wanted:
             start = time.perf_counter()
-            on_checkpoint(done, trainer.pipeline)
+            on_checkpoint(done, trainer.pipeline)  # type: ignore[union-attr]
             times.checkpoints += time.perf_counter() - start
 
     seed_everything(seed)
     start = time.perf_counter()
-    with quiet_nerfstudio():
-        trainer = config.setup(local_rank=local_rank, world_size=1)
-        try:
+    log: list[str] = []
+    try:
+        with quiet_nerfstudio() as log, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*GradScaler.*", category=FutureWarning)
+            trainer = config.setup(local_rank=local_rank, world_size=1)
             trainer.setup()
-        except SystemExit as error:  # the datamanager's one-sentence stops (unreadable images)
-            raise TrainingError(f"the {run.name} run could not load its data (exit {error.code}).") from None
-        trainer.pipeline.model.strategy.verbose = False  # gsplat prints every densification otherwise
-        trainer.callbacks.append(
-            TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION], func=after_iteration)
-        )
-        trainer.train()
+            trainer.pipeline.model.strategy.verbose = False  # gsplat prints every densification otherwise
+            trainer.callbacks.append(
+                TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION], func=after_iteration)
+            )
+            trainer.train()
+    except SystemExit:  # the method's one-sentence stops (an unreadable image, ...), printed to nerfstudio's console
+        raise TrainingError(f"the {run.name} run stopped: {_last_line(''.join(log))}") from None
     times.training = time.perf_counter() - start - times.checkpoints
-    del trainer
+    trainer = None  # free the pipeline before the next run
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return times
