@@ -112,6 +112,11 @@ class ArtifactWorldModel(SplatfactoModel):
         loss_dict["gen_loss"] = self.config.gen_loss_weight * loss_dict.pop("main_loss")
         return loss_dict
 
+    def render_opacities(self, params: Dict[str, Tensor]) -> Float[Tensor, " gaussians"]:
+        """The opacities the rasterizer composites (splatfacto's sigmoid); subclasses may change them
+        (aw-simulate's point dropout, :mod:`artifactworld_ns.data_engine.point_dropout`)."""
+        return torch.sigmoid(params["opacities"]).squeeze(-1)
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
         """Splatfacto's ``get_outputs`` with a device-following rasterizer (outputs rgb, depth, accumulation)."""
         if not isinstance(camera, Cameras):
@@ -153,7 +158,7 @@ class ArtifactWorldModel(SplatfactoModel):
             means=params["means"],
             quats=params["quats"],
             scales=torch.exp(params["scales"]),
-            opacities=torch.sigmoid(params["opacities"]).squeeze(-1),
+            opacities=self.render_opacities(params),
             colors=colors,
             viewmats=viewmat,
             Ks=intrinsics,

@@ -12,7 +12,18 @@ Clips are ``T = 8n + 1`` frames (89 as trained); their DBA reference is ``T + 8`
 """
 
 from .atomic import atomic_folder, atomic_path
-from .batch import StepProgress, print_error, print_note
+from .batch import (
+    InputError,
+    Outcome,
+    StepProgress,
+    local_rank,
+    print_error,
+    print_note,
+    process_index,
+    rank_label,
+    run_batch,
+    shard,
+)
 from .dba import (
     ANCHOR_TAIL_FRAMES,
     MIN_CLIP_FRAMES,
@@ -60,7 +71,9 @@ __all__ = [
     "ArtifactRestorer",
     "ClipLabel",
     "ClipLengthError",
+    "InputError",
     "LabelError",
+    "Outcome",
     "RestorationResult",
     "RestorerInputError",
     "StepProgress",
@@ -81,14 +94,19 @@ __all__ = [
     "labels_beside",
     "labels_by_name",
     "largest_clip_length",
+    "local_rank",
     "missing_alexnet_weights",
     "nearest_clip_length",
     "parse_artifact_types",
     "print_error",
     "print_note",
+    "process_index",
     "put_ffmpeg_on_path",
+    "rank_label",
     "read_labels",
     "read_video",
+    "run_batch",
+    "shard",
     "trim_to_clip",
     "untrained_note",
     "write_labels",

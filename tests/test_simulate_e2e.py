@@ -1,0 +1,194 @@
+"""aw-simulate end to end: two demo scenes -> aw-simulate -> aw-make-pairs -> aw-train-lora (stages 1 and 2);
+and sharding: two shards, one killed mid-scene and rerun, equal a single run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from artifactworld_ns.restorer import ARTIFACT_TYPES, read_labels, read_video
+
+pytestmark = pytest.mark.slow
+
+QUICK = [
+    "--clip-frames",
+    "9",
+    "--frame-step",
+    "4",
+    "--checkpoint-range",
+    "20",
+    "40",
+    "--device",
+    "cpu",
+    "--model.warmup-length",
+    "1000000",  # no densification: the CPU rasterizer stays fast
+    "--model.num-downscales",
+    "0",
+]
+
+
+@pytest.fixture(scope="module")
+def two_scenes(tmp_path_factory) -> Path:
+    from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
+
+    root = tmp_path_factory.mktemp("captures")
+    for name, seed in (("garden", 0), ("kitchen", 1)):
+        write_demo_scene(DemoSceneArgs(root / name, num_views=24, width=48, height=36, seed=seed))
+    return root
+
+
+def opens(path: Path) -> None:
+    """Read a file the way its consumer would."""
+    if path.suffix == ".mp4":
+        frames, _ = read_video(path)
+        assert frames.shape[0] >= 9, path
+    elif path.suffix == ".jsonl":
+        for line in path.read_text().splitlines():
+            json.loads(line)
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        assert load_file(path), path
+    elif path.suffix == ".pt":
+        torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
+    for var in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "simulated"
+    result = run_cli("aw-simulate", str(two_scenes), "--output-dir", str(out), *QUICK)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    labels = read_labels(out / "labels.jsonl")
+    assert len(labels) == 14  # 7 recipes x 2 scenes
+    assert {t for label in labels for t in label.types} == set(ARTIFACT_TYPES)
+    for label in labels:
+        gt, _ = read_video(out / "gt" / f"{label.name}.mp4")
+        artifact, _ = read_video(out / "artifact" / f"{label.name}.mp4")
+        assert gt.shape == artifact.shape == (9, 36, 48, 3)
+        assert len(label.frame_indices) == 9 and 5 < label.metrics["psnr"] < 60 and 0 < label.metrics["ssim"] <= 1
+    assert not (out / "work").exists()
+
+    status = run_cli("aw-simulate", "status", str(out))
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "14 clips from 2 finished scenes" in " ".join(status.stdout.split())
+
+    again = run_cli("aw-simulate", str(two_scenes), "--output-dir", str(out), *QUICK)
+    assert again.returncode == 0 and "0 written, 2 skipped" in " ".join(again.stderr.split())
+
+    pairs = tmp_path / "pairs"
+    made = run_cli(
+        "aw-make-pairs",
+        "--gt-dir",
+        str(out / "gt"),
+        "--artifact-dir",
+        str(out / "artifact"),
+        "--output-dir",
+        str(pairs),
+        "--preset",
+        "tiny",
+        "--heatmap-metric",
+        "l1",
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    for stage in (1, 2):
+        trained = run_cli(
+            "aw-train-lora",
+            "--stage",
+            str(stage),
+            "--preset",
+            "tiny",
+            "--data",
+            str(pairs),
+            "--output-dir",
+            str(tmp_path / f"stage{stage}"),
+            "--steps",
+            "2",
+            "--log-with",
+            "none",
+            "--no-show-progress",
+        )
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert list((tmp_path / f"stage{stage}").glob("*.safetensors"))
+    files = [p for root in (out, pairs, tmp_path / "stage1", tmp_path / "stage2") for p in root.rglob("*") if p.is_file()]
+    assert len(files) > 40
+    for path in files:
+        opens(path)
+
+
+SHARD = ["--types", "Cracks", "Blurring", "--max-num-iterations", "60", *QUICK]
+
+
+def simulate_env(rank: int | None, world: int | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID")}
+    if rank is not None:
+        env.update(RANK=str(rank), WORLD_SIZE=str(world))
+    return env
+
+
+def simulate_command(scenes: Path, out: Path) -> list[str]:
+    from conftest import BIN
+
+    return [str(BIN / "aw-simulate"), str(scenes), "--output-dir", str(out), *SHARD]
+
+
+def comparable(out: Path) -> dict:
+    """Labels by name without anything that depends on the run (none do), and the decoded videos."""
+    labels = {label.name: label.to_dict() for label in read_labels(out / "labels.jsonl")}
+    videos = {
+        (name, kind): read_video(out / kind / f"{name}.mp4")[0] for name in labels for kind in ("gt", "artifact")
+    }
+    return {"labels": labels, "videos": videos, "files": sorted(p.name for p in (out / "gt").glob("*.mp4"))}
+
+
+def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    done = subprocess.run(simulate_command(two_scenes, single), env=simulate_env(None, None), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    first = subprocess.run(simulate_command(two_scenes, sharded), env=simulate_env(0, 2), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [label.name.split("__")[0] for label in read_labels(sharded / "labels.jsonl")] == ["garden", "garden"]
+
+    # Shard 1 (kitchen) is killed once its first clip is staged: mid-scene.
+    process = subprocess.Popen(
+        simulate_command(two_scenes, sharded), env=simulate_env(1, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    staged = sharded / "work" / "kitchen" / "clips" / "artifact"
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline and not list(staged.glob("*.mp4")):
+        time.sleep(0.1)
+    assert process.poll() is None, "shard 1 finished before it could be killed mid-scene"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list((sharded / "gt").glob("kitchen__*")) and not list((sharded / "artifact").glob("kitchen__*"))
+    assert not (sharded / "scenes" / "kitchen.json").exists()
+
+    rerun = subprocess.run(simulate_command(two_scenes, sharded), env=simulate_env(1, 2), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    status = subprocess.run(
+        [*simulate_command(two_scenes, sharded)[:1], "status", str(sharded)], capture_output=True, text=True
+    )
+    assert status.returncode == 0 and "4 clips from 2 finished scenes" in " ".join(status.stdout.split())
+    assert not (sharded / "work").exists()
+
+    expected, got = comparable(single), comparable(sharded)
+    assert got["files"] == expected["files"] and len(got["files"]) == 4  # no duplicate, nothing partial
+    assert got["labels"].keys() == expected["labels"].keys()
+    for name, label in expected["labels"].items():
+        other = got["labels"][name]
+        assert {k: v for k, v in other.items() if k != "metrics"} == {k: v for k, v in label.items() if k != "metrics"}
+        assert other["metrics"] == pytest.approx(label["metrics"], abs=1e-6)
+    for key, frames in expected["videos"].items():
+        assert torch.allclose(got["videos"][key], frames, atol=1.5 / 255), key
