@@ -120,7 +120,9 @@ def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypat
         )
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert list((tmp_path / f"stage{stage}").glob("*.safetensors"))
-    files = [p for root in (out, pairs, tmp_path / "stage1", tmp_path / "stage2") for p in root.rglob("*") if p.is_file()]
+    files = [
+        p for root in (out, pairs, tmp_path / "stage1", tmp_path / "stage2") for p in root.rglob("*") if p.is_file()
+    ]
     assert len(files) > 40
     for path in files:
         opens(path)
@@ -145,25 +147,30 @@ def simulate_command(scenes: Path, out: Path) -> list[str]:
 def comparable(out: Path) -> dict:
     """Labels by name without anything that depends on the run (none do), and the decoded videos."""
     labels = {label.name: label.to_dict() for label in read_labels(out / "labels.jsonl")}
-    videos = {
-        (name, kind): read_video(out / kind / f"{name}.mp4")[0] for name in labels for kind in ("gt", "artifact")
-    }
+    videos = {(name, kind): read_video(out / kind / f"{name}.mp4")[0] for name in labels for kind in ("gt", "artifact")}
     return {"labels": labels, "videos": videos, "files": sorted(p.name for p in (out / "gt").glob("*.mp4"))}
 
 
 def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes, tmp_path, monkeypatch):
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    done = subprocess.run(simulate_command(two_scenes, single), env=simulate_env(None, None), capture_output=True, text=True)
+    done = subprocess.run(
+        simulate_command(two_scenes, single), env=simulate_env(None, None), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
-    first = subprocess.run(simulate_command(two_scenes, sharded), env=simulate_env(0, 2), capture_output=True, text=True)
+    first = subprocess.run(
+        simulate_command(two_scenes, sharded), env=simulate_env(0, 2), capture_output=True, text=True
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert [label.name.split("__")[0] for label in read_labels(sharded / "labels.jsonl")] == ["garden", "garden"]
 
     # Shard 1 (kitchen) is killed once its first clip is staged: mid-scene.
     process = subprocess.Popen(
-        simulate_command(two_scenes, sharded), env=simulate_env(1, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        simulate_command(two_scenes, sharded),
+        env=simulate_env(1, 2),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     staged = sharded / "work" / "kitchen" / "clips" / "artifact"
     deadline = time.monotonic() + 600
@@ -175,7 +182,9 @@ def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes
     assert not list((sharded / "gt").glob("kitchen__*")) and not list((sharded / "artifact").glob("kitchen__*"))
     assert not (sharded / "scenes" / "kitchen.json").exists()
 
-    rerun = subprocess.run(simulate_command(two_scenes, sharded), env=simulate_env(1, 2), capture_output=True, text=True)
+    rerun = subprocess.run(
+        simulate_command(two_scenes, sharded), env=simulate_env(1, 2), capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     status = subprocess.run(
         [*simulate_command(two_scenes, sharded)[:1], "status", str(sharded)], capture_output=True, text=True
