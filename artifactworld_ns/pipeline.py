@@ -463,7 +463,9 @@ def resumed_bank_dir(load_dir: Optional[Path], load_checkpoint: Optional[Path]) 
 
 def dropped_rounds_note(dropped: List[RoundRecord], checkpoint_step: int, source: Path) -> str:
     """One line: which bank rounds a resume from ``checkpoint_step`` left out, and that their files stay."""
-    rounds = ", ".join(f"{r.round} (step {r.step}, {r.num_views} views)" for r in dropped)
+    rounds = ", ".join(
+        f"{r.round} (step {r.step}, {r.num_views} view{'' if r.num_views == 1 else 's'})" for r in dropped
+    )
     noun = "round" if len(dropped) == 1 else "rounds"
     return (
         f"the checkpoint is from step {checkpoint_step}, so the bank leaves out {noun} {rounds} made after it; "
