@@ -205,9 +205,9 @@ class ArtifactWorldPipeline(VanillaPipeline):
             viewer = getattr(self.viewer_control, "viewer", None)
             run = Path(viewer.log_filename).parent if viewer is not None else Path("RUN")
             self._notify_viewer(
-                "Rounds run only during training",
                 "Restoration rounds run only during training (ns-train); this viewer shows a finished run. "
-                f"To add rounds, resume it: ns-train ... --load-dir {run / 'nerfstudio_models'}",
+                "To add rounds, resume it with ns-train --load-dir.",
+                f"(ns-train ... --load-dir {run / 'nerfstudio_models'})",
             )
 
     def show_bank_in_viewer(self) -> None:
@@ -229,30 +229,29 @@ class ArtifactWorldPipeline(VanillaPipeline):
         folder = Path(viewer.log_filename).parent / "bank"
         if not (folder / BANK_FILE).is_file():
             self._notify_viewer(
-                "No pseudo-view bank",
-                f"{folder} holds no bank.json, so there are no restored views to show; "
-                "a run trained with restoration rounds writes it beside its config.yml.",
+                "This run has no pseudo-view bank (no bank/bank.json beside its config.yml), so there are no "
+                "restored views to show.",
+                f"({folder / BANK_FILE} is missing)",
             )
             return
         try:
             bank = PseudoViewBank.load(folder)
         except (BankError, OSError, ValueError, KeyError, TypeError) as error:
             self._notify_viewer(
-                "Unreadable pseudo-view bank",
-                f"The pseudo-view bank in {folder} cannot be read ({type(error).__name__}: {error}).",
+                "The pseudo-view bank of this run cannot be read.", f"({folder}: {type(error).__name__}: {error})"
             )
             return
         self.datamanager.bank = bank
         CONSOLE.print(f"ArtifactWorld: showing the {len(bank)} views of the pseudo-view bank in {folder}.")
 
-    def _notify_viewer(self, title: str, message: str) -> None:
-        """Say ``message`` in the console and as a notification in every open viewer tab."""
-        CONSOLE.print(f"[yellow]ArtifactWorld: {escape(message)}")
+    def _notify_viewer(self, message: str, details: str = "") -> None:
+        """Say ``message`` as a notification in every open viewer tab, and in the console with ``details``."""
+        CONSOLE.print(f"[yellow]ArtifactWorld: {escape(' '.join(filter(None, (message, details))))}")
         server = getattr(self.viewer_control, "viser_server", None)
         if server is None:
             return
         for client in server.get_clients().values():
-            client.add_notification(title=f"ArtifactWorld: {title}", body=message, auto_close=20_000)
+            client.add_notification(title="ArtifactWorld", body=message, auto_close=20_000)
 
     # ------------------------------------------------------------------ restoration rounds
 
