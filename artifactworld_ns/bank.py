@@ -77,7 +77,24 @@ class PseudoViewBank:
 
     @property
     def next_round(self) -> int:
-        return len(self.rounds)
+        return max((r.round for r in self.rounds), default=-1) + 1
+
+    def drop_rounds_after(self, step: int) -> List[RoundRecord]:
+        """Keep only the rounds run at or before ``step`` (with their views); returns the dropped rounds.
+
+        A run resumed from the checkpoint of ``step`` must not train on views restored from a later model.
+        Only the bank in memory changes; its files stay where they are.
+        """
+        dropped = [r for r in self.rounds if r.step > step]
+        if not dropped:
+            return []
+        gone = {r.round for r in dropped}
+        keep = [i for i, view in enumerate(self.views) if view.round not in gone]
+        self.views = [self.views[i] for i in keep]
+        self.images = [self.images[i] for i in keep]
+        self.heatmaps = [self.heatmaps[i] for i in keep]
+        self.rounds = [r for r in self.rounds if r.step <= step]
+        return dropped
 
     def add_round(
         self,

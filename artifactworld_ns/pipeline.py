@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -23,8 +23,9 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from artifactworld_ns.bank import BankError, PseudoViewBank, RoundRecord
+from artifactworld_ns.bank import BANK_FILE, BankError, PseudoViewBank, RoundRecord
 from artifactworld_ns.bank_viewer import draw_bank
 from artifactworld_ns.cameras import camera_record
 from artifactworld_ns.datamanager import ArtifactWorldDataManager, ArtifactWorldDataManagerConfig
@@ -39,6 +40,7 @@ from artifactworld_ns.reference_restorers import (
     SceneToDataparser,
 )
 from artifactworld_ns.render_io import cameras_at, render_frames
+from artifactworld_ns.restorer import StepProgress
 from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
 
 REFERENCE_RESTORERS = {"identity": IDENTITY_LABEL, "oracle": ORACLE_LABEL}
@@ -98,17 +100,22 @@ class ArtifactWorldPipeline(VanillaPipeline):
         if training and config.restorer_preset in ("full", "tiny"):
             check_restorer_weights(config)  # missing weights fail now, before the data loads, not at each round
         super().__init__(config, device, test_mode, *args, **kwargs)
+        self.training = training
         self.bank_dir: Optional[Path] = None
+        """The run's bank folder while training (set by the training callbacks)."""
         self.restore_steps: Tuple[int, ...] = ()
         """The run's round schedule, resolved when training starts."""
+        self.checkpoint_step: Optional[int] = None
+        """The step of the checkpoint this pipeline was loaded from (None for a fresh run)."""
         self._restorer = None
         self._round_requested = False
+        self._viewer_bank_loaded = False
         if training:
             self._announce_restorer()
         # Viewer elements (nerfstudio's viewer finds them on the pipeline).
         self.viewer_control = ViewerControl()
         self.restore_button = ViewerButton(
-            name="ArtifactWorld: run restoration round", cb_hook=lambda _: self.request_round()
+            name="ArtifactWorld: run restoration round", cb_hook=lambda _: self._on_round_button()
         )
         self.show_bank_checkbox = ViewerCheckbox(
             name="ArtifactWorld: show bank cameras",
@@ -145,24 +152,40 @@ class ArtifactWorldPipeline(VanillaPipeline):
         end = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations
         self.restore_steps = round_schedule(self.config, end)
         self.bank_dir = trainer.base_dir / "bank"
-        if trainer.config.load_dir is not None:
-            self._resume_bank(Path(trainer.config.load_dir).parent / "bank")
+        source = resumed_bank_dir(trainer.config.load_dir, trainer.config.load_checkpoint)
+        if source is not None:
+            checkpoint_step = self.checkpoint_step
+            if checkpoint_step is None:  # nerfstudio resumes at the step after its checkpoint's
+                checkpoint_step = getattr(trainer, "_start_step", 1) - 1
+            self._resume_bank(source, checkpoint_step)
         else:
             self.datamanager.bank.save_index(self.bank_dir)
         return callbacks + [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._before_train_iteration)
         ]
 
-    def _resume_bank(self, source: Path) -> None:
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        """nerfstudio loads a checkpoint here (resume, ns-eval, ns-viewer); the bank keeps the rounds up to ``step``."""
+        super().load_pipeline(loaded_state, step)
+        self.checkpoint_step = step
+
+    def _resume_bank(self, source: Path, checkpoint_step: int) -> None:
+        """The old run's bank as it was at the checkpoint: later rounds are dropped (and run again at their steps).
+
+        The old run's files stay where they are; the resumed run copies the kept rounds into its own bank.
+        """
         try:
             bank = PseudoViewBank.load(source)
         except BankError as error:
             stop(str(error))
+        dropped = bank.drop_rounds_after(checkpoint_step)
         bank.copy_files_to(source, self.bank_dir)
         self.datamanager.bank = bank
         CONSOLE.print(
             f"ArtifactWorld: resumed the pseudo-view bank from {source} ({len(bank)} views, {len(bank.rounds)} rounds)."
         )
+        if dropped:
+            CONSOLE.print(f"[yellow]ArtifactWorld: {escape(dropped_rounds_note(dropped, checkpoint_step, source))}")
 
     def _before_train_iteration(self, step: int) -> None:
         done = {record.step for record in self.datamanager.bank.rounds}
@@ -171,53 +194,91 @@ class ArtifactWorldPipeline(VanillaPipeline):
             self.run_round(step)
 
     def request_round(self) -> None:
-        """Run a restoration round before the next training step (the viewer's button calls this)."""
+        """Run a restoration round before the next training step."""
         self._round_requested = True
 
+    def _on_round_button(self) -> None:
+        """The viewer's round button: a round while training; under ``ns-viewer`` a note that rounds need training."""
+        if self.training:
+            self.request_round()
+        else:
+            viewer = getattr(self.viewer_control, "viewer", None)
+            run = Path(viewer.log_filename).parent if viewer is not None else Path("RUN")
+            self._notify_viewer(
+                "Restoration rounds run only during training (ns-train); this viewer shows a finished run. "
+                "To add rounds, resume it with ns-train --load-dir.",
+                f"(ns-train ... --load-dir {run / 'nerfstudio_models'})",
+            )
+
     def show_bank_in_viewer(self) -> None:
-        """Draw (or remove) the bank's cameras in the viewer (see :func:`artifactworld_ns.bank_viewer.draw_bank`)."""
-        draw_bank(
-            getattr(self.viewer_control, "viser_server", None),
-            self.datamanager.bank,
-            bool(self.show_bank_checkbox.value),
-        )
+        """Draw (or remove) the bank's cameras in the viewer (see :func:`artifactworld_ns.bank_viewer.draw_bank`).
+
+        While training the bank is the run's own; under ``ns-viewer --load-config`` it is read from the
+        ``bank`` folder beside the loaded config (the run folder, where nerfstudio's viewer finds the config).
+        """
+        visible = bool(self.show_bank_checkbox.value)
+        if visible and self.bank_dir is None and not self._viewer_bank_loaded:
+            self._load_bank_beside_config()
+        draw_bank(getattr(self.viewer_control, "viser_server", None), self.datamanager.bank, visible)
+
+    def _load_bank_beside_config(self) -> None:
+        viewer = getattr(self.viewer_control, "viewer", None)
+        if viewer is None:
+            return
+        self._viewer_bank_loaded = True
+        folder = Path(viewer.log_filename).parent / "bank"
+        if not (folder / BANK_FILE).is_file():
+            self._notify_viewer(
+                "This run has no pseudo-view bank (no bank/bank.json beside its config.yml), so there are no "
+                "restored views to show.",
+                f"({folder / BANK_FILE} is missing)",
+            )
+            return
+        try:
+            bank = PseudoViewBank.load(folder)
+        except (BankError, OSError, ValueError, KeyError, TypeError) as error:
+            self._notify_viewer(
+                "The pseudo-view bank of this run cannot be read.", f"({folder}: {type(error).__name__}: {error})"
+            )
+            return
+        self.datamanager.bank = bank
+        CONSOLE.print(f"ArtifactWorld: showing the {len(bank)} views of the pseudo-view bank in {folder}.")
+
+    def _notify_viewer(self, message: str, details: str = "") -> None:
+        """Say ``message`` as a notification in every open viewer tab, and in the console with ``details``."""
+        CONSOLE.print(f"[yellow]ArtifactWorld: {escape(' '.join(filter(None, (message, details))))}")
+        server = getattr(self.viewer_control, "viser_server", None)
+        if server is None:
+            return
+        for client in server.get_clients().values():
+            client.add_notification(title="ArtifactWorld", body=message, auto_close=20_000)
 
     # ------------------------------------------------------------------ restoration rounds
 
     def run_round(self, step: int) -> RoundRecord:
-        """Plan clips, render them, restore them, add them to the bank. A failure is logged and skipped."""
+        """Plan clips, render them, restore them, add them to the bank. A failure is logged and skipped.
+
+        A failed round (e.g. out of memory) frees what it took: the restorer is offloaded (``_restore``'s
+        ``finally``) and, once the error and its frames are gone, the round's tensors and the cached
+        device memory are released, so that training goes on with the memory it had.
+        """
         assert self.bank_dir is not None, "run_round needs the training callbacks set up"
         bank = self.datamanager.bank
         record = RoundRecord(round=bank.next_round, step=step, status="ok")
         label = REFERENCE_RESTORERS.get(self.config.restorer_preset, f"{self.config.restorer_preset} restorer")
         CONSOLE.print(f"ArtifactWorld: restoration round {record.round} at step {step} ({escape(label)})")
         try:
-            started = time.perf_counter()
-            clips = self._plan_clips(record.round)
-            clip_cameras = [
-                cameras_at(self.datamanager.train_dataset.cameras, clip.anchor_first, clip.camera_to_worlds)
-                for clip in clips
-            ]
-            renders = [render_frames(self, cameras) for cameras in clip_cameras]
-            record.seconds["render"] = time.perf_counter() - started
-
-            started = time.perf_counter()
-            results = self._restore(clips, clip_cameras, renders)
-            record.seconds["restore"] = time.perf_counter() - started
-
-            started = time.perf_counter()
-            self._add_to_bank(record, clips, clip_cameras, results)
-            record.seconds["inject"] = time.perf_counter() - started
-            bank.save_index(self.bank_dir)
-            self._log_round(step, record, renders, results)
+            self._round(record)
         except Exception as error:  # noqa: BLE001 - a failed round (e.g. out of memory) must not stop training
             record.status = f"failed: {type(error).__name__}: {error}"
+        if record.status != "ok":
+            # Outside the except block: the error's traceback (and the round's tensors its frames hold) is gone.
+            release_device_memory()
             CONSOLE.print(
-                f"[bold yellow]ArtifactWorld: restoration round {record.round} at step {step} failed ({record.status[8:]}); training continues without it."
+                f"[bold yellow]ArtifactWorld: restoration round {record.round} at step {step} failed "
+                f"({escape(record.status[8:])}); training continues without it."
             )
             bank.add_failed_round(self.bank_dir, record)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
             return record
         self.show_bank_in_viewer()
         CONSOLE.print(
@@ -225,6 +286,33 @@ class ArtifactWorldPipeline(VanillaPipeline):
             + ", ".join(f"{k} {v:.1f}s" for k, v in record.seconds.items())
         )
         return record
+
+    def _round(self, record: RoundRecord) -> None:
+        """One round's work, under a progress bar (rendering, then restoring, clip by clip)."""
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=CONSOLE) as progress:
+            started = time.perf_counter()
+            clips = self._plan_clips(record.round)
+            clip_cameras = [
+                cameras_at(self.datamanager.train_dataset.cameras, clip.anchor_first, clip.camera_to_worlds)
+                for clip in clips
+            ]
+            task = progress.add_task(f"round {record.round}: rendering {len(clips)} clips", total=len(clips))
+            renders = []
+            for cameras in clip_cameras:
+                renders.append(render_frames(self, cameras, progress=progress, description="  frames"))
+                progress.advance(task)
+            record.seconds["render"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            results = self._restore(clips, clip_cameras, renders, progress, f"round {record.round}: ")
+            record.seconds["restore"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        self._add_to_bank(record, clips, clip_cameras, results)
+        record.seconds["inject"] = time.perf_counter() - started
+        self.datamanager.bank.save_index(self.bank_dir)
+        self._log_round(record.step, record, renders, results)
 
     def _plan_clips(self, round_index: int) -> List[ClipPlan]:
         train_poses = self.datamanager.train_dataset.cameras.camera_to_worlds
@@ -241,19 +329,32 @@ class ArtifactWorldPipeline(VanillaPipeline):
             )
         return plan_clips(train_poses, config.clips_per_round, config.clip_frames, mode="reference_guided")
 
-    def _restore(self, clips: List[ClipPlan], clip_cameras: List[Cameras], renders) -> list:
-        """Each clip restored between its two training views (the DBA anchors), opacity = the render's accumulation."""
+    def _restore(
+        self, clips: List[ClipPlan], clip_cameras: List[Cameras], renders, progress: Progress, prefix: str = ""
+    ) -> list:
+        """Each clip restored between its two training views (the DBA anchors), opacity = the render's accumulation.
+
+        The restorer goes back to the CPU afterwards, also when a clip fails (it must not stay on the GPU).
+        """
         restorer = self._get_restorer()
-        results = []
-        for clip, cameras, (rgb, accumulation) in zip(clips, clip_cameras, renders):
-            first, last = (
-                self.datamanager.training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last)
-            )
-            extra = {"cameras": cameras} if getattr(restorer, "needs_cameras", False) else {}
-            results.append(restorer.restore(rgb, first, last, opacity=accumulation, **extra))
-        if torch.device(self.device).type == "cuda":
+        steps = StepProgress(prefix="  ")
+        steps.attach(progress)
+        previous = getattr(restorer, "progress", None)
+        restorer.progress = steps  # the sampler's steps, as sub-tasks of the round's bar
+        task = progress.add_task(f"{prefix}restoring {len(clips)} clips", total=len(clips))
+        try:
+            results = []
+            for clip, cameras, (rgb, accumulation) in zip(clips, clip_cameras, renders):
+                first, last = (
+                    self.datamanager.training_image(i, rgb.shape[1:3]) for i in (clip.anchor_first, clip.anchor_last)
+                )
+                extra = {"cameras": cameras} if getattr(restorer, "needs_cameras", False) else {}
+                results.append(restorer.restore(rgb, first, last, opacity=accumulation, **extra))
+                progress.advance(task)
+            return results
+        finally:
+            restorer.progress = previous
             restorer.offload()
-        return results
 
     def _add_to_bank(self, record: RoundRecord, clips: List[ClipPlan], clip_cameras: List[Cameras], results) -> None:
         """The restored inner frames (the end frames are the training views themselves) and their render cameras."""
@@ -359,3 +460,31 @@ def check_restorer_weights(config: ArtifactWorldPipelineConfig) -> None:
         ArtifactRestorer.check_weights(config.restorer_preset, **profile_overrides(config))
     except RestorerInputError as error:
         stop(f"{error} (Or train without restoration rounds: --pipeline.restore-steps with no steps.)")
+
+
+def resumed_bank_dir(load_dir: Optional[Path], load_checkpoint: Optional[Path]) -> Optional[Path]:
+    """The bank of the run a resumed run loads its checkpoint from (``RUN/bank`` beside ``RUN/nerfstudio_models``)."""
+    if load_dir is not None:
+        return Path(load_dir).parent / "bank"
+    if load_checkpoint is not None:
+        return Path(load_checkpoint).parent.parent / "bank"
+    return None
+
+
+def dropped_rounds_note(dropped: List[RoundRecord], checkpoint_step: int, source: Path) -> str:
+    """One line: which bank rounds a resume from ``checkpoint_step`` left out, and that their files stay."""
+    rounds = ", ".join(
+        f"{r.round} (step {r.step}, {r.num_views} view{'' if r.num_views == 1 else 's'})" for r in dropped
+    )
+    noun = "round" if len(dropped) == 1 else "rounds"
+    return (
+        f"the checkpoint is from step {checkpoint_step}, so the bank leaves out {noun} {rounds} made after it; "
+        f"scheduled rounds run again at their steps, and {source} keeps its files."
+    )
+
+
+def release_device_memory() -> None:
+    """Free what a failed round left: collect its tensors, then empty the device's memory cache (accelerate's)."""
+    from accelerate.utils import release_memory
+
+    release_memory()

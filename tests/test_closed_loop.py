@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import conftest
 import pytest
 import torch
+
+from artifactworld_ns.reference_restorers import IdentityRestorer
 
 
 def tiny_trainer(scene: Path, out: Path, **options):
@@ -87,6 +91,59 @@ def test_restorer_failure_is_logged_and_training_continues(small_demo_scene, tmp
     assert "out of memory" in datamanager.bank.rounds[0].status and len(datamanager.bank) == 0
     assert max(step for step, _ in datamanager.draws) == 11
     assert not any(generated for _, generated in datamanager.draws)
+
+
+class FailsMidRound(IdentityRestorer):
+    """Runs out of memory (a stand-in for CUDA's) at the second clip of its first round, holding a workspace."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.offloads = 0
+        self.progress = None
+        self.held: list = []
+        """Weak references to what the failed round allocated: its renders and the restorer's workspace."""
+
+    def restore(self, frames, first_anchor, last_anchor, opacity=None, cameras=None):
+        self.calls += 1
+        if self.calls == 2:
+            workspace = torch.empty(8, *frames.shape)  # the latents a 13B restorer would hold on the GPU
+            self.held += [weakref.ref(frames), weakref.ref(workspace)]
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+        return super().restore(frames, first_anchor, last_anchor, opacity)
+
+    def offload(self) -> "FailsMidRound":
+        self.offloads += 1
+        return self
+
+
+def test_failed_round_offloads_the_restorer_frees_its_memory_and_training_goes_on(
+    small_demo_scene, tmp_path, monkeypatch, capsys
+):
+    import accelerate.utils
+
+    trainer = tiny_trainer(small_demo_scene, tmp_path, steps=12, restore_steps=(4, 8))
+    restorer = trainer.pipeline._restorer = FailsMidRound()
+    released = []
+
+    def release_memory(*objects):  # accelerate's: collect, then empty the device cache
+        gc.collect()
+        released.append([ref() is not None for ref in restorer.held])
+        return list(objects)
+
+    monkeypatch.setattr(accelerate.utils, "release_memory", release_memory)
+    trainer.train()
+    bank = trainer.pipeline.datamanager.bank
+    assert [r.status.split(":")[0] for r in bank.rounds] == ["failed", "ok"]
+    assert "out of memory" in bank.rounds[0].status
+    # the failed round offloaded the restorer, and when the cache was emptied nothing of the round was alive
+    assert restorer.offloads == 2
+    assert released == [[False, False]]
+    # training went on, and the next round (same restorer) filled the bank
+    assert len(bank) == 30 and max(step for step, _ in trainer.pipeline.datamanager.draws) == 11
+    assert any(generated for step, generated in trainer.pipeline.datamanager.draws if step >= 8)
+    # the rounds show their progress as the batch commands do
+    printed = capsys.readouterr().out
+    assert "round 1: rendering 2 clips" in printed and "round 1: restoring 2 clips" in printed
 
 
 @pytest.mark.parametrize(
