@@ -141,7 +141,9 @@ def test_plans_are_seeded_by_the_scene_and_repeat(scenes):
     config = RecipeConfig(checkpoint_range=(1500, 12000), clips_per_recipe=2)
     types = ["Floaters", "Blurring", "Cracks"]
     first, again = plan_scene("garden", split, types, config), plan_scene("garden", split, types, config)
-    assert [(j.name, j.checkpoint, j.frames) for j in first.jobs] == [(j.name, j.checkpoint, j.frames) for j in again.jobs]
+    assert [(j.name, j.checkpoint, j.frames) for j in first.jobs] == [
+        (j.name, j.checkpoint, j.frames) for j in again.jobs
+    ]
     boundary = 1500 + round(0.25 * 10500)
     for job in first.jobs:
         assert 1500 <= job.checkpoint <= 12000
