@@ -308,7 +308,6 @@ def _make_clip(
         )
     start = time.perf_counter()
     scores = metrics.score(rgb, gt)
-    scores.setdefault("lpips", None)
     timer.add("metrics", start)
     start = time.perf_counter()
     write_video(staging / "gt" / f"{job.name}.mp4", gt, config.fps, crf=config.crf)
