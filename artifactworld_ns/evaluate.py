@@ -11,8 +11,13 @@ the per-frame MSE floored at ``1e-10`` so identical frames score the cap, 100 dB
 SSIM is torchmetrics' Gaussian-window SSIM averaged over frames; LPIPS is torchmetrics' AlexNet LPIPS
 (inputs in ``[0, 1]``) averaged over frames; CLIP-I is the mean cosine similarity of CLIP image
 embeddings of corresponding frames; FVD is the Fréchet distance between I3D features of the predicted
-and ground-truth clip sets (a set-level number: it appears in the mean only). A metric whose weights are
-not on this machine is reported as unavailable with the reason; nothing is downloaded.
+and ground-truth clip sets (a set-level number: it appears in the mean and the per-type rows only). A metric
+whose weights are not on this machine is reported as unavailable with the reason; nothing is downloaded.
+
+**Per artifact type.** When the data engine's ``labels.jsonl`` sits beside the GT folder (in it, or in its
+parent as ``aw-simulate`` writes ``OUT/gt`` + ``OUT/labels.jsonl``), ``aw-eval video`` adds one row per artifact
+type: the mean over the scored clips labelled with that type (a clip with several types counts in each of
+its types' rows), and the mean of the labels' own artifact-vs-GT metrics over the same clips as ``input``.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Annotated, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import tyro
 
 from artifactworld_ns.metrics import DEFAULT_CLIP_MODEL, FVD_MIN_CLIPS, PSNR_CAP_DB, MetricSuite, frechet_distance
+
+if TYPE_CHECKING:
+    from artifactworld_ns.restorer import ClipLabel
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_i", "fvd")
 METRIC_LABELS = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "clip_i": "CLIP-I↑", "fvd": "FVD↓"}
@@ -74,18 +82,24 @@ def _row(label: str, cells) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
+def _cells(mean: dict, metrics: Sequence[str], unavailable: dict) -> List[str]:
+    return [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
+
+
 def markdown_table(report: dict, compare_paper: bool = False) -> str:
     """The mean row in the paper's layout (Table 3 for videos, Table 1 for scenes), optionally with the paper's rows."""
     mean = report["mean"]
     unavailable = report.get("unavailable", {})
     video = report["kind"] == "video"
     metrics = list(METRIC_ORDER) if video else ["psnr", "ssim", "lpips"]
-    cells = [_fmt(m, mean[m]) if mean.get(m) is not None else ("n/a" if m in unavailable else "—") for m in metrics]
     lines = [
         _row("Method", [METRIC_LABELS[m] for m in metrics]),
         "|---" * (len(metrics) + 1) + "|",
-        _row(f"this run ({report['count']} {'clips' if video else 'eval views'})", cells),
+        _row(f"this run ({report['count']} {'clips' if video else 'eval views'})", _cells(mean, metrics, unavailable)),
     ]
+    for artifact_type, row in report.get("per_type", {}).items():
+        count = f"{row['count']} clip{'s' if row['count'] != 1 else ''}"
+        lines.append(_row(f"{artifact_type} ({count})", _cells(row["mean"], metrics, unavailable)))
     if compare_paper and video:
         lines.append(_row("ArtifactWorld, paper Table 3 (1,284 clips)", [_fmt(m, PAPER_TABLE3[m]) for m in metrics]))
     elif compare_paper:
@@ -114,6 +128,53 @@ def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
 # ---------------------------------------------------------------------- video
 
 
+def read_clip_labels(gt_dir: Path) -> Optional[Tuple[Path, Dict[str, "ClipLabel"]]]:
+    """The data engine's ``labels.jsonl`` beside the GT folder and its records by clip name; None without one."""
+    from artifactworld_ns.restorer import LabelError, labels_beside, labels_by_name, read_labels
+
+    path = labels_beside(gt_dir)
+    if path is None:
+        return None
+    try:
+        return path, labels_by_name(read_labels(path))
+    except LabelError as err:
+        raise EvalInputError(str(err)) from None
+
+
+def per_type_rows(
+    per_clip: Dict[str, Dict[str, float]],
+    labels: Dict[str, "ClipLabel"],
+    i3d_features: Optional[Dict[str, Tuple[torch.Tensor, torch.Tensor]]] = None,
+) -> Dict[str, dict]:
+    """One row per artifact type (the paper's order) that labels a scored clip: its clips, their mean metrics
+    (FVD over the type's clips when I3D features are given and there are enough), and the mean of the labels'
+    artifact-vs-GT metrics over the same clips (``input``; a metric missing from any of them is None)."""
+    from artifactworld_ns.restorer import ARTIFACT_TYPES
+
+    rows: Dict[str, dict] = {}
+    for artifact_type in ARTIFACT_TYPES:
+        names = [n for n in per_clip if Path(n).stem in labels and artifact_type in labels[Path(n).stem].types]
+        if not names:
+            continue
+        mean = mean_values({n: per_clip[n] for n in names})
+        if i3d_features is not None and len(names) >= FVD_MIN_CLIPS:
+            pred = torch.cat([i3d_features[n][0] for n in names])
+            gt = torch.cat([i3d_features[n][1] for n in names])
+            mean["fvd"] = frechet_distance(pred, gt)
+        inputs = [labels[Path(n).stem].metrics for n in names]
+        input_mean = {
+            m: (sum(v[m] for v in inputs) / len(inputs) if all(v.get(m) is not None for v in inputs) else None)
+            for m in ("psnr", "ssim", "lpips")
+        }
+        rows[artifact_type] = {
+            "count": len(names),
+            "clips": names,
+            "mean": {m: mean.get(m) for m in METRIC_ORDER},
+            "input": input_mean,
+        }
+    return rows
+
+
 def evaluate_videos(
     pred_dir: Path,
     gt_dir: Path,
@@ -126,6 +187,7 @@ def evaluate_videos(
     for folder, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
         if not Path(folder).is_dir():
             raise EvalInputError(f"The {what} folder {folder} does not exist.")
+    labelled = read_clip_labels(gt_dir)
     pred_names = {p.name for p in Path(pred_dir).glob("*.mp4")}
     gt_names = {p.name for p in Path(gt_dir).glob("*.mp4")}
     common = sorted(pred_names & gt_names)
@@ -133,7 +195,7 @@ def evaluate_videos(
         raise EvalInputError(f"The folders {pred_dir} and {gt_dir} have no .mp4 file name in common.")
     per_clip: Dict[str, Dict[str, float]] = {}
     failed: Dict[str, str] = {}
-    pred_feats, gt_feats = [], []
+    features: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
     for name in common:
         if progress is not None:
             progress(name)
@@ -151,15 +213,17 @@ def evaluate_videos(
             continue
         per_clip[name] = suite.score(pred, gt)
         if suite.i3d is not None:
-            pred_feats.append(suite.i3d(pred))
-            gt_feats.append(suite.i3d(gt))
+            features[name] = (suite.i3d(pred), suite.i3d(gt))
     unavailable = dict(suite.unavailable)
     mean = mean_values(per_clip) if per_clip else {}
     if suite.i3d is not None:
-        if len(pred_feats) >= FVD_MIN_CLIPS:
-            mean["fvd"] = frechet_distance(torch.cat(pred_feats), torch.cat(gt_feats))
+        if len(features) >= FVD_MIN_CLIPS:
+            mean["fvd"] = frechet_distance(
+                torch.cat([p for p, _ in features.values()]), torch.cat([g for _, g in features.values()])
+            )
         else:
-            unavailable["fvd"] = f"FVD needs at least {FVD_MIN_CLIPS} clips, got {len(pred_feats)}"
+            unavailable["fvd"] = f"FVD needs at least {FVD_MIN_CLIPS} clips, got {len(features)}"
+    labels_path, labels = labelled if labelled is not None else (None, {})
     return {
         "kind": "video",
         "pred": str(pred_dir),
@@ -172,6 +236,9 @@ def evaluate_videos(
         "only_in_gt": sorted(gt_names - pred_names),
         "failed": failed,
         "psnr_cap_db": PSNR_CAP_DB,
+        "labels": None if labels_path is None else str(labels_path),
+        "per_type": per_type_rows(per_clip, labels, features if suite.i3d is not None else None),
+        "unlabelled": sorted(n for n in per_clip if Path(n).stem not in labels) if labels_path is not None else [],
     }
 
 
@@ -254,12 +321,19 @@ class EvalVideo:
         from artifactworld_ns.restorer import print_error, print_note
 
         console = Console(stderr=True)
+        read_clip_labels(self.gt)  # a bad labels.jsonl is reported before any network loads
         suite = MetricSuite.build(self.device, self.clip_model, self.fvd_model)
         with console.status("scoring") as status:
             report = evaluate_videos(self.pred, self.gt, suite, lambda name: status.update(f"scoring {name}"))
         for what, names in (("--pred", report["only_in_pred"]), ("--gt", report["only_in_gt"])):
             if names:
                 print_note(console, f"{len(names)} file(s) only in {what}, not scored: {', '.join(names)}.")
+        if report["unlabelled"]:
+            print_note(
+                console,
+                f"{len(report['unlabelled'])} scored clip(s) have no record in {report['labels']}, so they count in "
+                f"the overall mean only: {', '.join(report['unlabelled'])}.",
+            )
         for message in report["failed"].values():
             print_error(console, message)
         print(write_report(report, self.out, self.compare_paper), end="")

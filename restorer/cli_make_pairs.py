@@ -5,13 +5,17 @@ For every ``NAME.mp4`` present in both ``--gt-dir`` (clean) and ``--artifact-dir
 (videos, for inspection) and their latents sampled with ``--preset``'s VAE (for ``aw-train-lora``), plus
 the stage prompts' T5 embeddings. Resumable (pairs whose latents exist are skipped), atomic, and split
 over the processes of an ``accelerate launch`` / ``torchrun`` job.
+
+When the data engine's ``labels.jsonl`` sits beside the GT folder (``aw-simulate`` writes ``OUT/gt``,
+``OUT/artifact`` and ``OUT/labels.jsonl``), each pair's artifact types, source and recipe are kept in the
+pairs' ``meta.json`` (:func:`restorer.pairs.pair_labels_meta`); pairs without a record are built as before.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +36,7 @@ from .batch import (
     shard,
 )
 from .errors import RestorerInputError
+from .labels import labels_beside, labels_by_name, read_labels
 from .loading import quiet_hub_progress
 from .presets import untrained_note
 from .video_io import DEFAULT_CRF, read_video
@@ -69,6 +74,9 @@ class _Inputs:
     models: object
     meta: dict
     meta_path: Path
+    unlabelled: list[str] = field(default_factory=list)
+    """Pairs without a record in the labels beside the GT folder (empty when there is no label file)."""
+    labels_file: Path | None = None
 
 
 def _check_inputs(args: MakePairsArgs) -> _Inputs:
@@ -84,23 +92,38 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
         raise InputError(
             f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
         )
+    labels_file = labels_beside(gt_dir)
+    unlabelled: list[str] = []
     models = M.resolve_preset(args.preset)
     meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
+    if labels_file is not None:
+        records = labels_by_name(read_labels(labels_file))  # LabelError: one sentence naming the file and line
+        stems = [Path(n).stem for n in videos.names]
+        meta[P.LABELS_META_KEY] = P.pair_labels_meta(labels_file, {s: records[s] for s in stems if s in records})
+        unlabelled = [n for n in videos.names if Path(n).stem not in records]
     meta_path = args.output_dir / P.META_FILE
-    if meta_path.exists() and not args.overwrite:
+    if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old != meta:
-            changed = sorted(k for k in meta if old.get(k) != meta[k])
+        settings, old_settings = P.build_settings(meta), P.build_settings(old)
+        if old_settings != settings and not args.overwrite:
+            changed = sorted(k for k in settings if old_settings.get(k) != settings[k])
             raise InputError(
                 f"The output folder {args.output_dir} holds pairs built with a different {changed[0]} "
                 f"({old.get(changed[0])!r}); use a new folder or --overwrite."
             )
-    return _Inputs(videos, models, meta, meta_path)
+        if old_settings == settings:
+            meta = P.merge_pairs_meta(old, meta)  # pairs labelled by an earlier run keep their labels
+    return _Inputs(videos, models, meta, meta_path, unlabelled, labels_file)
 
 
 def _skipped_notes(inputs: _Inputs) -> list[str]:
     """One note per unpaired video, and the untrained note on the tiny preset."""
     notes = inputs.videos.unpaired_notes("it was skipped")
+    if inputs.unlabelled:
+        notes.append(
+            f"{len(inputs.unlabelled)} pair(s) have no record in {inputs.labels_file}, so their artifact types are "
+            f"unknown: {', '.join(inputs.unlabelled)}."
+        )
     if inputs.models.untrained:
         notes.append(untrained_note("VAE"))
     return notes

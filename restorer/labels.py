@@ -96,8 +96,8 @@ def parse_artifact_types(names: str | Iterable[str]) -> list[str]:
 
 def _json_value(value: Any, what: str) -> Any:
     """``value`` as plain JSON (paths and tuples converted, numpy scalars unwrapped, non-finite floats -> None)."""
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
-        value = value.item()  # numpy / torch scalars
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):
+        value = value.tolist()  # numpy / torch scalars and arrays
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):

@@ -41,7 +41,9 @@ trainer scales the temporal RoPE coordinate by it.
 
 On-disk layout written by ``aw-make-pairs`` (:func:`write_pair`) and read by ``aw-train-lora``::
 
-    OUT/meta.json                          format, preset, heatmap metric, processing size, VAE folder, seed
+    OUT/meta.json                          format, preset, heatmap metric, processing size, VAE folder, seed;
+                                           labels (when labels.jsonl sits beside the GT folder): each pair's
+                                           artifact types, source and recipe (:func:`pair_labels_meta`)
     OUT/videos/NAME/reference.mp4          DBA reference (T + 8 frames, model grid size)
     OUT/videos/NAME/clean.mp4              clean target (T + 8 frames)
     OUT/videos/NAME/heatmap.mp4            pseudo-GT heatmap (T + 8 frames, RGB, black anchors)
@@ -194,6 +196,38 @@ def pairs_meta(models: PresetModels, metric: str, seed: int = DEFAULT_SEED) -> d
     }
 
 
+LABELS_META_KEY = "labels"
+"""The key of ``meta.json`` holding the pairs' labels; not part of what a pairs folder was *built with*, so a
+rerun that adds labelled pairs merges it instead of refusing the folder."""
+
+
+def pair_labels_meta(labels_file: Path, records: dict) -> dict:
+    """The ``labels`` entry of ``meta.json``: the label file it came from and, per pair name, the clip's artifact
+    types, source (simulated / generated) and recipe (``records``: name -> :class:`restorer.labels.ClipLabel`)."""
+    return {
+        "file": str(Path(labels_file).resolve()),
+        "pairs": {
+            name: {"types": list(label.types), "source": label.source, "recipe": label.recipe}
+            for name, label in sorted(records.items())
+        },
+    }
+
+
+def merge_pairs_meta(old: dict, new: dict) -> dict:
+    """``new`` with the pairs' labels of ``old`` kept (``new``'s win for a pair in both); the build settings of the
+    two must already agree (:func:`build_settings`)."""
+    pairs = {**old.get(LABELS_META_KEY, {}).get("pairs", {}), **new.get(LABELS_META_KEY, {}).get("pairs", {})}
+    if not pairs:
+        return new
+    file = new.get(LABELS_META_KEY, old.get(LABELS_META_KEY, {})).get("file")
+    return {**new, LABELS_META_KEY: {"file": file, "pairs": dict(sorted(pairs.items()))}}
+
+
+def build_settings(meta: dict) -> dict:
+    """What a pairs folder was built with: its meta without the pairs' labels."""
+    return {k: v for k, v in meta.items() if k != LABELS_META_KEY}
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -236,6 +270,10 @@ class PairsDataset:
 
     def __getitem__(self, index: int) -> dict:
         return load_latents(self.files[index])
+
+    def label(self, index: int) -> dict | None:
+        """Pair ``index``'s ``{"types", "source", "recipe"}`` from the labels beside its clips, or None."""
+        return self.meta.get(LABELS_META_KEY, {}).get("pairs", {}).get(self.files[index].stem)
 
 
 def load_latents(path: Path) -> dict:

@@ -276,6 +276,8 @@ def _progress_bar(run: _Run, console):
 
 def _write_run_info(run: _Run, result: TrainResult) -> None:
     """The adapter's JSON config next to it (atomic)."""
+    from .pairs import build_settings
+
     config, rank, alpha, models = run.config, run.rank, run.alpha, run.models
     info = config_dict(
         config,
@@ -290,7 +292,7 @@ def _write_run_info(run: _Run, result: TrainResult) -> None:
         + ("" if alpha == rank else f"; alpha/rank = {alpha / rank:g} folded into lora_B"),
         backbone=f"{models.transformer_source} ({models.transformer_config})",
         untrained_backbone=models.untrained,
-        pairs_meta=run.dataset.meta,
+        pairs_meta=build_settings(run.dataset.meta),  # without the per-pair labels (one entry per pair)
         final_loss=result.losses[-1] if result.losses else None,
         steps_per_second=result.steps_per_second,
         peak_memory_bytes=result.peak_memory_bytes,

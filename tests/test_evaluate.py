@@ -253,3 +253,112 @@ def test_scene_eval_scores_every_eval_view(tmp_path_factory, tmp_path, empty_hub
     assert first["psnr"] == pytest.approx(-10 * math.log10(mse), rel=1e-4)
     table = out.with_suffix(".md").read_text()
     assert "| ArtifactWorld, paper Table 1, DL3DV 10% views | 27.14 | 0.8722 | 0.1498 |" in table
+
+
+# ---------------------------------------------------------------------- per artifact type (labels.jsonl)
+
+LABELLED_TYPES = {"a": ["Floaters"], "b": ["Floaters", "Cracks"], "c": ["Color", "Crack"]}  # "d" has no record
+
+
+def _labelled_set(tmp_path):
+    """bench/gt + bench/labels.jsonl (as aw-simulate writes them) and a folder of restored clips, each degraded
+    by a different amount so the per-type means differ from the overall mean."""
+    from artifactworld_ns.restorer import LABELS_FILE, ClipLabel, write_labels
+
+    bench, pred = tmp_path / "bench", tmp_path / "restored"
+    (bench / "gt").mkdir(parents=True), pred.mkdir()
+    for seed, name in enumerate("abcd"):
+        clean = _clip(seed=seed)
+        write_video(bench / "gt" / f"{name}.mp4", clean, 10)
+        g = torch.Generator().manual_seed(10 + seed)
+        noisy = (clean + (0.02 + 0.05 * seed) * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+        write_video(pred / f"{name}.mp4", noisy, 10)
+    labels = [
+        ClipLabel(
+            name=name,
+            types=types,
+            source="simulated",
+            recipe="sparse-checkpoint",
+            params={"frame_step": 8},
+            metrics={"psnr": 18.0 + i, "ssim": 0.5 + 0.1 * i, "lpips": None},
+        )
+        for i, (name, types) in enumerate(LABELLED_TYPES.items())
+    ]
+    write_labels(bench / LABELS_FILE, labels)
+    return pred, bench / "gt"
+
+
+def _psnr_ssim(pred_path, gt_path) -> tuple[float, float]:
+    """Per-clip PSNR (mean of per-frame) and SSIM with torchmetrics called directly."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    pred, _ = read_video(pred_path)
+    gt, _ = read_video(gt_path)
+    p, g = pred.permute(0, 3, 1, 2).double(), gt.permute(0, 3, 1, 2).double()
+    psnr = torch.stack([peak_signal_noise_ratio(p[i : i + 1], g[i : i + 1], data_range=1.0) for i in range(len(p))])
+    return float(psnr.mean()), float(structural_similarity_index_measure(p.float(), g.float(), data_range=1.0))
+
+
+def test_per_type_rows_are_the_means_over_each_types_clips(tmp_path, empty_hub, capsys):
+    pred_dir, gt_dir = _labelled_set(tmp_path)
+    out = tmp_path / "eval.json"
+    args = ["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--clip-model", "none"]
+    assert ev.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["labels"] == str(gt_dir.parent / "labels.jsonl") and report["unlabelled"] == ["d.mp4"]
+    # Canonical names, the paper's order; a clip with several types counts in each of them.
+    assert list(report["per_type"]) == ["Floaters", "Cracks", "Color Outliers"]
+    clips = {"Floaters": ["a", "b"], "Cracks": ["b", "c"], "Color Outliers": ["c"]}
+    truth = {n: _psnr_ssim(pred_dir / f"{n}.mp4", gt_dir / f"{n}.mp4") for n in "abcd"}
+    table = out.with_suffix(".md").read_text()
+    for artifact_type, names in clips.items():
+        row = report["per_type"][artifact_type]
+        assert row["count"] == len(names) and row["clips"] == [f"{n}.mp4" for n in names]
+        psnr = sum(truth[n][0] for n in names) / len(names)
+        ssim = sum(truth[n][1] for n in names) / len(names)
+        assert row["mean"]["psnr"] == pytest.approx(psnr, rel=1e-6)
+        assert row["mean"]["ssim"] == pytest.approx(ssim, rel=1e-5)
+        assert row["mean"]["lpips"] is None and row["mean"]["fvd"] is None
+        # The labels' own artifact-vs-GT metrics over the same clips: the input the restorer started from.
+        index = {"a": 0, "b": 1, "c": 2}
+        assert row["input"]["psnr"] == pytest.approx(sum(18.0 + index[n] for n in names) / len(names))
+        assert row["input"]["lpips"] is None
+        count = f"{len(names)} clip{'s' if len(names) > 1 else ''}"
+        assert f"| {artifact_type} ({count}) | {psnr:.2f} | {ssim:.4f} | n/a | n/a | n/a |" in table
+    # The overall mean still covers every scored clip, the unlabelled one included.
+    assert report["mean"]["psnr"] == pytest.approx(sum(v[0] for v in truth.values()) / 4, rel=1e-6)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 scored clip(s) have no record in" in err and "overall mean only: d.mp4." in err
+
+
+def test_per_type_fvd_is_over_the_types_clips(tmp_path, empty_hub):
+    detector = tmp_path / "i3d_torchscript.pt"
+    torch.jit.script(_TinyDetector()).save(str(detector))
+    pred_dir, gt_dir = _labelled_set(tmp_path)
+    suite = metrics.MetricSuite.build(clip_model=None, fvd_model=detector)
+    report = ev.evaluate_videos(pred_dir, gt_dir, suite)
+
+    def features(folder, names):
+        return torch.cat([suite.i3d(read_video(folder / f"{n}.mp4")[0]) for n in names])
+
+    expected = metrics.frechet_distance(features(pred_dir, "bc"), features(gt_dir, "bc"))
+    assert report["per_type"]["Cracks"]["mean"]["fvd"] == pytest.approx(expected, rel=1e-6)
+    assert report["per_type"]["Cracks"]["mean"]["fvd"] != pytest.approx(report["mean"]["fvd"])
+    assert report["per_type"]["Color Outliers"]["mean"]["fvd"] is None  # one clip: no distribution
+
+
+def test_without_labels_there_are_no_per_type_rows(folders, empty_hub):
+    pred_dir, gt_dir = folders
+    report = ev.evaluate_videos(pred_dir, gt_dir, metrics.MetricSuite.build(clip_model=None))
+    assert report["labels"] is None and report["per_type"] == {} and report["unlabelled"] == []
+    rows = [line for line in ev.markdown_table(report).splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 and rows[1].startswith("| this run (2 clips) |")  # the header and the mean row only
+
+
+def test_a_bad_labels_file_is_one_sentence_naming_file_and_line(tmp_path, capsys):
+    pred_dir, gt_dir = _labelled_set(tmp_path)
+    labels = gt_dir.parent / "labels.jsonl"
+    labels.write_text(labels.read_text() + '{"name": "d", "types": ["Smudges"], "source": "s", "recipe": "r"}\n')
+    assert ev.run(["video", "--pred", str(pred_dir), "--gt", str(gt_dir), "--clip-model", "none"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{labels} line 4:" in err and "Traceback" not in err

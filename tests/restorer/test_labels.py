@@ -170,10 +170,12 @@ def test_nan_metrics_and_params_are_written_as_null(tmp_path: Path) -> None:
 
 
 def test_numpy_values_and_paths_are_stored_as_plain_json(tmp_path: Path) -> None:
-    label = _label(frame_indices=list(np.arange(3)), params={"scale": np.float64(0.5), "root": Path("a/b")})
+    params = {"scale": np.float64(0.5), "root": Path("a/b"), "steps": np.array([1500, 12000]), "size": (4, 3)}
+    label = _label(frame_indices=list(np.arange(3)), params=params)
     write_labels(tmp_path / LABELS_FILE, [label])
     (back,) = read_labels(tmp_path / LABELS_FILE)
-    assert back.frame_indices == [0, 1, 2] and back.params == {"scale": 0.5, "root": "a/b"}
+    assert back.frame_indices == [0, 1, 2]
+    assert back.params == {"scale": 0.5, "root": "a/b", "steps": [1500, 12000], "size": [4, 3]}
 
 
 def test_write_is_atomic_an_old_file_survives_a_failed_write(tmp_path: Path) -> None:

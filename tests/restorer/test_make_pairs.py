@@ -10,7 +10,8 @@ import torch
 from conftest import wave_clip
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from artifactworld_ns.restorer import cli_make_pairs
+from artifactworld_ns.restorer import LABELS_FILE, ClipLabel, cli_make_pairs, write_labels
+from artifactworld_ns.restorer.batch import InputError
 from artifactworld_ns.restorer.dba import ClipLengthError, anchor_frame_mask
 from artifactworld_ns.restorer.errors import RestorerInputError
 from artifactworld_ns.restorer.pairs import (
@@ -139,6 +140,7 @@ def test_bad_pairs_are_listed_with_one_sentence_each(folders, capsys) -> None:
         in out
     )
     assert sorted(p.name for p in (folders["out"] / "latents").iterdir()) == ["pair0.pt", "pair1.pt"]
+    assert "labels" not in json.loads((folders["out"] / "meta.json").read_text())  # no labels.jsonl: as before
 
 
 def test_empty_dataset_and_missing_lpips_weights_fail_in_one_sentence(folders, tmp_path, monkeypatch, capsys) -> None:
@@ -223,3 +225,62 @@ def test_pairs_in_the_old_layout_are_refused_in_one_sentence(tmp_path) -> None:
     (tmp_path / "meta.json").write_text(json.dumps({"format": "artifactworld-pairs-v1", "preset": "tiny"}))
     with pytest.raises(RestorerInputError, match="rebuild them with aw-make-pairs --overwrite"):
         open_pairs(tmp_path, preset="tiny")
+
+
+# ---------------------------------------------------------------------- labels.jsonl beside the GT folder
+
+
+def _record(name: str, types: list[str], source: str = "simulated") -> ClipLabel:
+    return ClipLabel(name=name, types=types, source=source, recipe="cracks", params={"strength": 0.5})
+
+
+def test_labels_beside_the_gt_folder_are_kept_in_the_pairs_meta(folders, capsys) -> None:
+    labels_file = folders["gt"].parent / LABELS_FILE  # OUT/labels.jsonl beside OUT/gt, as aw-simulate writes it
+    write_labels(labels_file, [_record("pair0", ["Crack", "Floaters"]), _record("elsewhere", ["Dilation"])])
+    assert make_pairs(folders, "--heatmap-metric", "l1") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 written" in out and f"1 pair(s) have no record in {labels_file}" in out and "unknown: pair1.mp4." in out
+    meta = json.loads((folders["out"] / "meta.json").read_text())
+    assert meta["labels"] == {
+        "file": str(labels_file.resolve()),
+        "pairs": {"pair0": {"types": ["Floaters", "Cracks"], "source": "simulated", "recipe": "cracks"}},
+    }
+    dataset = open_pairs(folders["out"], preset="tiny")
+    assert dataset.label(0) == meta["labels"]["pairs"]["pair0"] and dataset.label(1) is None
+
+    # A later run with more records (and the same build settings) keeps the earlier labels and adds the new.
+    write_labels(labels_file, [_record("pair1", ["Color Outliers"], source="generated")])
+    assert make_pairs(folders, "--heatmap-metric", "l1") == 0
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+    pairs = json.loads((folders["out"] / "meta.json").read_text())["labels"]["pairs"]
+    assert pairs == {
+        "pair0": {"types": ["Floaters", "Cracks"], "source": "simulated", "recipe": "cracks"},
+        "pair1": {"types": ["Color Outliers"], "source": "generated", "recipe": "cracks"},
+    }
+
+
+def test_a_bad_labels_file_is_one_sentence_before_anything_is_written(folders, capsys) -> None:
+    labels_file = folders["gt"] / LABELS_FILE  # inside the GT folder works too
+    labels_file.write_text('{"name": "pair0", "types": ["Floaters"]\n')
+    assert make_pairs(folders, "--heatmap-metric", "l1") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{labels_file} line 1 is not valid JSON" in err and "Traceback" not in err
+    assert not folders["out"].exists()
+
+
+def test_changed_build_settings_still_refuse_a_labelled_folder(folders, tmp_path) -> None:
+    write_labels(folders["gt"].parent / LABELS_FILE, [_record("pair0", ["Needles"])])
+    args = cli_make_pairs.MakePairsArgs(
+        folders["gt"], folders["art"], folders["out"], heatmap_metric="l1", preset="tiny"
+    )
+    inputs = cli_make_pairs._check_inputs(args)
+    folders["out"].mkdir()
+    old = {**inputs.meta, "labels": {"file": "old.jsonl", "pairs": {"gone": {"types": ["Ghosting"]}}}}
+    (folders["out"] / "meta.json").write_text(json.dumps(old))
+    merged = cli_make_pairs._check_inputs(args).meta["labels"]["pairs"]
+    assert set(merged) == {"gone", "pair0"}  # labels are merged, not compared
+    args.heatmap_metric = "ssim"
+    with pytest.raises(InputError, match="different heatmap_metric"):
+        cli_make_pairs._check_inputs(args)
+    args.overwrite = True
+    assert set(cli_make_pairs._check_inputs(args).meta["labels"]["pairs"]) == {"pair0"}
