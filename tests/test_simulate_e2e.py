@@ -99,6 +99,16 @@ def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypat
         ]
     )
     assert made == 0
+    kept = json.loads((pairs / "meta.json").read_text())["labels"]["pairs"]
+    assert {name: entry["types"] for name, entry in kept.items()} == {label.name: label.types for label in labels}
+
+    from artifactworld_ns.evaluate import run as evaluate
+
+    report_path = tmp_path / "eval" / "report.json"
+    code = evaluate(["video", "--pred", str(out / "artifact"), "--gt", str(out / "gt"), "--out", str(report_path)])
+    assert code == 0
+    per_type = json.loads(report_path.read_text())["per_type"]
+    assert set(per_type) == set(ARTIFACT_TYPES)  # aw-eval video: one row per type from the labels beside gt/
     for stage in (1, 2):
         stage_dir = tmp_path / f"stage{stage}"
         trained = cli_train_lora.main(
