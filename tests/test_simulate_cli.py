@@ -211,3 +211,41 @@ def test_status_merges_finished_scenes_and_reports_failures(tmp_path, capsys):
 def test_status_of_a_folder_without_records_is_one_sentence(tmp_path, capsys):
     code = cli_simulate.main(["status", str(tmp_path)])
     assert code == 2 and "holds no aw-simulate records" in one_error(capsys.readouterr().err)
+
+
+def test_failing_scenes_are_reported_at_the_end_and_do_not_stop_the_others(scenes, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "captures"
+    shutil.copytree(scenes["long"], root / "good")
+    shutil.copytree(scenes["long"], root / "boom")
+    broken = shutil.copytree(scenes["long"], root / "corrupt")
+    meta = json.loads((broken / "transforms.json").read_text())
+    (broken / meta["frames"][2]["file_path"]).write_bytes(b"not an image")
+    real = cli_simulate.simulate_scene
+
+    def simulate_or_fail(scene, *args, **kwargs):
+        if scene.plan.name == "boom":
+            raise RuntimeError("the GPU fell over")
+        return real(scene, *args, **kwargs)
+
+    monkeypatch.setattr(cli_simulate, "simulate_scene", simulate_or_fail)
+    out = tmp_path / "out"
+    quick = [
+        "--checkpoint-range",
+        "2",
+        "4",
+        "--types",
+        "Cracks",
+        "--model.warmup-length",
+        "1000000",
+        "--model.num-downscales",
+        "0",
+    ]
+    code, _, err = simulate(capsys, root, "--output-dir", out, *FAST, *quick)
+    text = " ".join(err.split())
+    assert code == 1  # an unexpected failure outranks bad input
+    assert "boom: unexpected RuntimeError: the GPU fell over" in text
+    assert "corrupt: The image" in text and "cannot be read" in text
+    assert [label.name for label in read_labels(out / "labels.jsonl")] == ["good__cracks_00"]
+    assert (out / "gt" / "good__cracks_00.mp4").is_file() and (out / "artifact" / "good__cracks_00.mp4").is_file()
+    statuses = {r["name"]: r["status"] for r in records.read_records(out)}
+    assert statuses == {"good": "done", "boom": "failed", "corrupt": "failed"}

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from artifactworld_ns.restorer import ARTIFACT_TYPES, read_labels, read_video
+from artifactworld_ns.data_engine import cli_simulate
+from artifactworld_ns.restorer import ARTIFACT_TYPES, cli_make_pairs, cli_train_lora, read_labels, read_video
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,8 @@ QUICK = [
     "--frame-step",
     "4",
     "--checkpoint-range",
+    "10",
     "20",
-    "40",
     "--device",
     "cpu",
     "--model.warmup-length",
@@ -62,7 +63,7 @@ def opens(path: Path) -> None:
         torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypatch):
+def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypatch, capsys):
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     for var in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(var, raising=False)
@@ -79,47 +80,43 @@ def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypat
         assert len(label.frame_indices) == 9 and 5 < label.metrics["psnr"] < 60 and 0 < label.metrics["ssim"] <= 1
     assert not (out / "work").exists()
 
-    status = run_cli("aw-simulate", "status", str(out))
-    assert status.returncode == 0, status.stderr[-2000:]
-    assert "14 clips from 2 finished scenes" in " ".join(status.stdout.split())
-
-    again = run_cli("aw-simulate", str(two_scenes), "--output-dir", str(out), *QUICK)
-    assert again.returncode == 0 and "0 written, 2 skipped" in " ".join(again.stderr.split())
+    assert cli_simulate.main(["status", str(out)]) == 0
+    assert "14 clips from 2 finished scenes" in " ".join(capsys.readouterr().out.split())
 
     pairs = tmp_path / "pairs"
-    made = run_cli(
-        "aw-make-pairs",
-        "--gt-dir",
-        str(out / "gt"),
-        "--artifact-dir",
-        str(out / "artifact"),
-        "--output-dir",
-        str(pairs),
-        "--preset",
-        "tiny",
-        "--heatmap-metric",
-        "l1",
-    )
-    assert made.returncode == 0, made.stderr[-3000:]
-    for stage in (1, 2):
-        trained = run_cli(
-            "aw-train-lora",
-            "--stage",
-            str(stage),
+    made = cli_make_pairs.main(
+        [
+            "--gt-dir",
+            str(out / "gt"),
+            "--artifact-dir",
+            str(out / "artifact"),
+            "--output-dir",
+            str(pairs),
             "--preset",
             "tiny",
-            "--data",
-            str(pairs),
-            "--output-dir",
-            str(tmp_path / f"stage{stage}"),
-            "--steps",
-            "2",
-            "--log-with",
-            "none",
-            "--no-show-progress",
+            "--heatmap-metric",
+            "l1",
+        ]
+    )
+    assert made == 0
+    kept = json.loads((pairs / "meta.json").read_text())["labels"]["pairs"]
+    assert {name: entry["types"] for name, entry in kept.items()} == {label.name: label.types for label in labels}
+
+    from artifactworld_ns.evaluate import run as evaluate
+
+    report_path = tmp_path / "eval" / "report.json"
+    code = evaluate(["video", "--pred", str(out / "artifact"), "--gt", str(out / "gt"), "--out", str(report_path)])
+    assert code == 0
+    per_type = json.loads(report_path.read_text())["per_type"]
+    assert set(per_type) == set(ARTIFACT_TYPES)  # aw-eval video: one row per type from the labels beside gt/
+    for stage in (1, 2):
+        stage_dir = tmp_path / f"stage{stage}"
+        trained = cli_train_lora.main(
+            ["--stage", str(stage), "--preset", "tiny", "--data", str(pairs), "--output-dir", str(stage_dir)]
+            + ["--steps", "2", "--log-with", "none", "--no-show-progress"]
         )
-        assert trained.returncode == 0, trained.stderr[-3000:]
-        assert list((tmp_path / f"stage{stage}").glob("*.safetensors"))
+        assert trained == 0
+        assert list(stage_dir.glob("*.safetensors"))
     files = [
         p for root in (out, pairs, tmp_path / "stage1", tmp_path / "stage2") for p in root.rglob("*") if p.is_file()
     ]
@@ -128,47 +125,45 @@ def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypat
         opens(path)
 
 
-SHARD = ["--types", "Cracks", "Blurring", "--max-num-iterations", "60", *QUICK]
-
-
-def simulate_env(rank: int | None, world: int | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID")}
-    if rank is not None:
-        env.update(RANK=str(rank), WORLD_SIZE=str(world))
-    return env
+SHARD = ["--types", "Cracks", "Blurring", "--max-num-iterations", "40", *QUICK]
 
 
 def simulate_command(scenes: Path, out: Path) -> list[str]:
-    from conftest import BIN
+    return [str(scenes), "--output-dir", str(out), *SHARD]
 
-    return [str(BIN / "aw-simulate"), str(scenes), "--output-dir", str(out), *SHARD]
+
+def simulate_in_process(monkeypatch, scenes: Path, out: Path, rank: int | None = None) -> int:
+    """aw-simulate in this process (its imports are paid once), as shard ``rank`` of 2 or alone."""
+    with monkeypatch.context() as patch:
+        for var in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID"):
+            patch.delenv(var, raising=False)
+        if rank is not None:
+            patch.setenv("RANK", str(rank))
+            patch.setenv("WORLD_SIZE", "2")
+        return cli_simulate.main(simulate_command(scenes, out))
 
 
 def comparable(out: Path) -> dict:
-    """Labels by name without anything that depends on the run (none do), and the decoded videos."""
+    """Labels by name and the decoded videos."""
     labels = {label.name: label.to_dict() for label in read_labels(out / "labels.jsonl")}
     videos = {(name, kind): read_video(out / kind / f"{name}.mp4")[0] for name in labels for kind in ("gt", "artifact")}
     return {"labels": labels, "videos": videos, "files": sorted(p.name for p in (out / "gt").glob("*.mp4"))}
 
 
-def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes, tmp_path, monkeypatch):
+def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes, tmp_path, monkeypatch, capsys):
+    from conftest import BIN
+
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    done = subprocess.run(
-        simulate_command(two_scenes, single), env=simulate_env(None, None), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    first = subprocess.run(
-        simulate_command(two_scenes, sharded), env=simulate_env(0, 2), capture_output=True, text=True
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert simulate_in_process(monkeypatch, two_scenes, single) == 0
+    assert simulate_in_process(monkeypatch, two_scenes, sharded, rank=0) == 0
     assert [label.name.split("__")[0] for label in read_labels(sharded / "labels.jsonl")] == ["garden", "garden"]
 
-    # Shard 1 (kitchen) is killed once its first clip is staged: mid-scene.
+    # Shard 1 (kitchen), a process of its own, is killed once its first clip is staged: mid-scene.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID")}
     process = subprocess.Popen(
-        simulate_command(two_scenes, sharded),
-        env=simulate_env(1, 2),
+        [str(BIN / "aw-simulate"), *simulate_command(two_scenes, sharded)],
+        env={**env, "RANK": "1", "WORLD_SIZE": "2"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -179,17 +174,14 @@ def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes
     assert process.poll() is None, "shard 1 finished before it could be killed mid-scene"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert list(staged.glob("*.mp4")), "killed after a clip was made"
     assert not list((sharded / "gt").glob("kitchen__*")) and not list((sharded / "artifact").glob("kitchen__*"))
     assert not (sharded / "scenes" / "kitchen.json").exists()
 
-    rerun = subprocess.run(
-        simulate_command(two_scenes, sharded), env=simulate_env(1, 2), capture_output=True, text=True
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    status = subprocess.run(
-        [*simulate_command(two_scenes, sharded)[:1], "status", str(sharded)], capture_output=True, text=True
-    )
-    assert status.returncode == 0 and "4 clips from 2 finished scenes" in " ".join(status.stdout.split())
+    assert simulate_in_process(monkeypatch, two_scenes, sharded, rank=1) == 0
+    capsys.readouterr()
+    assert cli_simulate.main(["status", str(sharded)]) == 0
+    assert "4 clips from 2 finished scenes" in " ".join(capsys.readouterr().out.split())
     assert not (sharded / "work").exists()
 
     expected, got = comparable(single), comparable(sharded)
@@ -201,3 +193,7 @@ def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes
         assert other["metrics"] == pytest.approx(label["metrics"], abs=1e-6)
     for key, frames in expected["videos"].items():
         assert torch.allclose(got["videos"][key], frames, atol=1.5 / 255), key
+
+    capsys.readouterr()
+    assert simulate_in_process(monkeypatch, two_scenes, sharded) == 0  # finished scenes are skipped
+    assert "0 written, 2 skipped" in " ".join(capsys.readouterr().err.split())

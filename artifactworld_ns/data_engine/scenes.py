@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 from jaxtyping import Float
+from PIL import Image
 
 from artifactworld_ns.restorer import InputError
 
@@ -50,20 +51,33 @@ class Capture:
     """OpenGL camera-to-world of each frame, as transforms.json gives it."""
     downscale: int = 1
     """The image downscale factor in use (1 = the images of transforms.json)."""
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    """``(width, height)`` of each frame's image file, read from its header."""
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def intrinsics(self, index: int) -> dict[str, float]:
-        """Pinhole ``fl_x, fl_y, cx, cy, w, h`` of frame ``index`` at the downscaled resolution."""
+        """Pinhole ``fl_x, fl_y, cx, cy, w, h`` of frame ``index``, scaled to the size of its image file."""
         values = {}
         for key in INTRINSIC_KEYS:
             value = self.frames[index].get(key, self.meta.get(key))
+            if value is None and key in ("w", "h"):
+                continue  # the image's own size
             if value is None:
                 raise SceneError(f"{self.folder / TRANSFORMS}: frame {index} has no {key!r}; add it or a global one.")
-            values[key] = float(value) / self.downscale
-        values["w"], values["h"] = float(round(values["w"])), float(round(values["h"]))
-        return values
+            values[key] = float(value)
+        width, height = self.sizes[index]
+        sx = width / values["w"] if "w" in values else 1.0 / self.downscale
+        sy = height / values["h"] if "h" in values else 1.0 / self.downscale
+        return {
+            "fl_x": values["fl_x"] * sx,
+            "fl_y": values["fl_y"] * sy,
+            "cx": values["cx"] * sx,
+            "cy": values["cy"] * sy,
+            "w": float(width),
+            "h": float(height),
+        }
 
 
 def find_scenes(source: Path) -> list[Path]:
@@ -172,7 +186,16 @@ def read_capture(folder: Path, name: str, downscale: Optional[int] = None) -> Ca
             f"{len(missing)} of the {len(paths)} images of {folder} are missing (first: {missing[0]}); "
             "restore them or remove their frames from transforms.json."
         )
-    capture = Capture(folder, name, meta, frames, paths, np.stack(poses), factor)
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:  # the header only: cheap
+                sizes.append(image.size)
+        except (OSError, ValueError) as error:
+            raise SceneError(
+                f"The image {path} cannot be read ({type(error).__name__}); replace it or remove its frame from transforms.json."
+            ) from None
+    capture = Capture(folder, name, meta, frames, paths, np.stack(poses), factor, sizes)
     for index in range(len(frames)):
         capture.intrinsics(index)  # every frame has intrinsics
     return capture

@@ -227,7 +227,7 @@ def simulate_scene(
             transient = _transient(capture, scene.split, run, config)
             held_out = sorted({frame for job in jobs for frame in job.frames})
             transforms = write_run_data(capture, scene.split, held_out, work / run.name / "data", transient)
-            bars = _RunBars(progress, plan.name, run, len(jobs))
+            bars = _RunBars(progress, plan.name, run, jobs)
 
             def on_checkpoint(iterations: int, pipeline, jobs=jobs, transient=transient, bars=bars) -> None:
                 for job in (j for j in jobs if j.checkpoint == iterations):
@@ -308,7 +308,6 @@ def _make_clip(
         )
     start = time.perf_counter()
     scores = metrics.score(rgb, gt)
-    scores.setdefault("lpips", None)
     timer.add("metrics", start)
     start = time.perf_counter()
     write_video(staging / "gt" / f"{job.name}.mp4", gt, config.fps, crf=config.crf)
@@ -332,13 +331,14 @@ def _make_clip(
 class _RunBars:
     """Per-run progress: training iterations, then clips rendered; no-op without a Progress."""
 
-    def __init__(self, progress, scene: str, run: RunPlan, clips: int) -> None:
+    def __init__(self, progress, scene: str, run: RunPlan, jobs: list[ClipJob]) -> None:
         self.progress = progress
         self.tasks = []
         if progress is None:
             return
-        self.train = progress.add_task(f"  {scene}: {run.name} run", total=run.iterations, current="")
-        self.clips = progress.add_task(f"  {scene}: {run.name} clips", total=clips, current="")
+        recipes = ", ".join(dict.fromkeys(f"{job.recipe.recipe} ({', '.join(job.recipe.types)})" for job in jobs))
+        self.train = progress.add_task(f"  {scene}: {run.name} training", total=run.iterations, current="")
+        self.clips = progress.add_task(f"  {scene}: clips of {recipes}", total=len(jobs), current="")
         self.tasks = [self.train, self.clips]
 
     def step(self, done: int) -> None:

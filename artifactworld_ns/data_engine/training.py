@@ -143,16 +143,16 @@ def trainer_config(
     )
 
 
-def _scaled_frame(capture: Capture, frame: dict) -> dict:
-    scaled = {k: v for k, v in frame.items() if k not in ("depth_file_path",)}
+def _run_frame(capture: Capture, index: int) -> dict:
+    """Frame ``index`` for the run's transforms.json: its own intrinsics at its image's size, absolute mask path."""
+    frame = {k: v for k, v in capture.frames[index].items() if k not in ("depth_file_path",)}
+    frame.update(capture.intrinsics(index))
+    frame["w"], frame["h"] = int(frame["w"]), int(frame["h"])
     if capture.downscale > 1:
-        scaled.pop("mask_path", None)
-        for key in INTRINSIC_KEYS:
-            if key in scaled:
-                scaled[key] = float(scaled[key]) / capture.downscale
-    elif "mask_path" in scaled:
-        scaled["mask_path"] = str((capture.folder / scaled["mask_path"]).resolve())
-    return scaled
+        frame.pop("mask_path", None)  # masks_N/ are not looked for
+    elif "mask_path" in frame:
+        frame["mask_path"] = str((capture.folder / frame["mask_path"]).resolve())
+    return frame
 
 
 def write_run_data(
@@ -168,15 +168,8 @@ def write_run_data(
     """
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {
-        k: v
-        for k, v in capture.meta.items()
-        if k not in ("frames", "train_filenames", "val_filenames", "test_filenames")
-    }
-    if capture.downscale > 1:
-        for key in INTRINSIC_KEYS:
-            if key in meta:
-                meta[key] = float(meta[key]) / capture.downscale
+    dropped = ("frames", "train_filenames", "val_filenames", "test_filenames", *INTRINSIC_KEYS)
+    meta = {k: v for k, v in capture.meta.items() if k not in dropped}  # intrinsics go per frame (_run_frame)
     if meta.get("ply_file_path"):
         meta["ply_file_path"] = str((capture.folder / meta["ply_file_path"]).resolve())
     frames, train_names, eval_names = [], [], []
@@ -189,7 +182,7 @@ def write_run_data(
             path = folder / "images" / f"{index:06d}.png"
             path.parent.mkdir(exist_ok=True)
             Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
-        frames.append({**_scaled_frame(capture, capture.frames[index]), "file_path": str(path)})
+        frames.append({**_run_frame(capture, index), "file_path": str(path)})
         (train_names if index in split.train else eval_names).append(str(path))
     meta.update(frames=frames, train_filenames=train_names, val_filenames=eval_names, test_filenames=eval_names)
     transforms = folder / "transforms.json"
