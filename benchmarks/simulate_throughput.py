@@ -44,7 +44,11 @@ def measure_scene(scene: Path, out: Path, mad_threshold: float) -> dict:
     from artifactworld_ns.model import ArtifactWorldModelConfig
 
     # No densification (warm-up past the run) and no resolution schedule: the CPU rasterizer stays fast.
-    config = SimulationConfig(**CPU_SETTINGS, model=ArtifactWorldModelConfig(warmup_length=1_000_000, num_downscales=0))
+    config = SimulationConfig(
+        **CPU_SETTINGS,
+        model=ArtifactWorldModelConfig(warmup_length=1_000_000, num_downscales=0),
+        trajectory_filter=TrajectoryFilterConfig(mad_threshold=mad_threshold),
+    )
     started = time.perf_counter()
     result = simulate_scene(scene, out, config)
     wall = time.perf_counter() - started
