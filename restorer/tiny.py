@@ -256,6 +256,8 @@ def save_auxiliary_latents(roots: ReleaseRoots, vae: torch.nn.Module, reference:
     """``z_full`` / ``z_null`` for a ``(frames, height, width)`` reference, computed with ``vae`` and saved in two of
     the official formats: ``z_full.pt`` a dict with packed ``latents`` and their sizes, ``z_null.pt`` a
     ``[C, F, h, w]`` tensor (both float32 on the CPU)."""
+    if next(vae.parameters()).device.type == "cpu":
+        vae = vae.float()  # no fast half-precision conv3d on most CPUs (see loading.vae_dtype); saved as float32 anyway
     z_full, z_null = (z.float().cpu() for z in auxiliary_latents(vae, *reference))
     (roots.weights / AUXILIARY_LATENTS_DIR).mkdir(parents=True, exist_ok=True)
     _, _, frames, height, width = z_full.shape
