@@ -408,3 +408,20 @@ def test_ns_eval_gets_null_for_an_unavailable_metric_and_training_logs_leave_it_
     for_ns_eval = pipeline.get_average_eval_image_metrics(output_path=None, get_std=True)
     assert json.dumps(for_ns_eval) == '{"psnr": 21.5, "psnr_std": 0.5, "lpips": null, "lpips_std": null}'
     assert pipeline.get_average_eval_image_metrics(step=100) == {"psnr": 21.5, "psnr_std": 0.5}
+
+
+def test_ssim_is_scored_in_chunks_with_the_whole_clip_values():
+    """A clip longer than one SSIM chunk gets the per-frame values torchmetrics gives for the whole clip at once
+    (chunks bound the memory: a whole 89-frame 960x544 clip needs over 19 GB)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from artifactworld_ns.metrics import SSIM_CHUNK_FRAMES, nchw, ssim_per_frame
+
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.rand(2 * SSIM_CHUNK_FRAMES + 3, 24, 32, 3, generator=generator)
+    pred = (gt + 0.1 * torch.randn(gt.shape, generator=generator)).clamp(0, 1)
+    whole = structural_similarity_index_measure(nchw(pred), nchw(gt), data_range=1.0, reduction="none")
+    chunked = ssim_per_frame(pred, gt)
+    assert chunked.shape == (gt.shape[0],)
+    assert torch.allclose(chunked, whole.double(), atol=1e-6)
+    assert chunked.std() > 0  # the frames differ, so a chunk mix-up would show
