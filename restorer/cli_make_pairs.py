@@ -169,6 +169,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     def work(name: str) -> Outcome:
         stem = Path(name).stem
         if (args.output_dir / P.LATENTS_DIR / f"{stem}.pt").exists() and not args.overwrite:
+            write_header()  # the folder holds pairs: its meta takes the labels a later run brings
             return Outcome.SKIPPED
         clean, fps = read_video(inputs.videos.gt[name])
         artifact, _ = read_video(inputs.videos.artifact[name])
