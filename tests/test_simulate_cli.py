@@ -195,7 +195,7 @@ def test_status_merges_finished_scenes_and_reports_failures(tmp_path, capsys):
         result = SceneResult(name, [clip], {"training": 2.0, "total": 3.0}, 1, 100)
         records.write_done(tmp_path, Path(f"/data/{name}"), result)
     records.write_failed(tmp_path, Path("/data/c"), "c", "unexpected RuntimeError: boom", 1.0)
-    (tmp_path / "work" / "d").mkdir(parents=True)
+    (tmp_path / "staging" / "d").mkdir(parents=True)
     code = cli_simulate.main(["status", str(tmp_path)])
     text = " ".join(capsys.readouterr().out.split())
     assert code == 2  # a failed scene

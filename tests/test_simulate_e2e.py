@@ -78,7 +78,7 @@ def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypat
         artifact, _ = read_video(out / "artifact" / f"{label.name}.mp4")
         assert gt.shape == artifact.shape == (9, 36, 48, 3)
         assert len(label.frame_indices) == 9 and 5 < label.metrics["psnr"] < 60 and 0 < label.metrics["ssim"] <= 1
-    assert not (out / "work").exists()
+    assert not (out / "staging").exists()
 
     assert cli_simulate.main(["status", str(out)]) == 0
     assert "14 clips from 2 finished scenes" in " ".join(capsys.readouterr().out.split())
@@ -167,7 +167,7 @@ def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    staged = sharded / "work" / "kitchen" / "clips" / "artifact"
+    staged = sharded / "staging" / "kitchen" / "clips" / "artifact"
     deadline = time.monotonic() + 600
     while process.poll() is None and time.monotonic() < deadline and not list(staged.glob("*.mp4")):
         time.sleep(0.1)
@@ -182,7 +182,7 @@ def test_two_shards_one_killed_mid_scene_and_rerun_equal_a_single_run(two_scenes
     capsys.readouterr()
     assert cli_simulate.main(["status", str(sharded)]) == 0
     assert "4 clips from 2 finished scenes" in " ".join(capsys.readouterr().out.split())
-    assert not (sharded / "work").exists()
+    assert not (sharded / "staging").exists()
 
     expected, got = comparable(single), comparable(sharded)
     assert got["files"] == expected["files"] and len(got["files"]) == 4  # no duplicate, nothing partial

@@ -6,7 +6,7 @@
 
 :func:`simulate_scene` is the unit of work of a batch: it writes ``OUT/gt/NAME.mp4``, ``OUT/artifact/NAME.mp4``
 for every clip of the scene and then the scene's record (:mod:`.records`), which marks it finished. Clips
-are staged in ``OUT/work/SCENE/`` and moved into place only when the whole scene succeeded; an interrupted
+are staged in ``OUT/staging/SCENE/`` and moved into place only when the whole scene succeeded; an interrupted
 scene leaves no record, so the next run redoes it from the start.
 """
 
@@ -40,7 +40,7 @@ from artifactworld_ns.restorer import (
     parse_artifact_types,
 )
 
-WORK_DIR = "work"
+WORK_DIR = "staging"
 
 
 class SimulationInputError(ValueError):
