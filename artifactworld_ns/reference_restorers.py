@@ -23,7 +23,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from artifactworld_ns.demo_scene import GAUSSIAN_KEYS, render_gaussians
-from artifactworld_ns.restorer import RestorationResult
+from artifactworld_ns.restorer import ArtifactWorldError
+from artifactworld_ns.restorer.pipeline import RestorationResult
 
 GROUND_TRUTH_FILE = "ground_truth_gaussians.pt"
 """Written by ``aw-demo-scene`` next to ``transforms.json``."""
@@ -31,7 +32,7 @@ IDENTITY_LABEL = "[identity reference restorer: returns the renders unchanged, a
 ORACLE_LABEL = "[oracle reference restorer: returns the ground truth, an upper bound]"
 
 
-class ReferenceRestorerError(ValueError):
+class ReferenceRestorerError(ArtifactWorldError, ValueError):
     """A reference restorer that cannot run on this scene; the message is one sentence."""
 
 

@@ -39,7 +39,7 @@ from .errors import RestorerInputError
 from .labels import labels_beside, labels_by_name, read_labels
 from .loading import quiet_hub_progress
 from .option_checks import check_crf, check_device, check_output_folder
-from .presets import untrained_note
+from .untrained import untrained_note
 from .video_io import DEFAULT_CRF, read_video
 
 
@@ -143,7 +143,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     err_console = Console(stderr=True)
     try:
         inputs = _check_inputs(args)
-    except (InputError, RestorerInputError) as err:
+    except RestorerInputError as err:
         print_error(err_console, str(err))
         return 2
     models = inputs.models

@@ -21,7 +21,6 @@ import tyro
 from rich.console import Console
 
 from .batch import (
-    InputError,
     Outcome,
     pair_videos,
     print_error,
@@ -76,7 +75,7 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
         check_crf(args.crf)
         check_output_folder(args.output_dir, "--output-dir")
         rank, world = process_index()
-    except (InputError, RestorerInputError) as err:
+    except RestorerInputError as err:
         print_error(err_console, str(err))
         return 2
 

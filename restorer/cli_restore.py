@@ -67,7 +67,8 @@ from .option_checks import (
     describe_os_error,
 )
 from .output_settings import describe_change, read_settings, write_settings
-from .presets import announce_untrained, get_preset
+from .presets import get_preset
+from .untrained import announce_untrained
 from .video_io import DEFAULT_CRF, read_video, write_video
 
 if TYPE_CHECKING:
@@ -303,7 +304,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
     try:
         rank, world = process_index()
         files = input_videos(args)
-    except (InputError, RestorerInputError) as err:
+    except RestorerInputError as err:
         print_error(err_console, str(err))
         return 2
 
@@ -328,7 +329,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
                 restorer = load_restorer(args, progress=step_progress)
                 if not args.heatmap_only:
                     check_schedule(restorer)
-            except (RestorerInputError, InputError) as err:
+            except RestorerInputError as err:
                 raise BatchAbort(str(err)) from None
             except Exception as err:  # noqa: BLE001 - one sentence, once, instead of a failure per file
                 reason = describe_os_error(err) or f"{type(err).__name__}: {err}"

@@ -19,8 +19,8 @@ from rich.console import Console
 
 from .batch import print_error, print_note
 from .errors import RestorerInputError
-from .presets import announce_untrained
 from .train_config import TrainConfig
+from .untrained import announce_untrained
 
 
 def run(config: TrainConfig, console: Console | None = None) -> int:

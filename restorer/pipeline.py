@@ -51,7 +51,6 @@ from .loading import (
     text_encoder_identity,
 )
 from .lora import load_lora_adapter
-from .presets import UNTRAINED_LABEL, first_untrained_note
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots
 from .sampler import (
@@ -60,6 +59,7 @@ from .sampler import (
     execution_device,
 )
 from .stages import StageRunner
+from .untrained import UNTRAINED_LABEL, first_untrained_note
 
 __all__ = ["FP8_SKIP_MODULES", "ArtifactRestorer", "RestorationResult", "RestorerSettings", "hand_off_heatmap"]
 

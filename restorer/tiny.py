@@ -32,10 +32,10 @@ import torch
 from .atomic import atomic_folder
 from .latents import auxiliary_latents
 from .loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG, quiet_hub_progress
-from .presets import UNTRAINED_LABEL
 from .prompts import STAGE_PROMPTS
 from .roots import AUXILIARY_LATENTS_DIR, TRANSFORMER_SINGLE_FILE, Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir
 from .sampler import pack_latents
+from .untrained import UNTRAINED_LABEL
 
 TINY_RELEASE_VERSION = "tiny-release-v2"
 TINY_RELEASE_SEED = 0

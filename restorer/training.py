@@ -63,9 +63,9 @@ from .flow_matching import (
 )
 from .heatmap import STAGE1_ADAPTER
 from .lora_training import add_trainable_lora, comfy_path_for, save_release_adapter
-from .presets import UNTRAINED_LABEL
 from .roots import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .train_config import DEFAULT_RANK, TrainConfig, TrainResult, total_steps, validate_config
+from .untrained import UNTRAINED_LABEL
 
 STAGE_ADAPTERS = {1: STAGE1_ADAPTER, 2: STAGE2_ADAPTER}
 RELEASE_FILES = {1: STAGE1_LORA_FILE, 2: STAGE2_LORA_FILE}

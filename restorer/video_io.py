@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .atomic import atomic_path
+from .errors import RestorerError, RestorerInputError
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,11 +48,11 @@ DEFAULT_CRF = 18
 """x264 constant rate factor used when none is given (visually lossless; 0 = lossless)."""
 
 
-class VideoReadError(ValueError):
+class VideoReadError(RestorerInputError):
     """A video file could not be read (missing, not a video, or without frames)."""
 
 
-class VideoWriteError(RuntimeError):
+class VideoWriteError(RestorerError, RuntimeError):
     """ffmpeg failed to encode a video."""
 
 

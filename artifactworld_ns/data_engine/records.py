@@ -16,13 +16,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from artifactworld_ns.restorer import ARTIFACT_TYPES, LABELS_FILE, ClipLabel, atomic_path, write_labels
+from artifactworld_ns.restorer import (
+    ARTIFACT_TYPES,
+    LABELS_FILE,
+    ArtifactWorldError,
+    ClipLabel,
+    atomic_path,
+    write_labels,
+)
 
 RECORDS_DIR = "scenes"
 DONE, FAILED, SKIPPED = "done", "failed", "skipped"
 
 
-class RecordError(ValueError):
+class RecordError(ArtifactWorldError, ValueError):
     """An output folder whose records cannot be read; one sentence."""
 
 

@@ -4,7 +4,7 @@ one-sentence refusal, and the profile reaching the restorer from the preset and 
 import pytest
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from artifactworld_ns.restorer import ArtifactRestorer, RestorerInputError
+from artifactworld_ns.restorer import RestorerInputError
 from artifactworld_ns.restorer.memory_profiles import (
     ALLOCATOR_SLACK,
     CUDA_OVERHEAD,
@@ -17,6 +17,7 @@ from artifactworld_ns.restorer.memory_profiles import (
     phase_peaks,
     predicted_peak_bytes,
 )
+from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
 SMALL = FullSizeFigures(
     transformer_block_bf16=100,
