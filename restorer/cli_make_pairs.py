@@ -83,7 +83,7 @@ class _Inputs:
 def _check_inputs(args: MakePairsArgs) -> _Inputs:
     """Folders, pairing and the output folder's meta, before any model loads; raises :class:`InputError`."""
     from . import pairs as P
-    from . import preset_models as M
+    from . import presets as M
 
     gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
     check_crf(args.crf)
@@ -137,7 +137,7 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     import torch
 
     from . import pairs as P
-    from . import preset_models as M
+    from . import presets as M
 
     console = console or Console()
     err_console = Console(stderr=True)

@@ -16,7 +16,7 @@ LTX 0.9.7-dev root        ``scheduler/`` (and ``transformer/`` for the    ``Ligh
 
 The base transformer is the official one (``model_source: LTXV_13B_098_DISTILL`` in the release's
 configs): the single file ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root, loaded with
-diffusers' ``from_single_file`` and the 13B configuration (:data:`LTXV_13B_CONFIG`). The 0.9.7-dev
+diffusers' ``from_single_file`` and the 13B configuration (:data:`artifactworld_ns.restorer.configs.LTXV_13B_CONFIG`). The 0.9.7-dev
 sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
 option. The scheduler configuration always comes from the 0.9.7-dev root.
 
@@ -36,6 +36,7 @@ from typing import Iterator
 
 import torch
 
+from .configs import TRANSFORMER_CONFIGS
 from .errors import RestorerInputError
 from .roots import LTX_MAIN_REPO, TRANSFORMER_SINGLE_FILE, ReleaseRoots, check_transformer_source
 
@@ -57,53 +58,6 @@ def quiet_empty_float32_notice() -> None:
 
 quiet_empty_float32_notice()  # every model this module (and tiny.py, through it) builds or loads is cast with to()
 
-LTXV_13B_CONFIG = {
-    "activation_fn": "gelu-approximate",
-    "attention_bias": True,
-    "attention_head_dim": 128,
-    "attention_out_bias": True,
-    "caption_channels": 4096,
-    "cross_attention_dim": 4096,
-    "in_channels": 128,
-    "norm_elementwise_affine": False,
-    "norm_eps": 1e-06,
-    "num_attention_heads": 32,
-    "num_layers": 48,
-    "out_channels": 128,
-    "patch_size": 1,
-    "patch_size_t": 1,
-    "qk_norm": "rms_norm_across_heads",
-}
-"""The LTX-Video 13B transformer's diffusers configuration (the single file carries none; DESIGN.md Sec. 4)."""
-
-LTXV_VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 128,
-    "block_out_channels": (128, 256, 512, 1024, 2048),
-    "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
-    "decoder_block_out_channels": (256, 512, 1024),
-    "layers_per_block": (4, 6, 6, 2, 2),
-    "decoder_layers_per_block": (5, 5, 5, 5),
-    "spatio_temporal_scaling": (True, True, True, True),
-    "decoder_spatio_temporal_scaling": (True, True, True),
-    "decoder_inject_noise": (False, False, False, False),
-    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-    "upsample_residual": (True, True, True),
-    "upsample_factor": (2, 2, 2),
-    "timestep_conditioning": True,
-    "patch_size": 4,
-    "patch_size_t": 1,
-    "resnet_norm_eps": 1e-6,
-    "scaling_factor": 1.0,
-    "encoder_causal": True,
-    "decoder_causal": False,
-    "spatial_compression_ratio": 32,
-    "temporal_compression_ratio": 8,
-}
-"""The VAE architecture of LTX-Video 0.9.7 / 0.9.8 (the 0.9.5 VAE; diffusers' LTX conversion script,
-version ``0.9.7``), for full-size checks with random weights."""
-
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 on CUDA, float32 elsewhere."""
@@ -120,14 +74,12 @@ class Backbone:
 
 
 def transformer_config(name: str) -> dict:
-    """A named transformer configuration: ``ltxv-13b`` (the release's) or ``tiny`` (the untrained test model)."""
-    if name == "ltxv-13b":
-        return LTXV_13B_CONFIG
-    if name == "tiny":
-        from .tiny import TINY_TRANSFORMER_CONFIG
-
-        return TINY_TRANSFORMER_CONFIG
-    raise RestorerInputError(f"Unknown transformer configuration {name!r}; choose ltxv-13b or tiny.")
+    """A named transformer configuration of :data:`configs.TRANSFORMER_CONFIGS` (one sentence if unknown)."""
+    if name not in TRANSFORMER_CONFIGS:
+        raise RestorerInputError(
+            f"Unknown transformer configuration {name!r}; choose one of {', '.join(TRANSFORMER_CONFIGS)}."
+        )
+    return TRANSFORMER_CONFIGS[name]
 
 
 def load_transformer(

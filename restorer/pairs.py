@@ -75,7 +75,7 @@ from .dba import (
 from .errors import RestorerInputError
 from .flow_matching import TRAINING_FPS
 from .latents import encode_video
-from .preset_models import PresetModels
+from .presets import PresetModels
 from .prompts import PromptEmbedding
 from .pseudo_heatmaps import (  # noqa: F401 -- re-exported with the pair format they belong to
     ALEXNET_WEIGHTS_FILE,

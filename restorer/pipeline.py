@@ -29,16 +29,8 @@ from torch import Tensor
 
 from .aatf import STAGE2_ADAPTER, hand_off_heatmap, raise_outside_anchors
 from .checks import check_heatmap, check_image, check_opacity, check_video
+from .configs import FP8_SKIP_MODULES
 from .conform import from_model, resize_image, to_model
-from .construction import (
-    RestorerSettings,
-    builds_tiny_release,
-    console,
-    preset_roots,
-    resolve_restorer_preset,
-    settings_from_preset,
-    torch_dtype,
-)
 from .dba import build_reference_video, trim_to_clip
 from .heatmap import STAGE1_ADAPTER
 from .latents import auxiliary_latents, mask_to_video, video_to_mask
@@ -51,6 +43,15 @@ from .loading import (
     text_encoder_identity,
 )
 from .lora import load_lora_adapter
+from .presets import (
+    RestorerSettings,
+    builds_tiny_release,
+    console,
+    preset_roots,
+    resolve_restorer_preset,
+    settings_from_preset,
+    torch_dtype,
+)
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots
 from .sampler import (
@@ -62,9 +63,6 @@ from .stages import StageRunner
 from .untrained import UNTRAINED_LABEL, first_untrained_note
 
 __all__ = ["FP8_SKIP_MODULES", "ArtifactRestorer", "RestorationResult", "RestorerSettings", "hand_off_heatmap"]
-
-FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
-"""Modules kept in the compute dtype under fp8 storage: diffusers' defaults plus the LoRA adapters."""
 
 
 @dataclass

@@ -209,7 +209,7 @@ def _set_up(config: TrainConfig) -> _Run:
     """Pairs, backbone, fresh adapter, optimizer, schedule and generator, prepared by accelerate (and restored
     from the latest checkpoint by ``accelerator.load_state`` with ``resume``)."""
     from .pairs import open_pairs
-    from .preset_models import prompt_embeddings, resolve_preset
+    from .presets import prompt_embeddings, resolve_preset
 
     validate_config(config)
     steps = total_steps(config)

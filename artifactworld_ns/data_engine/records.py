@@ -26,6 +26,8 @@ from artifactworld_ns.restorer import (
 )
 
 RECORDS_DIR = "scenes"
+WORK_DIR = "staging"
+"""Where a scene is staged until it is finished (then moved into place atomically)."""
 DONE, FAILED, SKIPPED = "done", "failed", "skipped"
 
 
@@ -129,8 +131,6 @@ def merge_labels(output_dir: Path) -> list[ClipLabel]:
 
 def unfinished_scenes(output_dir: Path, records: list[dict[str, Any]]) -> list[str]:
     """Scenes with a work folder but no record: running now, or interrupted (the next run redoes them)."""
-    from artifactworld_ns.data_engine.simulate import WORK_DIR
-
     work = Path(output_dir) / WORK_DIR
     recorded = {r.get("name") for r in records}
     if not work.is_dir():

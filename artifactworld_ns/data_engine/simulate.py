@@ -25,6 +25,7 @@ import torch
 
 from artifactworld_ns.data_engine.clips import SparseSplit, sparse_split
 from artifactworld_ns.data_engine.recipes import ClipJob, RecipeConfig, RunPlan, ScenePlan, plan_scene
+from artifactworld_ns.data_engine.records import WORK_DIR
 from artifactworld_ns.data_engine.scenes import Capture, SceneError, SceneTooShortError, read_capture
 from artifactworld_ns.data_engine.trajectory_filter import (
     TrajectoryFilterConfig,
@@ -41,8 +42,6 @@ from artifactworld_ns.restorer import (
     parse_artifact_types,
     write_video,
 )
-
-WORK_DIR = "staging"
 
 
 class SimulationInputError(ArtifactWorldError, ValueError):
