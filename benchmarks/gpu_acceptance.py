@@ -377,7 +377,6 @@ def build_restorer(args: argparse.Namespace, folder: Path, log):
     from artifactworld_ns.restorer.pipeline import ArtifactRestorer, RestorerSettings
     from artifactworld_ns.restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, cached_prompt_embeddings
     from artifactworld_ns.restorer.tiny import (
-        build_tiny_scheduler,
         build_tiny_text_encoder,
         build_tiny_tokenizer,
         random_lora_state_dict,
@@ -454,7 +453,7 @@ def build_restorer(args: argparse.Namespace, folder: Path, log):
         label="[gpu acceptance: random weights] ",
         show_progress=False,
     )
-    restorer = ArtifactRestorer(transformer, vae, build_tiny_scheduler(), prompts, roots, settings)
+    restorer = ArtifactRestorer(transformer, vae, prompts, roots, settings)
     restorer.execution_device = device
     figures["parameters"] = {
         "transformer": sum(p.numel() for n, p in transformer.named_parameters() if "lora_" not in n),

@@ -93,7 +93,7 @@ class RestoreArgs:
     ltx_main_root: Optional[Path] = None
     """Root of Lightricks/LTX-Video with tokenizer/, text_encoder/, vae/ and ltxv-13b-0.9.8-distilled.safetensors (default: $ARTIFACTWORLD_LTX_MAIN_ROOT, else the cache)."""
     ltx_097_dev_root: Optional[Path] = None
-    """Root of Lightricks/LTX-Video-0.9.7-dev with scheduler/ (and transformer/ for --transformer-source 0.9.7-dev) (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
+    """Only for --transformer-source 0.9.7-dev: root of Lightricks/LTX-Video-0.9.7-dev with its transformer/ (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
     transformer_source: Literal["0.9.8-distilled", "0.9.7-dev"] = "0.9.8-distilled"
     """Base transformer: 0.9.8-distilled (official, the single file in the LTX-Video root) or the 0.9.7-dev sharded transformer."""
     steps: Optional[int] = None

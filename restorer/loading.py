@@ -1,6 +1,6 @@
-"""Backbone loading with the official release's conventions (DESIGN.md Sec. 4).
+"""Backbone loading with the official release's conventions.
 
-Three roots, each a *repository root* (loaders append the standard subfolders):
+Each root is a *repository root* (loaders append the standard subfolders):
 
 ========================  ==============================================  ===========================
 root                      contents used                                   hub repository
@@ -10,17 +10,19 @@ weights root              ``stage1_pred_headmap_lora.safetensors``,       ``buaa
                           ``auxiliary_latents/z_full.pt``, ``z_null.pt``
 LTX main root             ``tokenizer/``, ``text_encoder/``, ``vae/``,    ``Lightricks/LTX-Video``
                           ``ltxv-13b-0.9.8-distilled.safetensors``
-LTX 0.9.7-dev root        ``scheduler/`` (and ``transformer/`` for the    ``Lightricks/LTX-Video-0.9.7-dev``
-                          ``0.9.7-dev`` transformer source)
+LTX 0.9.7-dev root        ``transformer/``, only for the ``0.9.7-dev``    ``Lightricks/LTX-Video-0.9.7-dev``
+(optional)                transformer source
 ========================  ==============================================  ===========================
 
 The base transformer is the official one (``model_source: LTXV_13B_098_DISTILL`` in the release's
 configs): the single file ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root, loaded with
-diffusers' ``from_single_file`` and the 13B configuration (:data:`artifactworld_ns.restorer.configs.LTXV_13B_CONFIG`). The 0.9.7-dev
-sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
-option. The scheduler configuration always comes from the 0.9.7-dev root.
+diffusers' ``from_single_file`` and the 13B configuration (:data:`artifactworld_ns.restorer.configs.LTXV_13B_CONFIG`).
+The 0.9.7-dev sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
+option. No scheduler is loaded: the sampler steps on its own sigmas
+(:func:`artifactworld_ns.restorer.sampler.linear_quadratic_sigmas`, equal to the official ones), so the
+official scripts' scheduler configuration (from the 0.9.7-dev root) is not needed.
 
-Where the roots are, the subfolder fix and what is missing or downloaded: :mod:`restorer.roots`.
+Where the roots are, the subfolder fix and what is missing or downloaded: :mod:`artifactworld_ns.restorer.roots`.
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ class Backbone:
 
     transformer: torch.nn.Module
     vae: torch.nn.Module
-    scheduler: object
 
 
 def transformer_config(name: str) -> dict:
@@ -126,20 +127,19 @@ def load_backbone(
     transformer_num_layers: int | None = None,
     transformer_device: torch.device | str | None = None,
 ) -> Backbone:
-    """Load the transformer (see :func:`load_transformer`), the 0.9.7-dev scheduler and the LTX-Video VAE.
+    """Load the transformer (see :func:`load_transformer`) and the LTX-Video VAE.
 
     Both go to ``device``; the transformer to ``transformer_device`` when given (the CPU, for group offloading).
     """
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
+    from diffusers import AutoencoderKLLTXVideo
 
     transformer = load_transformer(roots, dtype, transformer_source, transformer_config_name, transformer_num_layers)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(roots.ltx_097_dev, subfolder="scheduler")
     vae = AutoencoderKLLTXVideo.from_pretrained(roots.ltx_main, subfolder="vae", torch_dtype=vae_dtype(dtype, device))
     for module, target in ((transformer, transformer_device or device), (vae, device)):
         module.requires_grad_(False)
         module.eval()
         module.to(target)
-    return Backbone(transformer=transformer, vae=vae, scheduler=scheduler)
+    return Backbone(transformer=transformer, vae=vae)
 
 
 def vae_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:

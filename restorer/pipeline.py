@@ -80,7 +80,6 @@ class ArtifactRestorer(StageRunner):
         self,
         transformer: torch.nn.Module,
         vae: torch.nn.Module,
-        scheduler,
         prompts: dict[str, PromptEmbedding],
         roots: ReleaseRoots,
         settings: RestorerSettings,
@@ -88,7 +87,6 @@ class ArtifactRestorer(StageRunner):
     ) -> None:
         self.transformer = transformer
         self.vae = vae
-        self.scheduler = scheduler
         self.prompts = prompts
         self.roots = roots
         self.settings = settings
@@ -198,7 +196,7 @@ class ArtifactRestorer(StageRunner):
         fp8_transformer_storage: bool = False,
         vae_tiling: bool = False,
     ) -> "ArtifactRestorer":
-        """Load the cached prompt embeddings, the backbone and the requested LoRA adapters from three roots.
+        """Load the cached prompt embeddings, the backbone and the requested LoRA adapters from the release roots.
 
         The prompts come first: on a first run the text encoder is loaded, used and freed before the
         backbone, so the two never share the GPU. The memory options are applied once, at the end
@@ -234,7 +232,6 @@ class ArtifactRestorer(StageRunner):
             restorer = cls(
                 backbone.transformer,
                 backbone.vae,
-                backbone.scheduler,
                 prompts,
                 roots,
                 settings or RestorerSettings(),

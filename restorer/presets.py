@@ -79,7 +79,7 @@ class RestorerPreset:
     ltx_main_root: str | None = None
     """None -> $ARTIFACTWORLD_LTX_MAIN_ROOT -> <cache>/weights/LTX-Video."""
     ltx_097_dev_root: str | None = None
-    """None -> $ARTIFACTWORLD_LTX_097_DEV_ROOT -> <cache>/weights/LTX-Video-0.9.7-dev."""
+    """Only for ``transformer_source="0.9.7-dev"``: None -> $ARTIFACTWORLD_LTX_097_DEV_ROOT -> <cache>/weights/LTX-Video-0.9.7-dev."""
     allow_download: bool = False
     """Download missing roots from the hub (huggingface_hub, only the needed files)."""
     device: str | None = None
@@ -289,7 +289,7 @@ def resolve_preset(name: str) -> PresetModels:
 def check_training_roots(roots: ReleaseRoots, transformer_source: str) -> None:
     """One sentence (with the fetch command) unless the roots hold the VAE, the text encoder and the base transformer.
 
-    Training needs no released LoRA file and no scheduler; the transformer is the single file
+    Training needs no released LoRA file; the transformer is the single file
     ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root (the official ``model_source``)
     or, with ``transformer_source="0.9.7-dev"``, the 0.9.7-dev root's ``transformer/``.
     """

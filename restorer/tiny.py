@@ -11,7 +11,8 @@ which the tests and ``benchmarks/full_scale.py`` run on a CPU::
     <root>/weights/auxiliary_latents/z_null.pt             (official tensor [C, F, h, w])
     <root>/LTX-Video/{tokenizer,text_encoder,vae}/
     <root>/LTX-Video/ltxv-13b-0.9.8-distilled.safetensors  (single file, original LTX key names)
-    <root>/LTX-Video-0.9.7-dev/{scheduler,transformer}/
+    <root>/LTX-Video-0.9.7-dev/transformer/                 (the transformer_source="0.9.7-dev" option)
+    <root>/LTX-Video-0.9.7-dev/scheduler/                   (read by the official scripts' loader only: the parity fixture)
 
 Models: an LTX-architecture transformer (2 layers, 2 heads x 8 dims), an LTX VAE
 that keeps 8x temporal / 32x spatial compression with 8 channels everywhere, a
