@@ -1,7 +1,7 @@
 """Reference restorers for research and tests: the bounds a real restorer sits between.
 
 Both have the restorer's ``restore(frames, first_anchor, last_anchor, opacity=None)`` interface,
-so the closed loop's round uses them exactly as it uses :class:`restorer.ArtifactRestorer`:
+so the closed loop's round uses them exactly as it uses :class:`artifactworld_ns.restorer.ArtifactRestorer`:
 
 * :class:`IdentityRestorer` -- returns the rendered frames unchanged (the lower bound: a round then
   only re-feeds the model its own renders);

@@ -1,4 +1,4 @@
-"""``aw-make-pairs``: clean / degraded video pairs -> LoRA training pairs (see :mod:`restorer.pairs`).
+"""``aw-make-pairs``: clean / degraded video pairs -> LoRA training pairs (see :mod:`artifactworld_ns.restorer.pairs`).
 
 For every ``NAME.mp4`` present in both ``--gt-dir`` (clean) and ``--artifact-dir`` (degraded), a clip of
 ``T = 8n + 1`` frames, it writes the ``T + 8``-frame DBA reference, clean target and pseudo-GT heatmap
@@ -8,7 +8,7 @@ over the processes of an ``accelerate launch`` / ``torchrun`` job.
 
 When the data engine's ``labels.jsonl`` sits beside the GT folder (``aw-simulate`` writes ``OUT/gt``,
 ``OUT/artifact`` and ``OUT/labels.jsonl``), each pair's artifact types, source and recipe are kept in the
-pairs' ``meta.json`` (:func:`restorer.pairs.pair_labels_meta`); pairs without a record are built as before.
+pairs' ``meta.json`` (:func:`artifactworld_ns.restorer.pairs.pair_labels_meta`); pairs without a record are built as before.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ writes ``OUTPUT/samples/NAME.mp4``, trimmed back to the clip's ``T`` frames. Bot
 name, resolution and frame rate.
 
 An input whose last 9 frames are not one frame repeated is a plain clip, not a reference
-(:func:`restorer.dba.has_anchor_tail`): it is restored whole, with its own first and last frames as the
+(:func:`artifactworld_ns.restorer.dba.has_anchor_tail`): it is restored whole, with its own first and last frames as the
 DBA anchors (weaker than ground-truth anchors), and its sample keeps all of its frames.
 
 ``--heatmap-folder`` reuses existing stage-1 heatmaps (as the release's stage-2 script does with
 ``--noisemap-videos-folder``); ``--heatmap-only`` runs stage 1 alone. Outputs already present are
 skipped, so an interrupted run resumes where it stopped; each output's settings are kept beside it
-(``NAME.settings.json``, :mod:`restorer.output_settings`), and an output made with other settings is
+(``NAME.settings.json``, :mod:`artifactworld_ns.restorer.output_settings`), and an output made with other settings is
 skipped with the difference named (``--overwrite`` redoes it). Outputs, the device and the numeric
 options are checked before anything loads. Under ``accelerate launch`` or ``torchrun`` the sorted file
 list is split by index over the processes (``RANK`` / ``WORLD_SIZE``), each process using the GPU of
@@ -215,7 +215,7 @@ def input_videos(args: RestoreArgs) -> list[Path]:
 
 def output_settings(args: RestoreArgs) -> tuple[dict[str, Any], dict[str, Any]]:
     """What this run's heatmaps and samples are made with, by flag, with the preset's defaults filled in
-    (recorded beside each output, :mod:`restorer.output_settings`)."""
+    (recorded beside each output, :mod:`artifactworld_ns.restorer.output_settings`)."""
     numeric = {"num_inference_steps", "heatmap_steps", "seed", "processing_max_side", "processing_size"}
     preset = get_preset(
         args.preset,

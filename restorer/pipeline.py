@@ -286,7 +286,7 @@ class ArtifactRestorer(StageRunner):
 
         Args:
             frames: the artifact clip ``[T, H, W, 3]`` in ``[0, 1]``, ``T >= 2``, any size; ``T = 8n + 1``
-                (89 as trained) is used as is, other lengths are resampled (see :mod:`restorer.conform`).
+                (89 as trained) is used as is, other lengths are resampled (see :mod:`artifactworld_ns.restorer.conform`).
             first_anchor, last_anchor: clean views ``[H, W, 3]`` for DBA (Eq. 1).
             opacity: optional render accumulation ``[T, H, W]`` or ``[T, H, W, 1]`` in ``[0, 1]``.
 
@@ -320,7 +320,7 @@ class ArtifactRestorer(StageRunner):
 
         ``reference`` is the ``T + 8``-frame reference (what ``aw-prepare`` writes), ``[F, H, W, 3]`` in
         ``[0, 1]``; the result has its frame count and size. Its last 9 frames are *not* blacked out:
-        that belongs to the hand-off to stage 2 (:func:`restorer.dba.black_tail`).
+        that belongs to the hand-off to stage 2 (:func:`artifactworld_ns.restorer.dba.black_tail`).
         """
         reference = check_video(reference, "reference")
         plan = self._plan(*reference.shape[:3])
@@ -338,7 +338,7 @@ class ArtifactRestorer(StageRunner):
 
         ``heatmap`` is taken exactly as the official stage 2 receives its noisemap video: ``[F, H, W, 3]``
         (or gray ``[F, H, W]``), with the black tail already applied. Outputs have the reference's
-        frame count (``T + 8``; trim them with :func:`restorer.dba.trim_to_clip`). A reference whose
+        frame count (``T + 8``; trim them with :func:`artifactworld_ns.restorer.dba.trim_to_clip`). A reference whose
         length is not ``8n + 1`` is resampled in time, which moves its tail anchor.
         """
         reference = check_video(reference, "reference")

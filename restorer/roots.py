@@ -3,7 +3,7 @@
 The default path needs two: the ArtifactWorld weights root and the LTX-Video root. The third, the LTX-Video
 0.9.7-dev root, is read only for its sharded transformer, the ``transformer_source="0.9.7-dev"`` option.
 
-Each root is a *repository root* (loaders append the standard subfolders); see :mod:`restorer.loading`
+Each root is a *repository root* (loaders append the standard subfolders); see :mod:`artifactworld_ns.restorer.loading`
 for what is loaded from them. Roots come from explicit arguments, else ``ARTIFACTWORLD_WEIGHTS_ROOT``,
 ``ARTIFACTWORLD_LTX_MAIN_ROOT``, ``ARTIFACTWORLD_LTX_097_DEV_ROOT``, else folders under the cache dir
 (``ARTIFACTWORLD_CACHE``, default ``~/.cache/artifactworld``). Missing roots are downloaded only when

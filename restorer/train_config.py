@@ -1,4 +1,4 @@
-"""The settings of one LoRA training run (:mod:`restorer.training`), their official defaults and checks."""
+"""The settings of one LoRA training run (:mod:`artifactworld_ns.restorer.training`), their official defaults and checks."""
 
 from __future__ import annotations
 

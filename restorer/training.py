@@ -5,8 +5,8 @@ Our own implementation of the behaviour of the official ArtifactWorld trainer (r
 training_strategies.py``, ``trainer.py``, ``config.py``; run settings from ``configs/stage{1,2}_infer.yaml``
 at commit ``681c9a9``) and of LTX-Video-Trainer's timestep sampler (``src/ltxv_trainer/
 timestep_samplers.py``), so adapters trained here are interchangeable with the released ones.
-Sequences, masked flow matching, first-frame conditioning and timesteps: :mod:`restorer.flow_matching`;
-the adapter and its files: :mod:`restorer.lora_training`.
+Sequences, masked flow matching, first-frame conditioning and timesteps: :mod:`artifactworld_ns.restorer.flow_matching`;
+the adapter and its files: :mod:`artifactworld_ns.restorer.lora_training`.
 
 **Optimizer.** AdamW (torch's defaults, weight decay 0.01) at lr 2e-4, ``LinearLR`` from factor 1.0
 to 0.1 over the run's steps, gradient-norm clipping at 1.0; optimizer and scheduler go through
@@ -16,7 +16,7 @@ the scheduler N times per optimizer step, as the official run did).
 **Loop plumbing (accelerate).** Gradient accumulation by ``Accelerator(gradient_accumulation_steps)`` and
 ``accumulate``; checkpoints by ``save_state`` / ``load_state``, named and pruned to the newest
 ``--checkpoints-total-limit`` by ``ProjectConfiguration`` (adapter-only hooks and the registered
-sampling state: :mod:`restorer.checkpoints`); logging by accelerate's trackers (``init_trackers``, ``log``,
+sampling state: :mod:`artifactworld_ns.restorer.checkpoints`); logging by accelerate's trackers (``init_trackers``, ``log``,
 ``end_training``).
 
 **Output.** The adapter in the official diffusers format, ``transformer.<module>.lora_A.weight`` /
@@ -182,7 +182,7 @@ class _Run:
         with self.accelerator.autocast():
             prediction = predict_velocity(self.model, batch, self.prompt, self.device, self.dtype)
             loss = masked_flow_matching_loss(prediction, batch)
-        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps (was: loss * 1 / accum by hand)
+        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps
         return float(loss.detach())
 
     def optimizer_step(self) -> tuple[float, Tensor]:

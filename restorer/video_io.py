@@ -1,7 +1,7 @@
 """Video reading and writing through ffmpeg (ffmpeg-python command lines, raw rgb24 pipes).
 
 Frames are float tensors ``[frames, height, width, 3]`` in ``[0, 1]``. Writes are atomic
-(:mod:`restorer.atomic`): the video is encoded to a hidden temporary file in the destination folder and
+(:mod:`artifactworld_ns.restorer.atomic`): the video is encoded to a hidden temporary file in the destination folder and
 moved into place, so an interrupted run never leaves a half-written file under the final name.
 
 The ffmpeg executable is looked up on ``PATH`` and falls back to the binary shipped with
