@@ -1,12 +1,13 @@
 """``aw-render``: nerfstudio's ``ns-render`` plus the ArtifactWorld restorer as a post-pass.
 
 The subcommands and their options are nerfstudio's own (``camera-path``, ``interpolate``, ``spiral``,
-``dataset``): the classes below subclass ``nerfstudio.scripts.render``'s and only take over the last
-step, ``_render_trajectory_video``. With ``--no-restore`` that step is nerfstudio's function itself, so
-the output is ns-render's. With ``--restore`` the frames are rendered through
-``pipeline.model.get_outputs_for_camera``, restored in overlapping ``8n + 1`` windows (see
-:mod:`artifactworld_ns.windows`) with DBA anchors from the nearest training views, blended and written
-at the render's frame count and resolution.
+``dataset``): the classes below subclass ``nerfstudio.scripts.render``'s public commands. With
+``--no-restore`` each runs nerfstudio's ``main`` unchanged, so the output is ns-render's. With
+``--restore`` each builds its camera path from nerfstudio's public pieces (``eval_setup``,
+``get_path_from_json`` / ``get_interpolated_camera_path`` / ``get_spiral_path``) and hands it to
+:func:`artifactworld_ns.window_restore.restore_path`, which renders it through
+``pipeline.model.get_outputs_for_camera`` and restores it in overlapping ``8n + 1`` windows with DBA
+anchors from the nearest training views; the result is written at the render's frame count and resolution.
 
 ``spiral`` works on splatfacto-based models here (nerfstudio 1.1.5's asserts a ray-based datamanager):
 its start camera is the eval dataset's first camera (the train dataset's when there are no eval views).
@@ -15,19 +16,17 @@ its start camera is the eval dataset's first camera (the train dataset's when th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, List, Literal, Optional, Sequence, Union
+from typing import Annotated, List, Literal, Optional, Sequence, Union
 
 import torch
 import tyro
-from torch import Tensor
 
 import artifactworld_ns  # noqa: F401  (allows numpy scalars in torch.load of nerfstudio checkpoints)
-from artifactworld_ns.render_io import cameras_at, comparison_path, render_frames, training_image, write_output
+from artifactworld_ns.render_io import comparison_path, write_output
 from artifactworld_ns.restorer import (
     UNTRAINED_LABEL,
     ArtifactWorldError,
@@ -40,13 +39,8 @@ from artifactworld_ns.restorer import (
     print_error,
     put_ffmpeg_on_path,
 )
-from artifactworld_ns.windows import (
-    MIN_BRIDGE_FRAMES,
-    blend_windows,
-    bridge_window,
-    check_window_options,
-    plan_windows,
-)
+from artifactworld_ns.window_restore import WindowSettings, restore_path
+from artifactworld_ns.windows import MIN_BRIDGE_FRAMES, check_window_options
 
 
 class RenderInputError(ArtifactWorldError, ValueError):
@@ -64,7 +58,7 @@ ns = _ns_render()
 
 @dataclass
 class RestoreOptions:
-    """The restorer post-pass options added to every trajectory subcommand."""
+    """The restorer post-pass options added to every trajectory subcommand (options only)."""
 
     restore: bool = True
     """Restore the render with the ArtifactWorld restorer (--restore / --no-restore, or --restore True|False)."""
@@ -93,26 +87,8 @@ class RestoreOptions:
     force: bool = False
     """Run --profile even when the detected GPU is smaller than its predicted peak."""
 
-    # ------------------------------------------------------------------ checks before any loading
-
-    def check_restore_options(self) -> None:
-        """The config, the output path and every restorer option, before nerfstudio loads the run."""
-
-        load_config = getattr(self, "load_config")
-        if not Path(load_config).is_file():
-            raise RenderInputError(f"The config file {load_config} does not exist.")
-        check_render_output(getattr(self, "output_path"), getattr(self, "output_format", "video"))
-        if not self.restore:
-            return
-        check_window_options(self.window_frames, self.overlap, self.bridge_frames)
-        check_at_least("--restorer-steps", self.restorer_steps, 1)
-        check_at_least("--heatmap-steps", self.heatmap_steps, 1)
-        check_processing_max_side(self.processing_max_side)
-        check_device(self.restorer_device, "--restorer-device")
-        if list(getattr(self, "rendered_output_names", ["rgb"])) != ["rgb"]:
-            raise RenderInputError("--restore restores RGB only; pass --rendered-output-names rgb or use --no-restore.")
-        if getattr(self, "render_nearest_camera", False):
-            raise RenderInputError("--render-nearest-camera cannot be combined with --restore; use --no-restore.")
+    def window_settings(self) -> WindowSettings:
+        return WindowSettings(self.window_frames, self.overlap, self.bridge_frames, self.use_opacity)
 
     def restorer_overrides(self) -> dict:
         overrides = {
@@ -129,44 +105,56 @@ class RestoreOptions:
             overrides["force_memory_profile"] = True
         return overrides
 
-    # ------------------------------------------------------------------ the replaced last step
 
-    @contextlib.contextmanager
-    def _trajectory_step(self) -> Iterator[None]:
-        """While nerfstudio's ``main`` runs, its ``_render_trajectory_video`` is ours when restoring."""
-        original = ns._render_trajectory_video
-        if self.restore:
-            ns._render_trajectory_video = self._render_and_restore
-        try:
-            yield
-        finally:
-            ns._render_trajectory_video = original
+@dataclass
+class RestoringRender(RestoreOptions, ns.BaseRender):
+    """A nerfstudio render command with the restorer options: the checks before loading and the restored render."""
 
-    def _render_and_restore(
-        self,
-        pipeline,
-        cameras,
-        output_filename: Path,
-        rendered_output_names: List[str],
-        crop_data=None,
-        rendered_resolution_scaling_factor: float = 1.0,
-        seconds: float = 5.0,
-        output_format: Literal["images", "video"] = "video",
-        image_format: Literal["jpeg", "png"] = "jpeg",
-        jpeg_quality: int = 100,
-        **_unused,
-    ) -> None:
+    output_format: Literal["images", "video"] = "video"
+    """How to save output data."""
+
+    def check_restore_options(self) -> None:
+        """The config, the output path and every restorer option, before nerfstudio loads the run."""
+
+        if not Path(self.load_config).is_file():
+            raise RenderInputError(f"The config file {self.load_config} does not exist.")
+        check_render_output(self.output_path, self.output_format)
+        if not self.restore:
+            return
+        check_window_options(self.window_frames, self.overlap, self.bridge_frames)
+        check_at_least("--restorer-steps", self.restorer_steps, 1)
+        check_at_least("--heatmap-steps", self.heatmap_steps, 1)
+        check_processing_max_side(self.processing_max_side)
+        check_device(self.restorer_device, "--restorer-device")
+        if list(self.rendered_output_names) != ["rgb"]:
+            raise RenderInputError("--restore restores RGB only; pass --rendered-output-names rgb or use --no-restore.")
+        if self.render_nearest_camera:
+            raise RenderInputError("--render-nearest-camera cannot be combined with --restore; use --no-restore.")
+
+    def load_pipeline(self, test_mode: Literal["test", "inference"]):
+        """The run's pipeline, as nerfstudio's render commands load it."""
+        from nerfstudio.utils import install_checks
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        _, pipeline, _, _ = eval_setup(
+            self.load_config, eval_num_rays_per_chunk=self.eval_num_rays_per_chunk, test_mode=test_mode
+        )
+        install_checks.check_ffmpeg_installed()
+        return pipeline
+
+    def render_and_restore(self, pipeline, cameras, seconds: float, crop_data=None) -> None:
+        """Render ``cameras`` (a nerfstudio camera path), restore them in windows and write the output."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
-        console = ns.CONSOLE
-        cameras.rescale_output_resolution(rendered_resolution_scaling_factor)
+        if self.camera_idx is not None:
+            cameras.metadata = {"cam_idx": self.camera_idx}
+        cameras.rescale_output_resolution(1.0 / self.downscale_factor)
         cameras = cameras.to(pipeline.device)
         num_frames = cameras.size
         fps = num_frames / seconds
         train_dataset = restorable_path_dataset(pipeline, cameras)
-        windows = plan_windows(num_frames, self.window_frames, self.overlap)
         obb_box = crop_data.obb if crop_data is not None else None
         background = crop_data.background_color if crop_data is not None else None
 
@@ -174,45 +162,24 @@ class RestoreOptions:
         steps = StepProgress()
         restorer.progress = steps
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console) as progress:
+        with Progress(*columns, console=ns.CONSOLE) as progress:
             steps.attach(progress)
-            raw, alpha = render_frames(pipeline, cameras, obb_box, background, progress, "rendering")
-            train_poses = train_dataset.cameras.camera_to_worlds
-            anchors: dict[int, Tensor] = {}
-            restored = []
-            task = progress.add_task(f"restoring {len(windows)} windows", total=len(windows))
-            for win in windows:
-                bridged = bridge_window(win, cameras.camera_to_worlds.cpu(), train_poses.cpu(), self.bridge_frames)
-                bridge_cams = cameras_at(cameras, win.start, bridged.poses)
-                keep = torch.zeros(bridged.poses.shape[0], dtype=torch.bool)
-                keep[bridged.window_slice] = True
-                b_rgb, b_alpha = render_frames(pipeline, bridge_cams[~keep], obb_box, background, progress, "  bridges")
-                clip = torch.empty((keep.numel(), *raw.shape[1:]))
-                opacity = torch.empty((keep.numel(), *alpha.shape[1:]))
-                clip[keep], clip[~keep] = raw[win.start : win.stop], b_rgb
-                opacity[keep], opacity[~keep] = alpha[win.start : win.stop], b_alpha
-                size = tuple(raw.shape[1:3])
-                for index in (bridged.first_train, bridged.last_train):
-                    if index not in anchors:
-                        anchors[index] = training_image(train_dataset, index, size)
-                result = restorer.restore(
-                    clip,
-                    anchors[bridged.first_train],
-                    anchors[bridged.last_train],
-                    opacity if self.use_opacity else None,
-                )
-                restored.append(result.frames[bridged.window_slice].float())
-                progress.advance(task)
-        frames = blend_windows(windows, restored, num_frames).clamp(0, 1)
-        write_output(frames, output_filename, fps, output_format, image_format, jpeg_quality)
-        written = [str(output_filename if output_format == "video" else output_filename.parent / output_filename.stem)]
+            result = restore_path(
+                pipeline, cameras, train_dataset, restorer, self.window_settings(), obb_box, background, progress
+            )
+        frames = result.frames
+        output = self.output_path
+        write_output(frames, output, fps, self.output_format, self.image_format, self.jpeg_quality)
+        written = [str(output if self.output_format == "video" else output.parent / output.stem)]
         if self.save_comparison:
-            comparison = comparison_path(output_filename)
-            write_output(torch.cat([raw, frames], dim=2), comparison, fps, "video", image_format, jpeg_quality)
+            comparison = comparison_path(output)
+            write_output(
+                torch.cat([result.raw, frames], dim=2), comparison, fps, "video", self.image_format, self.jpeg_quality
+            )
             written.append(str(comparison))
         label = f" {UNTRAINED_LABEL}" if self.preset == "tiny" else ""
-        console.print(
-            f"Restored {num_frames} frames ({frames.shape[2]}x{frames.shape[1]}) in {len(windows)} windows{label}: "
+        ns.CONSOLE.print(
+            f"Restored {num_frames} frames ({frames.shape[2]}x{frames.shape[1]}) in {len(result.windows)} windows{label}: "
             + ", ".join(written),
             markup=False,
             soft_wrap=True,
@@ -269,64 +236,95 @@ def first_camera(pipeline):
 
 # ---------------------------------------------------------------------- subcommands
 
+_STEREO_CAMERA_TYPES = ("OMNIDIRECTIONALSTEREO_L", "VR180_L")
+
 
 @dataclass
-class AwRenderCameraPath(RestoreOptions, ns.RenderCameraPath):
+class AwRenderCameraPath(RestoringRender, ns.RenderCameraPath):
     """Render a camera path generated by the viewer or blender add-on, then restore it."""
 
     def main(self) -> None:
         self.check_restore_options()
         check_camera_path_file(self.camera_path_filename)
-        with self._trajectory_step():
+        if not self.restore:
             ns.RenderCameraPath.main(self)
+            return
+        from nerfstudio.cameras.camera_paths import get_path_from_json
+        from nerfstudio.cameras.cameras import CameraType
+
+        data = json.loads(Path(self.camera_path_filename).read_text(encoding="utf-8"))
+        cameras = get_path_from_json(data)
+        if int(cameras.camera_type[0]) in {CameraType[name].value for name in _STEREO_CAMERA_TYPES}:
+            raise RenderInputError(
+                "--restore restores perspective camera paths only, not omnidirectional-stereo or VR180 ones; use --no-restore."
+            )
+        crop_data = ns.get_crop_from_json(data)
+        pipeline = self.load_pipeline("inference")
+        if self.output_format == "video" and self.output_path.suffix == "":
+            self.output_path = self.output_path.with_suffix(".mp4")
+        self.render_and_restore(pipeline, cameras, data["seconds"], crop_data)
 
 
 @dataclass
-class AwRenderInterpolated(RestoreOptions, ns.RenderInterpolated):
+class AwRenderInterpolated(RestoringRender, ns.RenderInterpolated):
     """Render a trajectory that interpolates between training or eval dataset images, then restore it."""
 
     def main(self) -> None:
         self.check_restore_options()
-        with self._trajectory_step():
+        if not self.restore:
             ns.RenderInterpolated.main(self)
+            return
+        from nerfstudio.cameras.camera_paths import get_interpolated_camera_path
+
+        pipeline = self.load_pipeline("test")
+        source = pipeline.datamanager.eval_dataset if self.pose_source == "eval" else pipeline.datamanager.train_dataset
+        if source is None:
+            raise RenderInputError(
+                f"--pose-source {self.pose_source}: the loaded pipeline has no {self.pose_source} dataset."
+            )
+        cameras = source.cameras
+        seconds = self.interpolation_steps * len(cameras) / self.frame_rate
+        camera_path = get_interpolated_camera_path(
+            cameras=cameras, steps=self.interpolation_steps, order_poses=self.order_poses
+        )
+        self.render_and_restore(pipeline, camera_path, seconds)
 
 
 @dataclass
-class AwSpiralRender(RestoreOptions, ns.SpiralRender):
+class AwSpiralRender(RestoringRender, ns.SpiralRender):
     """Render a spiral trajectory around the first eval camera, then restore it (works on splatfacto models)."""
 
     def main(self) -> None:
         from nerfstudio.cameras.camera_paths import get_spiral_path
-        from nerfstudio.utils import install_checks
-        from nerfstudio.utils.eval_utils import eval_setup
 
         self.check_restore_options()
         steps = int(self.frame_rate * self.seconds)
         if steps < 1:
             raise RenderInputError(f"--seconds {self.seconds} at --frame-rate {self.frame_rate} gives no frames.")
-        _, pipeline, _, _ = eval_setup(
-            self.load_config, eval_num_rays_per_chunk=self.eval_num_rays_per_chunk, test_mode="test"
-        )
-        install_checks.check_ffmpeg_installed()
+        pipeline = self.load_pipeline("test")
         camera_path = get_spiral_path(first_camera(pipeline), steps=steps, radius=self.radius)
+        if self.restore:
+            self.render_and_restore(pipeline, camera_path, self.seconds)
+            return
         if self.camera_idx is not None:
             camera_path.metadata = {"cam_idx": self.camera_idx}
-        with self._trajectory_step():
-            ns._render_trajectory_video(
-                pipeline,
-                camera_path,
-                output_filename=self.output_path,
-                rendered_output_names=self.rendered_output_names,
-                rendered_resolution_scaling_factor=1.0 / self.downscale_factor,
-                seconds=self.seconds,
-                output_format=self.output_format,
-                image_format=self.image_format,
-                depth_near_plane=self.depth_near_plane,
-                depth_far_plane=self.depth_far_plane,
-                colormap_options=self.colormap_options,
-                render_nearest_camera=self.render_nearest_camera,
-                check_occlusions=self.check_occlusions,
-            )
+        # nerfstudio's SpiralRender.main asserts a ray-based datamanager, so the unrestored spiral calls the
+        # function that main calls, with main's arguments (nerfstudio 1.1.5, scripts/render.py).
+        ns._render_trajectory_video(
+            pipeline,
+            camera_path,
+            output_filename=self.output_path,
+            rendered_output_names=self.rendered_output_names,
+            rendered_resolution_scaling_factor=1.0 / self.downscale_factor,
+            seconds=self.seconds,
+            output_format=self.output_format,
+            image_format=self.image_format,
+            depth_near_plane=self.depth_near_plane,
+            depth_far_plane=self.depth_far_plane,
+            colormap_options=self.colormap_options,
+            render_nearest_camera=self.render_nearest_camera,
+            check_occlusions=self.check_occlusions,
+        )
 
 
 @dataclass

@@ -1,16 +1,13 @@
-"""aw-render's frames: rendering a set of cameras through the loaded pipeline, the anchors it restores
-with, and writing frames as ``ns-render`` does (an mp4, written atomically, or numbered images)."""
+"""aw-render's frames: rendering a set of cameras through the loaded pipeline, and writing frames as ``ns-render`` does (an mp4, written atomically, or numbered images)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from artifactworld_ns.cameras import anchor_image
 from artifactworld_ns.restorer import write_video
 
 
@@ -67,11 +64,6 @@ def cameras_at(cameras, index: int, poses: Tensor):
     picked = cameras[torch.full((poses.shape[0],), index, dtype=torch.long, device=cameras.device)]
     picked.camera_to_worlds = poses.to(dtype=cameras.camera_to_worlds.dtype, device=cameras.device)
     return picked
-
-
-def training_image(dataset, index: int, size: Sequence[int]) -> Tensor:
-    """Training image ``index`` as ``[H, W, 3]`` float in ``[0, 1]``, resized to the render's ``size``."""
-    return anchor_image(dataset.get_image_float32(index), size)
 
 
 def comparison_path(output_filename: Path) -> Path:

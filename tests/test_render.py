@@ -83,13 +83,13 @@ def test_spiral_restore_writes_every_frame_in_windows(config_path, tmp_path, mon
     out = tmp_path / "spiral.mp4"
     spy = RestoreSpy(monkeypatch)
     datasets = []
-    original_training_image = aw_render.training_image
+    original_path_dataset = aw_render.restorable_path_dataset
 
-    def record(dataset, index, size):
-        datasets.append(dataset)
-        return original_training_image(dataset, index, size)
+    def record(pipeline, cameras):
+        datasets.append(original_path_dataset(pipeline, cameras))
+        return datasets[-1]
 
-    monkeypatch.setattr(aw_render, "training_image", record)
+    monkeypatch.setattr(aw_render, "restorable_path_dataset", record)
     command = aw_render.cli(
         [
             "spiral",
@@ -230,6 +230,31 @@ def test_camera_path_without_keyframes_is_one_sentence(tmp_path, capsys):
     assert aw_render.run(command) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"The camera path file {path} has no keyframes, so there is nothing to render." in err
+
+
+def test_restore_refuses_a_stereo_camera_path_before_loading(tmp_path, capsys):
+    config = tmp_path / "config.yml"
+    config.write_text("not loaded: the camera path is checked first\n")
+    pose = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    path = tmp_path / "path.json"
+    path.write_text(
+        json.dumps(
+            {
+                "camera_type": "omnidirectional",
+                "render_height": 48,
+                "render_width": 96,
+                "seconds": 1.0,
+                "keyframes": [{"matrix": pose}],
+                "camera_path": [{"camera_to_world": pose, "fov": 50.0, "aspect": 2.0}],
+            }
+        )
+    )
+    base = ["camera-path", "--load-config", str(config), "--camera-path-filename", str(path)]
+    command = aw_render.cli([*base, "--output-path", str(tmp_path / "o.mp4"), "--preset", "tiny"])
+    assert aw_render.run(command) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--restore restores perspective camera paths only, not omnidirectional-stereo or VR180 ones" in err
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_bad_window_frames_refused_before_loading(tmp_path, capsys):
