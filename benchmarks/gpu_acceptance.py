@@ -202,7 +202,8 @@ class Clock:
 
 class Probe:
     """Seconds and peak GPU memory of each stage of one ``restore`` and of its phases (transformer calls, VAE encode,
-    VAE decode), through wrappers on the restorer's own ``_stage1`` / ``_stage2`` / ``_encode`` / ``_decode`` and
+    VAE decode), through wrappers on the restorer's own stage components (``HeatmapPredictor.predict``,
+    ``RestorationStage.restore``, ``StageBackbone.encode`` / ``decode``, wrapped on their classes while installed) and
     forward hooks on its transformer. Memory is attributed to the phase that was running: at each phase boundary
     the allocator's peak is read and reset (host-side bookkeeping, no synchronisation)."""
 
@@ -215,6 +216,7 @@ class Probe:
         self.context: dict[str, int] = {}
         self.calls: dict[tuple[str, str], int] = {}
         self._handles: list = []
+        self._originals: list = []
 
     def _mark(self, stage: str, phase: str) -> None:
         if self.cuda:
@@ -244,11 +246,17 @@ class Probe:
         self._mark(self.stage, "other")
 
     def install(self) -> "Probe":
+        from artifactworld_ns.restorer.heatmap import HeatmapPredictor
+        from artifactworld_ns.restorer.restoration_stage import RestorationStage
+        from artifactworld_ns.restorer.stages import StageBackbone
+
         restorer = self.restorer
-        for name, stage in (("_stage1", "stage1"), ("_stage2", "stage2")):
-            setattr(restorer, name, self._stage_wrapper(getattr(restorer, name), stage))
-        for name, phase in (("_encode", "vae_encode"), ("_decode", "vae_decode")):
-            setattr(restorer, name, self._phase_wrapper(getattr(restorer, name), phase))
+        for cls, name, stage in ((HeatmapPredictor, "predict", "stage1"), (RestorationStage, "restore", "stage2")):
+            self._originals.append((cls, name, cls.__dict__[name]))
+            setattr(cls, name, self._stage_wrapper(cls.__dict__[name], stage))
+        for name, phase in (("encode", "vae_encode"), ("decode", "vae_decode")):
+            self._originals.append((StageBackbone, name, StageBackbone.__dict__[name]))
+            setattr(StageBackbone, name, self._phase_wrapper(StageBackbone.__dict__[name], phase))
         tokens: list = []
         self._handles = [
             restorer.transformer.register_forward_pre_hook(lambda *_: tokens.append(self._enter_phase("transformer"))),
@@ -257,8 +265,9 @@ class Probe:
         return self
 
     def remove(self) -> None:
-        for name in ("_stage1", "_stage2", "_encode", "_decode"):
-            self.restorer.__dict__.pop(name, None)
+        for cls, name, original in reversed(self._originals):
+            setattr(cls, name, original)
+        self._originals.clear()
         for handle in self._handles:
             handle.remove()
 

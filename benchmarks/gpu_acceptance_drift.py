@@ -58,23 +58,13 @@ def release_matches_fixture(root: Path, fixture: dict) -> dict:
 def _restorer(roots, device: str, dtype: torch.dtype, seed: int, cpu_draws: bool = False, **options):
     from artifactworld_ns.restorer.pipeline import ArtifactRestorer, RestorerSettings
 
-    cls = ArtifactRestorer
-    if cpu_draws:
-
-        class CpuDrawsRestorer(ArtifactRestorer):
-            """Draws every random number on the CPU (diffusers' ``randn_tensor`` moves them to the device)."""
-
-            def _stage_start(self, reference):
-                from artifactworld_ns.restorer.sampler import initial_noise
-
-                generator = torch.Generator("cpu").manual_seed(self.settings.seed)
-                return generator, initial_noise(
-                    self.latent_shape(*reference.shape[:3]), generator, self.execution_device
-                )
-
-        cls = CpuDrawsRestorer
     settings = RestorerSettings(processing_max_side=None, processing_size=None, seed=seed, show_progress=False)
-    return cls.from_roots(roots, settings=settings, device=device, dtype=dtype, transformer_config="tiny", **options)
+    restorer = ArtifactRestorer.from_roots(
+        roots, settings=settings, device=device, dtype=dtype, transformer_config="tiny", **options
+    )
+    if cpu_draws:  # every random number drawn on the CPU (diffusers' ``randn_tensor`` moves them to the device)
+        restorer.generator_device = torch.device("cpu")
+    return restorer
 
 
 def _outputs(restorer, fixture: dict) -> dict[str, torch.Tensor]:

@@ -3,7 +3,8 @@
 Sequence ``[z_ref, z_hm_s]`` with per-token timesteps ``[0, s]``: the DBA reference latent is
 context and the heatmap latent is sampled from noise by the shared Euler sampler. Decoding the
 result gives the artifact heatmap video (bright = severe), kept as RGB as the official pipeline
-decodes it.
+decodes it. :class:`HeatmapPredictor` is the stage (encode, sample, decode);
+:func:`sample_heatmap_latent` is its sampling step.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .lora import set_active_adapter
 from .prompts import PromptEmbedding
-from .sampler import TARGET, ProgressCallback, euler_sample, pack_latents, unpack_latents
+from .sampler import TARGET, ProgressCallback, euler_sample, linear_quadratic_sigmas, pack_latents, unpack_latents
+from .stages import StageBackbone
 
 STAGE1_ADAPTER = "stage1"
 STAGE1_ROLES = ("reference", TARGET)
@@ -32,7 +35,7 @@ def sample_heatmap_latent(
 ) -> Float[Tensor, "1 channels frames height width"]:
     """Sample the heatmap latent ``z_hm`` conditioned on ``z_ref`` (the stage-1 adapter must be active).
 
-    ``noise`` and ``generator`` come from :meth:`artifactworld_ns.restorer.stages.StageRunner._stage_start` so that draws
+    ``noise`` and ``generator`` come from :meth:`artifactworld_ns.restorer.stages.StageBackbone.start` so that draws
     happen in the official order (target noise, reference encode, then per-step context noise).
     """
     _, _, frames, height, width = z_ref.shape
@@ -50,3 +53,36 @@ def sample_heatmap_latent(
         progress=progress,
     )
     return unpack_latents(tokens.cpu(), frames, height, width)
+
+
+class HeatmapPredictor:
+    """Stage 1 on a model-size DBA reference: the decoded RGB heatmap video and the reference latent."""
+
+    def __init__(self, backbone: StageBackbone) -> None:
+        self.backbone = backbone
+
+    def predict(
+        self, reference: Float[Tensor, "frames height width 3"], progress: ProgressCallback | None = None
+    ) -> tuple[
+        Float[Tensor, "frames height width 3"], Float[Tensor, "1 channels latent_frames latent_height latent_width"]
+    ]:
+        """Model-size reference ``[F, h, w, 3]`` -> (decoded RGB heatmap ``[F, h, w, 3]`` on the CPU, ``z_ref``).
+
+        ``z_ref`` is returned for stage 2, which reuses it (see
+        :meth:`artifactworld_ns.restorer.restoration_stage.RestorationStage.restore`).
+        """
+        backbone = self.backbone
+        generator, noise = backbone.start(reference)
+        z_ref = backbone.encode(reference, generator)
+        set_active_adapter(backbone.transformer, STAGE1_ADAPTER)
+        z_hm = sample_heatmap_latent(
+            backbone.transformer,
+            backbone.prompts[STAGE1_ADAPTER],
+            z_ref,
+            noise,
+            linear_quadratic_sigmas(backbone.settings.heatmap_steps),
+            backbone.coords(z_ref),
+            generator,
+            progress,
+        )
+        return backbone.decode(z_hm).cpu(), z_ref

@@ -30,9 +30,9 @@ from torch import Tensor
 from .aatf import STAGE2_ADAPTER, hand_off_heatmap, raise_outside_anchors
 from .checks import check_heatmap, check_image, check_opacity, check_video
 from .configs import FP8_SKIP_MODULES
-from .conform import from_model, resize_image, to_model
+from .conform import ConformPlan, from_model, resize_image, to_model
 from .dba import build_reference_video, trim_to_clip
-from .heatmap import STAGE1_ADAPTER
+from .heatmap import STAGE1_ADAPTER, HeatmapPredictor
 from .latents import auxiliary_latents, mask_to_video, video_to_mask
 from .loading import (
     default_dtype,
@@ -53,13 +53,14 @@ from .presets import (
     torch_dtype,
 )
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
+from .restoration_stage import RestorationStage
 from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots
 from .sampler import (
     ProgressCallback,
     compute_dtype,
     execution_device,
 )
-from .stages import StageRunner
+from .stages import StageBackbone, conform_plan, stage_progress
 from .untrained import UNTRAINED_LABEL, first_untrained_note
 
 __all__ = ["FP8_SKIP_MODULES", "ArtifactRestorer", "RestorationResult", "RestorerSettings", "hand_off_heatmap"]
@@ -73,8 +74,13 @@ class RestorationResult:
     heatmap: Float[Tensor, "frames height width"]
 
 
-class ArtifactRestorer(StageRunner):
-    """The two-stage ArtifactWorld restorer on one LTX-Video backbone with two LoRA adapters."""
+class ArtifactRestorer:
+    """The two-stage ArtifactWorld restorer on one LTX-Video backbone with two LoRA adapters.
+
+    Stage 1 is a :class:`~artifactworld_ns.restorer.heatmap.HeatmapPredictor`, stage 2 a
+    :class:`~artifactworld_ns.restorer.restoration_stage.RestorationStage`; both are built for each call
+    on :meth:`stage_backbone` (the current models, settings and device).
+    """
 
     def __init__(
         self,
@@ -95,6 +101,8 @@ class ArtifactRestorer(StageRunner):
         self._aux_note_printed = False
         self.execution_device = execution_device(transformer)
         """Where the models compute (under group offloading the transformer's weights wait on the CPU)."""
+        self.generator_device: torch.device | None = None
+        """Where the stages' generators draw (``None``: the execution device, as the official pipeline)."""
 
     # ------------------------------------------------------------------ construction
 
@@ -324,8 +332,8 @@ class ArtifactRestorer(StageRunner):
         """
         reference = check_video(reference, "reference")
         plan = self._plan(*reference.shape[:3])
-        with self._progress_bar() as progress:
-            heatmap, _ = self._stage1(to_model(reference, plan), progress)
+        with stage_progress(self.settings, self.progress) as progress:
+            heatmap, _ = self.heatmap_predictor().predict(to_model(reference, plan), progress)
         return from_model(heatmap, plan).clamp(0, 1)
 
     def restore_reference(
@@ -355,19 +363,48 @@ class ArtifactRestorer(StageRunner):
             heatmap_used = to_model(mask_to_video(heatmap), plan)
             if opacity_model is not None:
                 heatmap_used = raise_outside_anchors(heatmap_used, opacity_model)
-            with self._progress_bar() as progress:
-                restored = self._stage2(reference_model, heatmap_used, progress)
+            with stage_progress(self.settings, self.progress) as progress:
+                restored = self.restoration_stage().restore(reference_model, heatmap_used, progress)
         return RestorationResult(
             frames=from_model(restored, plan).clamp(0, 1),
             heatmap=from_model(video_to_mask(heatmap_used)[..., None], plan)[..., 0].clamp(0, 1),
         )
 
+    # ------------------------------------------------------------------ the two stages
+
+    def stage_backbone(self) -> StageBackbone:
+        """The models, prompts, settings and devices the stages run on, as they are now."""
+        return StageBackbone(
+            self.transformer, self.vae, self.prompts, self.settings, self.execution_device, self.generator_device
+        )
+
+    def heatmap_predictor(self, backbone: StageBackbone | None = None) -> HeatmapPredictor:
+        """Stage 1 on ``backbone`` (default: :meth:`stage_backbone`)."""
+        return HeatmapPredictor(backbone or self.stage_backbone())
+
+    def restoration_stage(self, backbone: StageBackbone | None = None) -> RestorationStage:
+        """Stage 2 on ``backbone`` (default: :meth:`stage_backbone`), with this restorer's auxiliary latents."""
+        return RestorationStage(backbone or self.stage_backbone(), self.auxiliary_latents)
+
+    def _both_stages(
+        self, reference: Float[Tensor, "frames height width 3"], opacity: Float[Tensor, "frames height width"] | None
+    ) -> tuple[Float[Tensor, "frames height width 3"], Float[Tensor, "frames height width 3"]]:
+        """Model-size reference -> (restored frames, RGB heatmap handed to stage 2), both ``F`` frames."""
+        backbone = self.stage_backbone()
+        with stage_progress(self.settings, self.progress) as progress:
+            heatmap, z_ref = self.heatmap_predictor(backbone).predict(reference, progress)
+            heatmap = hand_off_heatmap(heatmap, opacity)
+            restored = self.restoration_stage(backbone).restore(reference, heatmap, progress, z_ref=z_ref)
+        return restored, heatmap
+
+    def _plan(self, frames: int, height: int, width: int) -> ConformPlan:
+        return conform_plan(self.settings, frames, height, width)
+
     # ------------------------------------------------------------------ shapes and auxiliary latents
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
         """``(1, C, F', h', w')`` of a model-size video (8x time after frame 0, 32x space)."""
-        t, s = self.vae.temporal_compression_ratio, self.vae.spatial_compression_ratio
-        return (1, self.vae.config.latent_channels, (frames - 1) // t + 1, height // s, width // s)
+        return self.stage_backbone().latent_shape(frames, height, width)
 
     def auxiliary_latents(
         self, frames: int, height: int, width: int, latent_shape: torch.Size
