@@ -5,17 +5,16 @@ Frames are float tensors ``[frames, height, width, 3]`` in ``[0, 1]``. Writes ar
 moved into place, so an interrupted run never leaves a half-written file under the final name.
 
 The ffmpeg executable is looked up on ``PATH`` and falls back to the binary shipped with
-``imageio-ffmpeg``. ``ffprobe`` is not needed: stream parameters are parsed from ``ffmpeg -i``.
+``imageio-ffmpeg``. Stream parameters (size, frame rate) come from the container's metadata through
+PyAV; a stream without a frame rate is an error unless the caller names the rate to use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -58,7 +57,7 @@ class VideoWriteError(RestorerError, RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Parameters of the first video stream of a file, as reported by ffmpeg."""
+    """Parameters of the first video stream of a file, from its container's metadata."""
 
     width: int
     height: int
@@ -113,62 +112,65 @@ def _last_error_line(stderr: bytes | None) -> str:
     return line.rstrip(".")
 
 
-_STREAM_RE = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<rest>.*)")
-_SIZE_RE = re.compile(r"[\s,](\d{1,6})x(\d{1,6})(?=[\s,\[]|$)")
-_FPS_RE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
+def probe_video(path: PathLike, fps_if_missing: float | None = None) -> VideoInfo:
+    """Width, height and frame rate of the first video stream, from the container's metadata (PyAV).
 
+    The frame rate is the stream's average rate, else its guessed (base) rate, as ``ffmpeg -i`` reports
+    them as ``fps`` / ``tbr``. A stream with neither raises :class:`VideoReadError` unless
+    ``fps_if_missing`` is given, which is then used. Unreadable files raise :class:`VideoReadError`.
+    """
+    import av  # PyAV: ffmpeg's own demuxer metadata, no text parsing
 
-def probe_video(path: PathLike) -> VideoInfo:
-    """Width, height and frame rate of the first video stream (raises :class:`VideoReadError`)."""
     path = Path(path)
     if not path.is_file():
         raise VideoReadError(f"Cannot read video {path}: the file does not exist.")
     if path.stat().st_size == 0:
         raise VideoReadError(f"Cannot read video {path}: the file is empty.")
-    # ``ffmpeg -i FILE`` without an output prints the input header and exits non-zero.
-    proc = subprocess.run(
-        [find_ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        check=False,
-    )
-    stderr = proc.stderr
-    text = stderr.decode("utf-8", "replace")
-    header = _parse_header(text)
-    if header is None:
-        if re.search(r"^Input #\d+", text, flags=re.MULTILINE):
-            raise VideoReadError(f"Cannot read video {path}: it contains no video frames.")
-        raise VideoReadError(f"Cannot read video {path}: {_last_error_line(stderr)}.")
-    return header
+    try:
+        with av.open(str(path)) as container:
+            streams = [s for s in container.streams.video if s.codec_context.width and s.codec_context.height]
+            if not streams:
+                raise VideoReadError(f"Cannot read video {path}: it contains no video frames.")
+            stream = streams[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = stream_frame_rate(stream)
+    except av.FFmpegError as err:
+        raise VideoReadError(f"Cannot read video {path}: {_av_error_text(err)}.") from None
+    if rate is None:
+        if fps_if_missing is None:
+            raise VideoReadError(
+                f"Cannot read video {path}: its video stream has no frame rate; re-encode it with one "
+                f"(ffmpeg -i {path.name} -r 24 out.mp4) or pass fps_if_missing."
+            )
+        rate = float(fps_if_missing)
+    return VideoInfo(width=int(width), height=int(height), fps=rate)
 
 
-def _parse_header(text: str) -> VideoInfo | None:
-    for line in text.splitlines():
-        match = _STREAM_RE.search(line)
-        if not match:
-            continue
-        rest = match.group("rest")
-        size = _SIZE_RE.search(rest)
-        if not size:
-            continue
-        fps = 0.0
-        for value, kilo, kind in _FPS_RE.findall(rest):
-            with contextlib.suppress(ValueError):
-                fps = float(value) * (1000.0 if kilo else 1.0)
-                if kind == "fps" and fps > 0:
-                    break
-        return VideoInfo(width=int(size.group(1)), height=int(size.group(2)), fps=fps or 24.0)
+def stream_frame_rate(stream) -> float | None:
+    """A PyAV video stream's average frame rate, else its guessed rate; ``None`` when it has neither."""
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
     return None
 
 
-def read_video(path: PathLike) -> tuple[Float[Tensor, "frames height width 3"], float]:
+def _av_error_text(err: Exception) -> str:
+    """PyAV's error without its errno and file name: ``Invalid data found when processing input``."""
+    text = getattr(err, "strerror", None) or str(err)
+    return str(text).rstrip(".")
+
+
+def read_video(
+    path: PathLike, fps_if_missing: float | None = None
+) -> tuple[Float[Tensor, "frames height width 3"], float]:
     """Decode every frame of the first video stream.
 
     Returns ``(frames, fps)`` with frames as float32 in ``[0, 1]``. Raises :class:`VideoReadError`
-    with a one-sentence message when the file is missing, is not a video, or has no frames.
+    with a one-sentence message when the file is missing, is not a video, has no frames, or has no
+    frame rate and ``fps_if_missing`` is not given (see :func:`probe_video`).
     """
     path = Path(path)
-    info = probe_video(path)
+    info = probe_video(path, fps_if_missing)
     try:
         out, _ = (
             # -noautorotate: decode the stored frames, whose size is the one probed above (a rotated

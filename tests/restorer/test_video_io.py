@@ -171,3 +171,30 @@ def test_rotation_metadata_does_not_garble_frames(tmp_path: Path) -> None:
     plain, _ = read_video(tmp_path / "plain.mp4")
     assert rotated.shape == (5, 64, 96, 3)
     assert torch.equal(rotated, plain)  # the stored frames, not a reshaped transpose
+
+
+def test_a_stream_without_a_frame_rate_is_refused_unless_one_is_given(tmp_path: Path, monkeypatch) -> None:
+    import artifactworld_ns.restorer.video_io as video_io
+
+    path = tmp_path / "a.mp4"
+    write_video(path, torch.rand(3, 32, 32, 3), 12.5)
+    assert probe_video(path).fps == 12.5  # from the container's metadata
+    monkeypatch.setattr(video_io, "stream_frame_rate", lambda stream: None)
+    with pytest.raises(VideoReadError) as info:
+        read_video(path)
+    message = str(info.value)
+    assert message.startswith(f"Cannot read video {path}: its video stream has no frame rate;") and "\n" not in message
+    frames, fps = read_video(path, fps_if_missing=30.0)
+    assert fps == 30.0 and frames.shape == (3, 32, 32, 3)
+
+
+def test_stream_frame_rate_prefers_the_average_then_the_guessed_rate() -> None:
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from artifactworld_ns.restorer.video_io import stream_frame_rate
+
+    ntsc = Fraction(24000, 1001)
+    assert stream_frame_rate(SimpleNamespace(average_rate=ntsc, guessed_rate=Fraction(25))) == float(ntsc)
+    assert stream_frame_rate(SimpleNamespace(average_rate=None, guessed_rate=Fraction(25))) == 25.0
+    assert stream_frame_rate(SimpleNamespace(average_rate=Fraction(0), guessed_rate=None)) is None
