@@ -114,7 +114,17 @@ class ArtifactWorldModel(SplatfactoModel):
         return torch.sigmoid(params["opacities"]).squeeze(-1)
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
-        """Splatfacto's ``get_outputs`` with a device-following rasterizer (outputs rgb, depth, accumulation)."""
+        """Mirrors nerfstudio 1.1.5's ``SplatfactoModel.get_outputs`` (``nerfstudio/models/splatfacto.py``);
+        the outputs (``rgb``, ``depth``, ``accumulation``, ``background``) and every step are the same except:
+
+        - the rasterizer is :func:`artifactworld_ns.torch_rasterizer.rasterization` (gsplat's on CUDA, a
+          torch one on the CPU), and the intrinsics go to ``self.device`` instead of ``.cuda()``;
+        - the view matrix is :func:`world_to_camera_opencv`, splatfacto's ``get_viewmat`` math without
+          its ``torch.compile``;
+        - the opacities come from :meth:`render_opacities` (splatfacto's sigmoid, overridable);
+        - cropping indexes every entry of ``gauss_params`` in one comprehension, instead of six named copies;
+        - a non-camera argument returns ``{}`` without splatfacto's print.
+        """
         if not isinstance(camera, Cameras):
             return {}
         if self.training:
