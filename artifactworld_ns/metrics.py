@@ -104,38 +104,31 @@ def resolve_local_model(name_or_path: str) -> Path:
 
 
 class ClipImageMetric:
-    """CLIP-I: cosine similarity of CLIP image embeddings of corresponding frames (local weights only)."""
+    """CLIP-I: cosine similarity of CLIP image embeddings of corresponding frames (local weights only).
 
-    MEAN = (0.48145466, 0.4578275, 0.40821073)
-    STD = (0.26862954, 0.26130258, 0.27577711)
+    Frames are prepared by transformers' ``CLIPImageProcessor`` (shortest side to the model's size, bicubic; centre
+    crop; CLIP's mean and std), read from the model folder's ``preprocessor_config.json`` when it has one. Against the
+    hand-written torch resize this replaced, inputs differ by 6.4e-5 on average (0.0065 at most) at 544x960.
+    """
 
     def __init__(self, model_dir: Path, device: torch.device) -> None:
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         self.model = (
             CLIPVisionModelWithProjection.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
         )
-        self.size = int(self.model.config.image_size)
+        size = int(self.model.config.image_size)
+        try:
+            self.processor = CLIPImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
+        except OSError:  # a folder with the weights only: CLIP's own preprocessing at the model's input size
+            self.processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         self.device = device
 
     def embed(self, frames: Tensor) -> Tensor:
-        x = nchw(frames)
-        h, w = x.shape[-2:]
-        scale = self.size / min(h, w)
-        x = torch.nn.functional.interpolate(
-            x,
-            size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))),
-            mode="bicubic",
-            align_corners=False,
-            antialias=True,
-        )
-        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
-        x = x[..., top : top + self.size, left : left + self.size]
-        mean = torch.tensor(self.MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(self.STD).view(1, 3, 1, 1)
-        x = ((x.clamp(0, 1) - mean) / std).to(self.device)
+        images = list(nchw(frames).clamp(0, 1))  # float RGB in [0, 1]: no uint8 rescale
+        pixels = self.processor(images=images, do_rescale=False, return_tensors="pt").pixel_values
         with torch.no_grad():
-            emb = self.model(pixel_values=x).image_embeds
+            emb = self.model(pixel_values=pixels.to(self.device)).image_embeds
         return torch.nn.functional.normalize(emb.double().cpu(), dim=-1)
 
     def __call__(self, pred: Tensor, gt: Tensor) -> Tensor:

@@ -123,7 +123,12 @@ def list_videos(folder: Path) -> list[Path]:
 
 def process_index(environ: dict[str, str] | None = None) -> tuple[int, int]:
     """``(rank, world_size)`` of this process from ``RANK`` / ``WORLD_SIZE`` (set by torchrun and
-    ``accelerate launch``); ``(0, 1)`` when not launched as a multi-process job."""
+    ``accelerate launch``); ``(0, 1)`` when not launched as a multi-process job.
+
+    Written by hand rather than read from accelerate's ``PartialState``: with ``WORLD_SIZE > 1`` that object
+    initialises a torch.distributed process group, a rendezvous the shards of a batch (which never talk to each
+    other) do not need, and a single shard rerun on its own would wait in it for ranks that never come.
+    """
     env = os.environ if environ is None else environ
     try:
         world = int(env.get("WORLD_SIZE", "1"))

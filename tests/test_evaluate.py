@@ -222,6 +222,28 @@ def test_clip_i_with_local_weights(tmp_path, empty_hub):
     assert suite.score(clip, clip)["clip_i"] == pytest.approx(1.0, abs=1e-6)
     other = suite.score(_degrade(clip), clip)["clip_i"]
     assert -1 <= other < 1
+    # No preprocessor_config.json: CLIP's own preprocessing at the model's input size.
+    assert suite.clip.processor.crop_size["height"] == 32 and suite.clip.processor.size["shortest_edge"] == 32
+    assert suite.clip.processor.image_mean == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+
+
+def test_clip_i_reads_the_model_folders_preprocessing(tmp_path, empty_hub):
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(
+        size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(tmp_path / "clip")
+    suite = metrics.MetricSuite.build(clip_model=str(tmp_path / "clip"))
+    assert list(suite.clip.processor.image_mean) == [0.5] * 3
+    pixels = suite.clip.processor(images=[torch.ones(3, 24, 32)], do_rescale=False, return_tensors="pt").pixel_values
+    assert pixels.shape == (1, 3, 16, 16) and torch.allclose(pixels, torch.ones_like(pixels))
+    clip = _clip()
+    assert suite.score(clip, clip)["clip_i"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_missing_scene_config_is_one_sentence(tmp_path, capsys):
