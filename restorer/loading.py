@@ -37,7 +37,13 @@ from typing import Iterator
 import torch
 
 from .errors import RestorerInputError
-from .roots import LTX_MAIN_REPO, TRANSFORMER_SINGLE_FILE, ReleaseRoots, check_transformer_source
+from .roots import (
+    LTX_MAIN_REPO,
+    TRANSFORMER_2B_SINGLE_FILE,
+    TRANSFORMER_SINGLE_FILE,
+    ReleaseRoots,
+    check_transformer_source,
+)
 
 
 class _EmptyFloat32ListFilter(logging.Filter):
@@ -75,6 +81,21 @@ LTXV_13B_CONFIG = {
     "qk_norm": "rms_norm_across_heads",
 }
 """The LTX-Video 13B transformer's diffusers configuration (the single file carries none; DESIGN.md Sec. 4)."""
+
+LTXV_2B_CONFIG = {**LTXV_13B_CONFIG, "attention_head_dim": 64, "cross_attention_dim": 2048, "num_layers": 28}
+"""The LTX-Video 2B transformer (``ltxv-2b-0.9.8-distilled``; the Artifact World Model's base, paper Sec. 3.3):
+28 blocks of 32 heads x 64 dims, cross-attention 2048, T5 captions 4096. It is the configuration diffusers'
+single-file loader picks for a 28-block LTX checkpoint (``ltx-video-0.9.5``, ``Lightricks/LTX-Video-0.9.5``) and
+``LTXVideoTransformer3DModel``'s defaults."""
+
+SINGLE_FILES = {"ltxv-13b": TRANSFORMER_SINGLE_FILE, "ltxv-2b": TRANSFORMER_2B_SINGLE_FILE}
+"""The single file in the LTX-Video root that each named configuration loads (``tiny``: the tiny release's file)."""
+
+
+def single_file_name(config_name: str) -> str:
+    """The LTX-Video root's single transformer file of a named configuration."""
+    return SINGLE_FILES.get(config_name, TRANSFORMER_SINGLE_FILE)
+
 
 LTXV_VAE_CONFIG = {
     "in_channels": 3,
@@ -120,14 +141,16 @@ class Backbone:
 
 
 def transformer_config(name: str) -> dict:
-    """A named transformer configuration: ``ltxv-13b`` (the release's) or ``tiny`` (the untrained test model)."""
+    """A named transformer configuration: ``ltxv-13b`` (the release's), ``ltxv-2b`` (the world model's) or ``tiny``."""
     if name == "ltxv-13b":
         return LTXV_13B_CONFIG
+    if name == "ltxv-2b":
+        return LTXV_2B_CONFIG
     if name == "tiny":
         from .tiny import TINY_TRANSFORMER_CONFIG
 
         return TINY_TRANSFORMER_CONFIG
-    raise RestorerInputError(f"Unknown transformer configuration {name!r}; choose ltxv-13b or tiny.")
+    raise RestorerInputError(f"Unknown transformer configuration {name!r}; choose ltxv-13b, ltxv-2b or tiny.")
 
 
 def load_transformer(
@@ -137,7 +160,8 @@ def load_transformer(
     config_name: str = "ltxv-13b",
     num_layers: int | None = None,
 ) -> torch.nn.Module:
-    """The base transformer: the 0.9.8-distilled single file with the 13B configuration, or the 0.9.7-dev shards.
+    """The base transformer: the 0.9.8-distilled single file of the named configuration (13B, or 2B for the world
+    model: :func:`single_file_name`), or the 0.9.7-dev shards.
 
     ``num_layers`` overrides the configuration's depth (full-width checks at reduced depth, e.g. 1 of 48 blocks).
     """
@@ -146,7 +170,7 @@ def load_transformer(
     check_transformer_source(source)
     if source == "0.9.7-dev":
         return LTXVideoTransformer3DModel.from_pretrained(roots.ltx_097_dev, subfolder="transformer", torch_dtype=dtype)
-    path = roots.ltx_main / TRANSFORMER_SINGLE_FILE
+    path = roots.ltx_main / single_file_name(config_name)
     with tempfile.TemporaryDirectory() as folder:
         config_dir = Path(folder) / "transformer"
         config_dir.mkdir()
@@ -161,7 +185,7 @@ def load_transformer(
         except (ValueError, RuntimeError, KeyError) as err:
             raise RestorerInputError(
                 f"The transformer file {path} does not fit the {config_name} configuration "
-                f"({str(err).splitlines()[0].split(' If you want')[0].replace('  ', ' ')}); it must be {TRANSFORMER_SINGLE_FILE} from {LTX_MAIN_REPO}."
+                f"({str(err).splitlines()[0].split(' If you want')[0].replace('  ', ' ')}); it must be {path.name} from {LTX_MAIN_REPO}."
             ) from None
 
 

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from .errors import RestorerInputError
-from .loading import load_text_encoder, text_encoder_identity
+from .loading import load_text_encoder, single_file_name, text_encoder_identity
 from .prompts import STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import (
-    TRANSFORMER_SINGLE_FILE,
     ReleaseRoots,
     cache_dir,
     check_transformer_source,
@@ -39,8 +38,11 @@ class PresetModels:
     """Configuration of the single-file transformer (``ltxv-13b``, or ``tiny`` for the tiny preset)."""
 
 
-def resolve_preset(name: str) -> PresetModels:
+def resolve_preset(name: str, transformer_config: str | None = None) -> PresetModels:
     """Roots and settings of a restorer preset (``tiny`` builds its untrained release in the cache on first use).
+
+    ``transformer_config`` (e.g. ``ltxv-2b`` for the world model) replaces the preset's base transformer, except on
+    the untrained tiny preset, whose one tiny transformer stands in for every base.
 
     Unlike inference, training needs only the LTX roots (VAE, text encoder, base transformer),
     not the released LoRA files (:func:`check_training_roots`).
@@ -57,7 +59,8 @@ def resolve_preset(name: str) -> PresetModels:
         roots = ensure_tiny_release()
     else:
         roots = resolve_roots(preset.weights_root, preset.ltx_main_root, preset.ltx_097_dev_root)
-    check_training_roots(roots, preset.transformer_source)
+    config_name = preset.transformer_config if preset.untrained or not transformer_config else transformer_config
+    check_training_roots(roots, preset.transformer_source, single_file_name(config_name))
     return PresetModels(
         name=name,
         roots=roots,
@@ -68,29 +71,30 @@ def resolve_preset(name: str) -> PresetModels:
         device=preset.device,
         untrained=preset.untrained,
         transformer_source=preset.transformer_source,
-        transformer_config=preset.transformer_config,
+        transformer_config=config_name,
     )
 
 
-def check_training_roots(roots: ReleaseRoots, transformer_source: str) -> None:
+def check_training_roots(roots: ReleaseRoots, transformer_source: str, single_file: str | None = None) -> None:
     """One sentence (with the fetch command) unless the roots hold the VAE, the text encoder and the base transformer.
 
     Training needs no released LoRA file and no scheduler; the transformer is the single file
     ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root (the official ``model_source``)
-    or, with ``transformer_source="0.9.7-dev"``, the 0.9.7-dev root's ``transformer/``.
+    or, with ``transformer_source="0.9.7-dev"``, the 0.9.7-dev root's ``transformer/``. ``single_file``: another
+    single file of that root (the world model's ``ltxv-2b-0.9.8-distilled.safetensors``).
     """
     check_transformer_source(transformer_source)
     need = [("ltx_main", roots.ltx_main / "vae"), ("ltx_main", roots.ltx_main / "text_encoder")]
     if transformer_source == "0.9.7-dev":
         need.append(("ltx_097_dev_transformer", roots.ltx_097_dev / "transformer"))
     else:
-        need.append(("ltx_main", roots.ltx_main / TRANSFORMER_SINGLE_FILE))
+        need.append(("ltx_main", roots.ltx_main / (single_file or single_file_name("ltxv-13b"))))
     for what, path in need:
         if not path.exists():
             root = roots.ltx_main if what == "ltx_main" else roots.ltx_097_dev
             raise RestorerInputError(
                 f"The {what.replace('_transformer', '')} root {root} has no {path.name}; "
-                f"fetch it with `{download_command(what, root)}`."
+                f"fetch it with `{download_command(what, root, single_file)}`."
             )
 
 
