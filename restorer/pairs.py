@@ -213,11 +213,15 @@ LABELS_META_KEY = "labels"
 rerun that adds labelled pairs merges it instead of refusing the folder."""
 
 
-def pair_labels_meta(labels_file: Path, records: dict) -> dict:
+def pair_labels_meta(labels_file: Path | list[Path], records: dict) -> dict:
     """The ``labels`` entry of ``meta.json``: the label file it came from and, per pair name, the clip's artifact
     types, source (simulated / generated) and recipe (``records``: name -> :class:`restorer.labels.ClipLabel`)."""
     return {
-        "file": str(Path(labels_file).resolve()),
+        "file": (
+            str(Path(labels_file).resolve())
+            if isinstance(labels_file, (str, Path))
+            else [str(Path(f).resolve()) for f in labels_file]  # several sources (aw-make-pairs --sources)
+        ),
         "pairs": {
             name: {"types": list(label.types), "source": label.source, "recipe": label.recipe}
             for name, label in sorted(records.items())

@@ -33,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import RestorerInputError
+from ..labels import ARTIFACT_TYPES
 from ..prompts import PromptEmbedding
 from .combinatorics import keyed_generator, shuffled, world_model_prompt
 
@@ -73,7 +74,8 @@ def check_world_model_pairs(dataset) -> None:
 def prompt_orders(types: list[str], seed: int, orders: int) -> list[str]:
     """Up to ``orders`` distinct shuffled prompts of one type set (all ``k!`` when fewer), drawn from ``seed`` and
     the set, so pairs with the same types share their prompts."""
-    generator = keyed_generator(seed, ",".join(sorted(types)))
+    types = [t for t in ARTIFACT_TYPES if t in types]  # the set, in a fixed order before shuffling
+    generator = keyed_generator(seed, ",".join(types))
     wanted = min(orders, math.factorial(len(types)))
     found: list[str] = []
     while len(found) < wanted:
