@@ -180,11 +180,13 @@ def degrade_clip(
     prompt: PromptEmbedding,
     seed: int,
     progress=None,
+    latent_only: bool = False,
 ) -> Float[Tensor, "frames height width 3"]:
     """Generate the degraded version of a model-size clean clip of ``T = 8n + 1`` frames (see module doc).
 
     Draws in the official stage order from one generator seeded with ``seed``: the target noise, the clean
-    latent's posterior sample, then each step's context noise.
+    latent's posterior sample, then each step's context noise. ``latent_only``: return the sampled latent
+    ``[1, C, F, h, w]`` (``T + 8`` frames' worth) instead of the decoded frames.
     """
     from ..heatmap import STAGE1_ROLES
     from ..latents import decode_latents, encode_video
@@ -219,5 +221,8 @@ def degrade_clip(
         stage="world model",
         progress=progress,
     )
-    video = decode_latents(model.vae, unpack_latents(tokens.cpu(), f, h, w))
+    latent = unpack_latents(tokens.cpu(), f, h, w)
+    if latent_only:
+        return latent
+    video = decode_latents(model.vae, latent)
     return video[:frames].cpu()

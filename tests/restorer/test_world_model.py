@@ -65,6 +65,7 @@ def config(data: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(stage="world-model", data=data, output_dir=out, **kw)
 
 
+@pytest.mark.slow  # the real width (80 M weights in one block), as tests/restorer/test_full_width.py
 def test_2b_single_file_loads_with_its_configuration_at_reduced_depth(tmp_path):
     """A random file in the 2B layout (real width: 32 heads x 64, cross-attention 2048, captions 4096; 1 of 28
     blocks), under the release's single-file name and original LTX keys, loads through diffusers' from_single_file."""
