@@ -52,8 +52,12 @@ from .video_io import DEFAULT_CRF, read_video
 class MakePairsArgs:
     """Build LoRA training pairs (DBA references, clean targets, pseudo-GT heatmaps, cached latents)."""
 
-    output_dir: Path
-    """Folder for the training pairs (created if missing); pass it to aw-train-lora --data."""
+    gt_dir: Path | None = None
+    """Folder of clean videos (benchmark gt/, or a nerfstudio run's held-out GT views); NAME.mp4 pairs with artifact-dir/NAME.mp4."""
+    artifact_dir: Path | None = None
+    """Folder of degraded videos (benchmark artifact/, or sparse-view renders at the same poses), same names."""
+    output_dir: Path | None = None
+    """Folder for the training pairs (created if missing); pass it to aw-train-lora --data. Required."""
     heatmap_metric: Literal["lpips", "l1", "ssim"] = "lpips"
     """Pseudo-GT heatmap metric: lpips (the paper's; needs torchvision's AlexNet weights), l1 or ssim (no weights)."""
     preset: Literal["tiny", "full"] = "full"
@@ -66,10 +70,6 @@ class MakePairsArgs:
     """Rebuild pairs whose latents already exist instead of skipping them."""
     seed: int = 42
     """Seed of the VAE posterior sampling (each pair's generator is seeded from it and the pair's name)."""
-    gt_dir: Path | None = None
-    """Folder of clean videos (benchmark gt/, or a nerfstudio run's held-out GT views); NAME.mp4 pairs with artifact-dir/NAME.mp4."""
-    artifact_dir: Path | None = None
-    """Folder of degraded videos (benchmark artifact/, or sparse-view renders at the same poses), same names."""
     sources: tuple[Path, ...] = ()
     """Instead of --gt-dir/--artifact-dir: folders written by aw-simulate or aw-degrade (gt/, artifact/,
     labels.jsonl, gate.jsonl), mixed into one pairs folder; each pair keeps its source and types."""
@@ -97,6 +97,8 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
     from . import preset_models as M
     from .flywheel import sources as S
 
+    if args.output_dir is None:
+        raise InputError("--output-dir is required: the folder the training pairs are written to.")
     if bool(args.sources) == (args.gt_dir is not None or args.artifact_dir is not None):
         raise InputError("Give either --gt-dir and --artifact-dir, or --sources DIR [DIR ...], not both or neither.")
     if not args.sources and (args.gt_dir is None or args.artifact_dir is None):

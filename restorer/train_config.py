@@ -22,7 +22,7 @@ gives none for the world model (Sec. 3.3), which takes stage 2's."""
 class TrainConfig:
     """Train one ArtifactWorld LoRA adapter the way the official trainer does (stage 1 heatmap predictor or stage 2 restorer)."""
 
-    stage: Literal[1, 2, "world-model"]
+    stage: int | str
     """1 = heatmap predictor (LoRA1), 2 = heatmap-guided restorer (LoRA2), world-model = the Artifact World Model
     (paper Sec. 3.3: clean clip + shuffled artifact types -> degraded clip; restorer/flywheel/world_model.py)."""
     data: Path
