@@ -24,12 +24,12 @@ from jaxtyping import Float, UInt8
 from PIL import Image
 from torch import Tensor
 
-from artifactworld_ns.restorer import atomic_folder, atomic_path
+from artifactworld_ns.restorer import ArtifactWorldError, atomic_folder, atomic_path
 
 BANK_FILE = "bank.json"
 
 
-class BankError(ValueError):
+class BankError(ArtifactWorldError, ValueError):
     """A bank that cannot be used; the message is one sentence for the user."""
 
 

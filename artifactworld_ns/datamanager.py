@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +17,18 @@ import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
-from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from artifactworld_ns.bank import PseudoViewBank
 from artifactworld_ns.cameras import anchor_image, pinhole_cameras, subset_dataparser_outputs
-from artifactworld_ns.preflight import stop
+from artifactworld_ns.errors import PreflightError, SceneLoadError
 from artifactworld_ns.resume import load_random_extra_state, random_extra_state
-from artifactworld_ns.view_selection import ViewSelectionError, select_train_views
+from artifactworld_ns.view_selection import select_train_views
+
+DATA_ERRORS = (OSError, json.JSONDecodeError, KeyError, ValueError, AssertionError, IndexError)
+"""What nerfstudio's dataparsers raise on bad scene data (caught only around the dataparser's own call)."""
 
 
 @dataclass
@@ -68,6 +72,28 @@ class ArtifactWorldDataManager(FullImageDatamanager):
             # broken image is refused at set-up, before the model is built, not after minutes of training.
             _ = self.cached_train, self.cached_eval
 
+    @property
+    def dataparser(self) -> DataParser:
+        return self._dataparser
+
+    @dataparser.setter
+    def dataparser(self, parser: DataParser) -> None:
+        """nerfstudio sets the dataparser in its ``__init__`` and reads the scene through it; what the dataparser
+        raises on the scene's files (and only that) becomes a :class:`SceneLoadError` naming the scene."""
+        read = parser.get_dataparser_outputs
+
+        def read_scene(*args, **kwargs) -> DataparserOutputs:
+            try:
+                return read(*args, **kwargs)
+            except DATA_ERRORS as error:
+                detail = str(error).splitlines()[0] if str(error) else "no details"
+                raise SceneLoadError(
+                    f"Loading the scene {self.config.data} failed ({type(error).__name__}: {detail}); check its files and --data."
+                ) from None
+
+        parser.get_dataparser_outputs = read_scene
+        self._dataparser = parser
+
     # ------------------------------------------------------------------ resuming (see artifactworld_ns/resume.py)
 
     def get_extra_state(self) -> dict:
@@ -90,15 +116,12 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         outputs = self.train_dataparser_outputs
         if self.sparse_protocol(self.config):
             positions = outputs.cameras.camera_to_worlds[:, :3, 3]
-            try:
-                train_indices, eval_indices = select_train_views(
-                    positions,
-                    ratio=self.config.train_view_ratio,
-                    count=self.config.num_train_views,
-                    method=self.config.view_selection,
-                )
-            except ViewSelectionError as error:
-                stop(str(error))
+            train_indices, eval_indices = select_train_views(
+                positions,
+                ratio=self.config.train_view_ratio,
+                count=self.config.num_train_views,
+                method=self.config.view_selection,
+            )
             CONSOLE.print(
                 f"ArtifactWorld sparse-view protocol: training on {len(train_indices)} of {len(positions)} views "
                 f"({self.config.view_selection}: {train_indices.tolist()}); the other {len(eval_indices)} are eval views."
@@ -126,9 +149,9 @@ class ArtifactWorldDataManager(FullImageDatamanager):
         try:
             return super()._load_images(split, cache_images_device=cache_images_device)
         except OSError as error:  # PIL's UnidentifiedImageError, truncated files, unreadable files
-            stop(
+            raise SceneLoadError(
                 f"An image of the {split} views cannot be read ({error}); replace the file or remove its frame from transforms.json."
-            )
+            ) from None
 
     # ------------------------------------------------------------------ serving views
 
@@ -160,9 +183,9 @@ class ArtifactWorldDataManager(FullImageDatamanager):
 
 
 def check_datamanager_options(config: ArtifactWorldDataManagerConfig) -> None:
-    """One sentence per bad datamanager option (also run by :func:`artifactworld_ns.preflight.preflight`)."""
+    """One sentence per bad datamanager option (also run by :func:`artifactworld_ns.preflight.preflight`); raises :class:`PreflightError`."""
     if not 0.0 <= config.generated_view_fraction <= 1.0:
-        stop(
+        raise PreflightError(
             f"--pipeline.datamanager.generated-view-fraction {config.generated_view_fraction} is not a fraction; use a value from 0 to 1."
         )
 
@@ -175,8 +198,8 @@ def check_scene_exists(config: ArtifactWorldDataManagerConfig) -> None:
     if data is None or Path(data).exists():
         return
     if Path(data).is_absolute():
-        stop(f"The scene {data} named by the run's config does not exist; put the scene back there.")
-    stop(
+        raise PreflightError(f"The scene {data} named by the run's config does not exist; put the scene back there.")
+    raise PreflightError(
         f"The scene {data} does not exist as seen from {Path.cwd()}; the run's config.yml names it relative to "
         "the folder it was trained in, so run the command from that folder."
     )

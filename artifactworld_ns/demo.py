@@ -20,7 +20,7 @@ from rich.console import Console
 
 from artifactworld_ns.demo_scene import DemoSceneArgs, DemoSceneError, write_demo_scene
 from artifactworld_ns.known_warnings import PYTHONWARNINGS_IMPORT_TIME
-from artifactworld_ns.restorer import environment_with_ffmpeg, untrained_note
+from artifactworld_ns.restorer import ArtifactWorldError, environment_with_ffmpeg, untrained_note
 
 CONSOLE = Console()
 
@@ -47,7 +47,7 @@ class DemoArgs:
     """Image height of a newly written demo scene."""
 
 
-class DemoError(ValueError):
+class DemoError(ArtifactWorldError, ValueError):
     """Bad aw-demo arguments; the message is one sentence."""
 
 

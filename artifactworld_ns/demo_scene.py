@@ -25,6 +25,7 @@ from PIL import Image
 from rich.progress import Progress
 from torch import Tensor
 
+from artifactworld_ns.restorer import ArtifactWorldError, atomic_folder
 from artifactworld_ns.torch_rasterizer import rasterization_torch
 
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -36,7 +37,7 @@ GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors")
 OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
-class DemoSceneError(ValueError):
+class DemoSceneError(ArtifactWorldError, ValueError):
     """Bad arguments for the demo scene; the message is one sentence for the user."""
 
 
@@ -209,7 +210,6 @@ def validate(args: DemoSceneArgs) -> None:
 
 def write_demo_scene(args: DemoSceneArgs) -> Path:
     """Render and write the scene; the folder appears complete or not at all (temp folder + rename)."""
-    from artifactworld_ns.restorer import atomic_folder
 
     validate(args)
     scene = procedural_scene(args.seed)

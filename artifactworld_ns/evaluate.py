@@ -26,7 +26,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Annotated, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import tyro
@@ -39,9 +39,22 @@ from artifactworld_ns.metrics import (
     finite_or_none,
     frechet_distance,
 )
-
-if TYPE_CHECKING:
-    from artifactworld_ns.restorer import ClipLabel
+from artifactworld_ns.restorer import (
+    ARTIFACT_TYPES,
+    ArtifactWorldError,
+    ClipLabel,
+    LabelError,
+    VideoReadError,
+    atomic_path,
+    check_device,
+    check_output_file,
+    labels_beside,
+    labels_by_name,
+    print_error,
+    print_note,
+    read_labels,
+    read_video,
+)
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "clip_i", "fvd")
 METRIC_LABELS = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "clip_i": "CLIP-I↑", "fvd": "FVD↓"}
@@ -63,7 +76,7 @@ PAPER_TABLE1 = {
 """ArtifactWorld's rows of the paper's Table 1 (sparse-view reconstruction)."""
 
 
-class EvalInputError(ValueError):
+class EvalInputError(ArtifactWorldError, ValueError):
     """Bad user input for aw-eval; the message is one sentence."""
 
 
@@ -122,8 +135,6 @@ def markdown_table(report: dict, compare_paper: bool = False) -> str:
 def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
     table = markdown_table(report, compare_paper)
     if out is not None:
-        from artifactworld_ns.restorer import atomic_path
-
         out = Path(out)
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(finite_or_none(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -135,9 +146,8 @@ def write_report(report: dict, out: Optional[Path], compare_paper: bool) -> str:
 # ---------------------------------------------------------------------- video
 
 
-def read_clip_labels(gt_dir: Path) -> Optional[Tuple[Path, Dict[str, "ClipLabel"]]]:
+def read_clip_labels(gt_dir: Path) -> Optional[Tuple[Path, Dict[str, ClipLabel]]]:
     """The data engine's ``labels.jsonl`` beside the GT folder and its records by clip name; None without one."""
-    from artifactworld_ns.restorer import LabelError, labels_beside, labels_by_name, read_labels
 
     path = labels_beside(gt_dir)
     if path is None:
@@ -150,13 +160,12 @@ def read_clip_labels(gt_dir: Path) -> Optional[Tuple[Path, Dict[str, "ClipLabel"
 
 def per_type_rows(
     per_clip: Dict[str, Dict[str, float]],
-    labels: Dict[str, "ClipLabel"],
+    labels: Dict[str, ClipLabel],
     i3d_features: Optional[Dict[str, Tuple[torch.Tensor, torch.Tensor]]] = None,
 ) -> Dict[str, dict]:
     """One row per artifact type (the paper's order) that labels a scored clip: its clips, their mean metrics
     (FVD over the type's clips when I3D features are given and there are enough), and the mean of the labels'
     artifact-vs-GT metrics over the same clips (``input``; a metric missing from any of them is None)."""
-    from artifactworld_ns.restorer import ARTIFACT_TYPES
 
     rows: Dict[str, dict] = {}
     for artifact_type in ARTIFACT_TYPES:
@@ -189,7 +198,6 @@ def evaluate_videos(
     progress: Optional[Callable[[str], None]] = None,
 ) -> dict:
     """Score every ``NAME.mp4`` present in both folders; names in only one folder are listed, not scored."""
-    from artifactworld_ns.restorer import VideoReadError, read_video
 
     for folder, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
         if not Path(folder).is_dir():
@@ -305,7 +313,6 @@ def evaluate_scene(load_config: Path, suite: MetricSuite, progress: Optional[Cal
 
 def check_outputs(out: Optional[Path], device: str) -> None:
     """``--out`` (a file in a writable folder, with its ``.md`` beside it) and ``--device``, before any scoring."""
-    from artifactworld_ns.restorer import check_device, check_output_file
 
     if out is not None:
         if Path(out).suffix.lower() != ".json":
@@ -335,8 +342,6 @@ class EvalVideo:
 
     def main(self) -> int:
         from rich.console import Console
-
-        from artifactworld_ns.restorer import print_error, print_note
 
         console = Console(stderr=True)
         check_outputs(self.out, self.device)
@@ -393,12 +398,10 @@ Commands = Union[
 def run(argv: Optional[Sequence[str]] = None) -> int:
     from rich.console import Console
 
-    from artifactworld_ns.restorer import RestorerInputError, print_error
-
     command = tyro.cli(Commands, args=argv)
     try:
         return command.main()
-    except (EvalInputError, RestorerInputError) as err:
+    except ArtifactWorldError as err:
         print_error(Console(stderr=True), str(err))
         return 2
 

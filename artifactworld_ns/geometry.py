@@ -18,8 +18,10 @@ from jaxtyping import Float
 from scipy.spatial.transform import Rotation, Slerp
 from torch import Tensor
 
+from artifactworld_ns.restorer import ArtifactWorldError
 
-class TrajectoryError(ValueError):
+
+class TrajectoryError(ArtifactWorldError, ValueError):
     """Bad arguments for a restoration-round camera path; the message is one sentence for the user."""
 
 

@@ -17,6 +17,8 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from artifactworld_ns.restorer import missing_alexnet_weights
+
 PSNR_CAP_DB = 100.0
 """PSNR of identical frames: the per-frame MSE is floored at 10^(-PSNR_CAP_DB / 10) = 1e-10."""
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -193,7 +195,6 @@ class MetricSuite:
     ) -> "MetricSuite":
         dev = torch.device(device)
         suite = cls()
-        from artifactworld_ns.restorer import missing_alexnet_weights
 
         reason = missing_alexnet_weights()  # None when torchvision's AlexNet weights are in the hub cache
         if reason is None:

@@ -15,9 +15,8 @@ from nerfstudio.viewer.viewer_elements import ViewerSlider
 from rich.markup import escape
 from torch import Tensor
 
-from artifactworld_ns.preflight import stop
+from artifactworld_ns.restorer import missing_alexnet_weights
 from artifactworld_ns.resume import (
-    ResumeError,
     load_strategy_extra_state,
     rebind_optimizers,
     strategy_extra_state,
@@ -85,10 +84,7 @@ class ArtifactWorldModel(SplatfactoModel):
         # nerfstudio asks for callbacks after it has loaded a resumed run's checkpoint: the optimizers
         # still hold the construction-time Gaussians, so point them at the loaded ones.
         if training_callback_attributes.optimizers is not None:
-            try:
-                rebind_optimizers(self.gauss_params, training_callback_attributes.optimizers.optimizers)
-            except ResumeError as error:
-                stop(str(error))
+            rebind_optimizers(self.gauss_params, training_callback_attributes.optimizers.optimizers)
         return callbacks
 
     def get_extra_state(self) -> dict:
@@ -229,8 +225,6 @@ class LazyLPIPS(torch.nn.Module):
     def forward(self, target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         if not self._metric and self.unavailable_reason is None:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-            from artifactworld_ns.restorer import missing_alexnet_weights
 
             missing = missing_alexnet_weights()
             if missing is None:

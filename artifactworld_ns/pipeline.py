@@ -29,19 +29,24 @@ from artifactworld_ns.bank import BANK_FILE, BankError, PseudoViewBank, RoundRec
 from artifactworld_ns.bank_viewer import draw_bank
 from artifactworld_ns.cameras import camera_record
 from artifactworld_ns.datamanager import ArtifactWorldDataManager, ArtifactWorldDataManagerConfig
+from artifactworld_ns.errors import PreflightError, stop
 from artifactworld_ns.model import ArtifactWorldModelConfig
-from artifactworld_ns.preflight import stop
 from artifactworld_ns.reference_restorers import (
     IDENTITY_LABEL,
     ORACLE_LABEL,
     IdentityRestorer,
     OracleRestorer,
-    ReferenceRestorerError,
     SceneToDataparser,
 )
 from artifactworld_ns.render_io import cameras_at, render_frames
-from artifactworld_ns.restorer import StepProgress
-from artifactworld_ns.trajectories import ClipPlan, TrajectoryError, check_clip_length, plan_clips
+from artifactworld_ns.restorer import (
+    ArtifactWorldError,
+    RestorerInputError,
+    StepProgress,
+    announce_untrained,
+    check_clip_length,
+)
+from artifactworld_ns.trajectories import ClipPlan, plan_clips
 
 REFERENCE_RESTORERS = {"identity": IDENTITY_LABEL, "oracle": ORACLE_LABEL}
 
@@ -79,6 +84,14 @@ class ArtifactWorldPipelineConfig(VanillaPipelineConfig):
     were trained on."""
     trajectory: Literal["reference-guided", "progressive"] = "reference-guided"
     """Clip poses: GSFixer's reference-guided sampling, or Difix3D's poses shifted toward the eval views round by round."""
+
+    def setup(self, **kwargs) -> "ArtifactWorldPipeline":
+        """An edge: nerfstudio's tools that load a run (ns-eval, ns-viewer, ns-render, aw-render) build the pipeline
+        here, so an error of ours while it is built becomes one sentence and exit status 2."""
+        try:
+            return super().setup(**kwargs)
+        except ArtifactWorldError as error:
+            stop(str(error))
 
 
 class ArtifactWorldPipeline(VanillaPipeline):
@@ -131,13 +144,8 @@ class ArtifactWorldPipeline(VanillaPipeline):
             CONSOLE.print(
                 f"[yellow]ArtifactWorld: {escape(REFERENCE_RESTORERS[preset])} restores the rounds; for research and tests only."
             )
-            try:
-                self._restorer = self._reference_restorer()
-            except ReferenceRestorerError as error:
-                stop(str(error))
+            self._restorer = self._reference_restorer()
         if preset == "tiny":
-            from artifactworld_ns.restorer import announce_untrained
-
             CONSOLE.print(f"[yellow]ArtifactWorld: {announce_untrained()}")  # the restorer's loader: label only
 
     # ------------------------------------------------------------------ schedule and bank
@@ -174,10 +182,7 @@ class ArtifactWorldPipeline(VanillaPipeline):
 
         The old run's files stay where they are; the resumed run copies the kept rounds into its own bank.
         """
-        try:
-            bank = PseudoViewBank.load(source)
-        except BankError as error:
-            stop(str(error))
+        bank = PseudoViewBank.load(source)
         dropped = bank.drop_rounds_after(checkpoint_step)
         bank.copy_files_to(source, self.bank_dir)
         self.datamanager.bank = bank
@@ -376,7 +381,7 @@ class ArtifactWorldPipeline(VanillaPipeline):
     def _get_restorer(self):
         """The round's restorer; a reference restorer was already built when training started."""
         if self._restorer is None:
-            from artifactworld_ns.restorer import ArtifactRestorer
+            from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
             overrides = {"device": str(self.device), **profile_overrides(self.config)}
             if self.config.restorer_steps is not None:
@@ -418,14 +423,13 @@ class ArtifactWorldPipeline(VanillaPipeline):
 
 def check_round_config(config: ArtifactWorldPipelineConfig) -> None:
     """One sentence per bad round option, before any data is loaded."""
-    try:
-        check_clip_length(config.clip_frames)
-    except TrajectoryError as error:
-        stop(f"--pipeline.clip-frames: {error}")
+    check_clip_length(config.clip_frames)  # --pipeline.clip-frames (ClipLengthError, its sentence says what to use)
     if any(not 0.0 < f < 1.0 for f in config.restore_fractions):
-        stop(f"--pipeline.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1.")
+        raise PreflightError(
+            f"--pipeline.restore-fractions {config.restore_fractions} must lie strictly between 0 and 1."
+        )
     if config.clips_per_round < 1:
-        stop(f"--pipeline.clips-per-round {config.clips_per_round} must be at least 1.")
+        raise PreflightError(f"--pipeline.clips-per-round {config.clips_per_round} must be at least 1.")
 
 
 def round_schedule(config: ArtifactWorldPipelineConfig, end: int) -> Tuple[int, ...]:
@@ -436,7 +440,7 @@ def round_schedule(config: ArtifactWorldPipelineConfig, end: int) -> Tuple[int, 
         steps = tuple(config.restore_steps)
     late = [s for s in steps if s > end - 1]
     if late:
-        stop(
+        raise PreflightError(
             f"--pipeline.restore-steps {late[0]} is beyond the last iteration ({end - 1}); "
             "choose steps that training reaches (it stops after --max-num-iterations more steps)."
         )
@@ -454,12 +458,14 @@ def check_restorer_weights(config: ArtifactWorldPipelineConfig) -> None:
     """A preset whose weights are missing fails before training, unless the run has no rounds."""
     if config.restore_steps is not None and len(config.restore_steps) == 0:
         return
-    from artifactworld_ns.restorer import ArtifactRestorer, RestorerInputError
+    from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
     try:
         ArtifactRestorer.check_weights(config.restorer_preset, **profile_overrides(config))
-    except RestorerInputError as error:
-        stop(f"{error} (Or train without restoration rounds: --pipeline.restore-steps with no steps.)")
+    except RestorerInputError as error:  # the restorer's sentence, and what else the run can do
+        raise PreflightError(
+            f"{error} (Or train without restoration rounds: --pipeline.restore-steps with no steps.)"
+        ) from None
 
 
 def resumed_bank_dir(load_dir: Optional[Path], load_checkpoint: Optional[Path]) -> Optional[Path]:

@@ -2,9 +2,9 @@
 
 nerfstudio's dataparser, trainer and checkpoint loader raise Python errors on a user's data (a
 missing folder, a corrupt ``transforms.json``, a missing image, ``--load-dir`` without a checkpoint,
-CUDA asked for on a machine without it, a read-only output folder). :class:`ArtifactWorldTrainerConfig`
-runs these checks first (written by hand: nerfstudio has no validation hook), and the method's
-trainer turns what is left of the dataparser's errors into one sentence naming the data.
+CUDA asked for on a machine without it, a read-only output folder). :func:`preflight` runs these checks
+first (written by hand: nerfstudio has no validation hook) and raises :class:`PreflightError`; the method's
+trainer (:mod:`artifactworld_ns.trainer`) runs it and turns any :class:`ArtifactWorldError` into one sentence.
 """
 
 from __future__ import annotations
@@ -12,28 +12,22 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Optional
 
 import torch
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.engine.trainer import TrainerConfig
 
-DATA_ERRORS = (OSError, json.JSONDecodeError, KeyError, ValueError, AssertionError, IndexError)
-"""What nerfstudio's dataparsers raise on bad scene data (caught only while the data loads)."""
-
-
-class PreflightError(ValueError):
-    """Bad input found before training; the message is one sentence saying what and how to fix it."""
-
-
-def stop(message: str) -> None:
-    """One sentence on the console and exit status 2 (the process runs under ns-train)."""
-    CONSOLE.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    raise SystemExit(2)
+from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig, check_datamanager_options
+from artifactworld_ns.errors import PreflightError
+from artifactworld_ns.pipeline import (
+    ArtifactWorldPipelineConfig,
+    check_restorer_weights,
+    check_round_config,
+    round_schedule,
+)
+from artifactworld_ns.view_selection import resolve_num_train_views
 
 
 def check_output_writable(folder: Path) -> None:
@@ -209,28 +203,15 @@ def check_options(config: TrainerConfig, meta: Optional[dict]) -> None:
     ``meta`` is the scene's ``transforms.json`` when known: the sparse-view protocol's ratio or count is then
     checked against its number of views.
     """
-    # Imported here: these modules import this one (for ``stop``).
-    from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig, check_datamanager_options
-    from artifactworld_ns.pipeline import (
-        ArtifactWorldPipelineConfig,
-        check_restorer_weights,
-        check_round_config,
-        round_schedule,
-    )
-    from artifactworld_ns.view_selection import ViewSelectionError, resolve_num_train_views
-
     datamanager = config.pipeline.datamanager
     if isinstance(datamanager, ArtifactWorldDataManagerConfig):
         check_datamanager_options(datamanager)
         sparse = datamanager.train_view_ratio is not None or datamanager.num_train_views is not None
         split_lists = meta is not None and any(f"{split}_filenames" in meta for split in ("train", "val", "test"))
         if sparse and meta is not None and not split_lists:
-            try:
-                resolve_num_train_views(
-                    len(meta["frames"]), ratio=datamanager.train_view_ratio, count=datamanager.num_train_views
-                )
-            except ViewSelectionError as error:
-                raise PreflightError(str(error)) from None
+            resolve_num_train_views(
+                len(meta["frames"]), ratio=datamanager.train_view_ratio, count=datamanager.num_train_views
+            )
     if isinstance(config.pipeline, ArtifactWorldPipelineConfig):
         check_round_config(config.pipeline)
         if config.load_dir is None:  # a resumed run's schedule depends on its checkpoint's step
@@ -250,108 +231,10 @@ def preflight(config: TrainerConfig) -> None:
     check_options(config, meta)
 
 
-def absolute_paths(config: TrainerConfig) -> None:
-    """The data, output and checkpoint paths as absolute paths, so the saved config.yml works from any folder
-    (ns-eval, ns-viewer, aw-render read them relative to the folder they run in)."""
-    datamanager = config.pipeline.datamanager
-    for owner, name in (
-        (config, "data"),
-        (config, "output_dir"),
-        (config, "load_dir"),
-        (config, "load_checkpoint"),
-        (datamanager, "data"),
-        (getattr(datamanager, "dataparser", None), "data"),
-    ):
-        value = getattr(owner, name, None)
-        if isinstance(value, (str, Path)) and str(value):
-            setattr(owner, name, Path(value).absolute())
-    dataparser = getattr(datamanager, "dataparser", None)
-    if getattr(datamanager, "data", None) is not None and hasattr(dataparser, "data"):
-        dataparser.data = datamanager.data  # as nerfstudio's datamanager sets it; the saved config says it once
+def __getattr__(name: str):
+    """The trainer and its config lived here; a run's ``config.yml`` saved before they moved names them here."""
+    if name in ("ArtifactWorldTrainer", "ArtifactWorldTrainerConfig"):
+        import artifactworld_ns.trainer
 
-
-_CREATED_RUN_DIRS: set = set()
-"""Run folders this process created (in ``save_config``); a refusal during set-up removes them again."""
-
-
-def remove_refused_run(base_dir: Path) -> None:
-    """Remove a run folder that this process made moments ago for a run that was refused before training.
-
-    Only a folder made by this process's ``save_config`` and holding no checkpoint goes, then its parents
-    (experiment and method folders) while they are empty.
-    """
-    base_dir = Path(base_dir).absolute()
-    if base_dir not in _CREATED_RUN_DIRS or any(base_dir.rglob("*.ckpt")):
-        return
-    shutil.rmtree(base_dir, ignore_errors=True)
-    _CREATED_RUN_DIRS.discard(base_dir)
-    for parent in list(base_dir.parents)[:2]:
-        try:
-            parent.rmdir()  # only when empty
-        except OSError:
-            break
-
-
-def raised_by_a_dataparser(error: BaseException) -> bool:
-    """True when the error comes from nerfstudio's data loading code (a user's data), not from a bug of ours."""
-    tb = error.__traceback__
-    while tb is not None:
-        if f"nerfstudio{os.sep}data{os.sep}" in tb.tb_frame.f_code.co_filename:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-class ArtifactWorldTrainer(Trainer):
-    """nerfstudio's trainer, with :func:`preflight` first and scene-loading errors as one sentence."""
-
-    def setup(self, test_mode="val") -> None:
-        try:
-            self._checked_setup(test_mode)
-        except SystemExit as refusal:
-            if refusal.code == 2:  # a refusal (:func:`stop`): leave no empty run folder behind
-                remove_refused_run(self.base_dir)
-            raise
-
-    def _checked_setup(self, test_mode: str) -> None:
-        try:
-            preflight(self.config)
-        except PreflightError as error:
-            stop(str(error))
-        try:
-            super().setup(test_mode=test_mode)
-        except DATA_ERRORS as error:
-            if not raised_by_a_dataparser(error):
-                raise
-            data = self.config.pipeline.datamanager.data
-            detail = str(error).splitlines()[0] if str(error) else "no details"
-            stop(f"Loading the scene {data} failed ({type(error).__name__}: {detail}); check its files and --data.")
-
-
-@dataclass
-class ArtifactWorldTrainerConfig(TrainerConfig):
-    """nerfstudio's TrainerConfig with the method's checks (see :mod:`artifactworld_ns.preflight`)."""
-
-    _target: Type = field(default_factory=lambda: ArtifactWorldTrainer)
-
-    def print_to_terminal(self) -> None:
-        # ns-train prints (and then saves) the config before anything else: check the input first, so a
-        # bad option or scene is refused in one sentence, without the config dump and without a run folder.
-        try:
-            preflight(self)
-        except PreflightError as error:
-            stop(str(error))
-        absolute_paths(self)
-        super().print_to_terminal()
-
-    def save_config(self) -> None:
-        absolute_paths(self)
-        # ns-train writes config.yml before the trainer exists: check the folder first.
-        base_dir = self.get_base_dir().absolute()
-        try:
-            check_output_writable(base_dir)
-        except PreflightError as error:
-            stop(str(error))
-        if not base_dir.exists():
-            _CREATED_RUN_DIRS.add(base_dir)
-        super().save_config()
+        return getattr(artifactworld_ns.trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

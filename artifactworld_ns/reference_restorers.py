@@ -1,7 +1,7 @@
 """Reference restorers for research and tests: the bounds a real restorer sits between.
 
 Both have the restorer's ``restore(frames, first_anchor, last_anchor, opacity=None)`` interface,
-so the closed loop's round uses them exactly as it uses :class:`restorer.ArtifactRestorer`:
+so the closed loop's round uses them exactly as it uses :class:`artifactworld_ns.restorer.ArtifactRestorer`:
 
 * :class:`IdentityRestorer` -- returns the rendered frames unchanged (the lower bound: a round then
   only re-feeds the model its own renders);
@@ -23,7 +23,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from artifactworld_ns.demo_scene import GAUSSIAN_KEYS, render_gaussians
-from artifactworld_ns.restorer import RestorationResult
+from artifactworld_ns.restorer import ArtifactWorldError
+from artifactworld_ns.restorer.pipeline import RestorationResult
 
 GROUND_TRUTH_FILE = "ground_truth_gaussians.pt"
 """Written by ``aw-demo-scene`` next to ``transforms.json``."""
@@ -31,7 +32,7 @@ IDENTITY_LABEL = "[identity reference restorer: returns the renders unchanged, a
 ORACLE_LABEL = "[oracle reference restorer: returns the ground truth, an upper bound]"
 
 
-class ReferenceRestorerError(ValueError):
+class ReferenceRestorerError(ArtifactWorldError, ValueError):
     """A reference restorer that cannot run on this scene; the message is one sentence."""
 
 

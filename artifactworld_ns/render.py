@@ -28,9 +28,20 @@ from torch import Tensor
 
 import artifactworld_ns  # noqa: F401  (allows numpy scalars in torch.load of nerfstudio checkpoints)
 from artifactworld_ns.render_io import cameras_at, comparison_path, render_frames, training_image, write_output
+from artifactworld_ns.restorer import (
+    UNTRAINED_LABEL,
+    ArtifactWorldError,
+    StepProgress,
+    check_at_least,
+    check_device,
+    check_output_file,
+    check_output_folder,
+    check_processing_max_side,
+    print_error,
+    put_ffmpeg_on_path,
+)
 from artifactworld_ns.windows import (
     MIN_BRIDGE_FRAMES,
-    WindowPlanError,
     blend_windows,
     bridge_window,
     check_window_options,
@@ -38,7 +49,7 @@ from artifactworld_ns.windows import (
 )
 
 
-class RenderInputError(ValueError):
+class RenderInputError(ArtifactWorldError, ValueError):
     """Bad user input for aw-render; the message is one sentence."""
 
 
@@ -86,7 +97,6 @@ class RestoreOptions:
 
     def check_restore_options(self) -> None:
         """The config, the output path and every restorer option, before nerfstudio loads the run."""
-        from artifactworld_ns.restorer import check_at_least, check_device, check_processing_max_side
 
         load_config = getattr(self, "load_config")
         if not Path(load_config).is_file():
@@ -148,7 +158,7 @@ class RestoreOptions:
     ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from artifactworld_ns.restorer import UNTRAINED_LABEL, ArtifactRestorer, StepProgress
+        from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
         console = ns.CONSOLE
         cameras.rescale_output_resolution(rendered_resolution_scaling_factor)
@@ -215,7 +225,6 @@ class RestoreOptions:
 def check_render_output(output_path: Path, output_format: str = "video") -> None:
     """``--output-path``: a video file name (not a folder) in a writable folder with free disk space; with
     ``--output-format images`` nerfstudio writes into ``OUTPUT_PARENT/OUTPUT_STEM/``, whose parent is checked."""
-    from artifactworld_ns.restorer import check_output_file, check_output_folder
 
     output_path = Path(output_path)
     if output_format == "video":
@@ -325,7 +334,6 @@ class AwDatasetRender(ns.DatasetRender):
     """Render all images of a dataset split (ns-render's, not restored: dataset views are not a trajectory)."""
 
     def main(self) -> None:
-        from artifactworld_ns.restorer import check_output_folder
 
         if not Path(self.load_config).is_file():
             raise RenderInputError(f"The config file {self.load_config} does not exist.")
@@ -375,11 +383,9 @@ def run(command) -> int:
     """Run a parsed subcommand; bad input is one sentence on stderr and exit status 2."""
     from rich.console import Console
 
-    from artifactworld_ns.restorer import RestorerInputError, print_error
-
     try:
         command.main()
-    except (RenderInputError, WindowPlanError, RestorerInputError) as err:
+    except ArtifactWorldError as err:
         print_error(Console(stderr=True), str(err))
         return 2
     return 0
@@ -388,7 +394,6 @@ def run(command) -> int:
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of ``aw-render``."""
     from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
-    from artifactworld_ns.restorer import put_ffmpeg_on_path
 
     quiet_known_nerfstudio_warnings()  # e.g. torch.cross in nerfstudio's spiral path
     put_ffmpeg_on_path()  # nerfstudio's rendering calls `ffmpeg` by name

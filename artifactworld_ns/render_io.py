@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from artifactworld_ns.cameras import anchor_image
+from artifactworld_ns.restorer import write_video
 
 
 def render_frames(
@@ -81,7 +82,6 @@ def write_output(
     frames: Tensor, output_filename: Path, fps: float, output_format: str, image_format: str, jpeg_quality: int
 ) -> None:
     """Write ``frames`` ``[N, H, W, 3]`` as an mp4 (atomically) or as numbered images like ns-render."""
-    from artifactworld_ns.restorer import write_video
 
     output_filename = Path(output_filename)
     if output_format == "video":

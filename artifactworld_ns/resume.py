@@ -29,8 +29,10 @@ from typing import Any, Dict, Mapping, MutableMapping, Optional
 
 import torch
 
+from artifactworld_ns.restorer import ArtifactWorldError
 
-class ResumeError(RuntimeError):
+
+class ResumeError(ArtifactWorldError, RuntimeError):
     """A checkpoint whose optimizer state does not fit the loaded Gaussians."""
 
 

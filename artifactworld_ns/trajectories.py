@@ -45,19 +45,9 @@ from artifactworld_ns.geometry import (
     ring_order,
     rotation_angle,
 )
+from artifactworld_ns.restorer import check_clip_length
 
 ClipMode = Literal["reference_guided", "progressive"]
-
-
-def check_clip_length(num_frames: int) -> None:
-    """Raise :class:`TrajectoryError` unless ``num_frames`` is ``8n+1`` with ``n >= 1`` (the restorer's rule)."""
-    from artifactworld_ns.restorer import ClipLengthError
-    from artifactworld_ns.restorer import check_clip_length as restorer_check_clip_length
-
-    try:
-        restorer_check_clip_length(num_frames)
-    except ClipLengthError as err:
-        raise TrajectoryError(str(err)) from None
 
 
 def reference_guided_clip(
@@ -87,7 +77,8 @@ def reference_guided_clip(
         up: world up of the look-at poses; defaults to the mean up axis of A and B.
 
     Raises:
-        TrajectoryError: ``num_frames`` not ``8n+1``, bad shapes or a non-positive radius.
+        ClipLengthError: ``num_frames`` not ``8n+1``.
+        TrajectoryError: bad shapes or a non-positive radius.
     """
     check_clip_length(num_frames)
     if not radius > 0:
@@ -298,7 +289,8 @@ def progressive_clips(
     the remaining frames are interpolated between consecutive poses (see :func:`_through_keys`).
 
     Raises:
-        TrajectoryError: ``num_frames`` not ``8n+1``, fewer than 2 training views, or a bad round.
+        ClipLengthError: ``num_frames`` not ``8n+1``.
+        TrajectoryError: fewer than 2 training views, or a bad round.
     """
     check_clip_length(num_frames)
     _check_round(round_index, num_rounds)

@@ -34,6 +34,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from artifactworld_ns.restorer import ArtifactWorldError
+
 MIN_TRAIN_VIEWS = 2
 """Fewest training views the sparse-view protocol accepts."""
 MIN_EVAL_VIEWS = 1
@@ -44,7 +46,7 @@ TIE_TOLERANCE = 1e-6
 SelectionMethod = Literal["farthest", "even"]
 
 
-class ViewSelectionError(ValueError):
+class ViewSelectionError(ArtifactWorldError, ValueError):
     """Bad arguments for the sparse-view protocol; the message is one sentence for the user."""
 
 

@@ -20,12 +20,19 @@ import torch
 from torch import Tensor
 
 from artifactworld_ns.geometry import interpolate_poses, nearest_train_indices
+from artifactworld_ns.restorer import (
+    MIN_CLIP_FRAMES,
+    ArtifactWorldError,
+    is_clip_length,
+    largest_clip_length,
+    nearest_clip_length,
+)
 
 #: DBA replaces the restorer clip's last 8 frames by the tail anchor, so the out-bridge needs at least 8.
 MIN_BRIDGE_FRAMES = 8
 
 
-class WindowPlanError(ValueError):
+class WindowPlanError(ArtifactWorldError, ValueError):
     """Bad window options; the message is one sentence for the user."""
 
 
@@ -42,7 +49,6 @@ class Window:
 
 
 def check_window_frames(window_frames: int) -> None:
-    from artifactworld_ns.restorer import is_clip_length
 
     if not is_clip_length(window_frames):
         raise WindowPlanError(f"--window-frames must be 8n + 1 with n >= 1 (9, 17, 25, 33, ...), got {window_frames}.")
@@ -77,7 +83,6 @@ def plan_windows(num_frames: int, window_frames: int, overlap: int) -> List[Wind
     ``window_frames`` gets one window of the largest ``8n + 1`` that fits, repeated as needed; a render
     shorter than 9 frames is one window of its own length (the bridges pad the restorer's clip).
     """
-    from artifactworld_ns.restorer import MIN_CLIP_FRAMES, largest_clip_length
 
     check_window_frames(window_frames)
     if num_frames < 1:
@@ -147,7 +152,6 @@ class BridgedWindow:
 
 def bridge_lengths(window_length: int, bridge_frames: int) -> tuple[int, int]:
     """(in, out) bridge lengths: ``bridge_frames`` each, the in-bridge padded so the clip is ``8m + 1`` frames."""
-    from artifactworld_ns.restorer import nearest_clip_length
 
     check_bridge_frames(bridge_frames)
     total = 2 * bridge_frames + window_length

@@ -103,15 +103,11 @@ def block_worker(stage: int, depth: int) -> dict:
     from safetensors.torch import save_file
 
     from artifactworld_ns.restorer.aatf import STAGE2_ADAPTER, official_blend_table, sample_restored_latent
+    from artifactworld_ns.restorer.configs import OFFICIAL_LORA_RANK
     from artifactworld_ns.restorer.heatmap import STAGE1_ADAPTER, sample_heatmap_latent
     from artifactworld_ns.restorer.lora import load_lora_adapter, set_active_adapter
     from artifactworld_ns.restorer.sampler import initial_noise, latent_video_coords, linear_quadratic_sigmas
-    from artifactworld_ns.restorer.tiny import (
-        OFFICIAL_LORA_RANK,
-        build_tiny_transformer,
-        full_width_spec,
-        random_lora_state_dict,
-    )
+    from artifactworld_ns.restorer.tiny import build_tiny_transformer, full_width_spec, random_lora_state_dict
 
     torch.manual_seed(0)
     spec = full_width_spec(num_layers=depth)
@@ -181,8 +177,8 @@ def vae_worker(device: str, frames: int, tiled: bool) -> dict:
     """Encode then decode a ``frames`` x 544 x 960 clip with the real VAE architecture (random bf16 weights)."""
     from diffusers import AutoencoderKLLTXVideo
 
+    from artifactworld_ns.restorer.configs import LTXV_VAE_CONFIG
     from artifactworld_ns.restorer.latents import decode_latents, encode_video
-    from artifactworld_ns.restorer.loading import LTXV_VAE_CONFIG
 
     torch.manual_seed(0)
     with torch.device(device):

@@ -9,7 +9,7 @@ machine without network):
 1. **Drift check** (``gpu_acceptance_drift.py``): the tiny release in bf16 on CUDA against our float32 CPU output and
    the official parity fixture.
 2. **Build**, directly on the device with random weights (diffusers' own initialisation under ``torch.device``,
-   then bf16): the exact 13B transformer (``loading.LTXV_13B_CONFIG``, ``--depth`` of its 48 blocks) and the
+   then bf16): the exact 13B transformer (``configs.LTXV_13B_CONFIG``, ``--depth`` of its 48 blocks) and the
    0.9.7/0.9.8 VAE; both rank-128 adapters, saved as release files and loaded by the project's LoRA loader
    (``lora.load_lora_adapter``); the release's auxiliary latent files for the official reference; the two prompts
    through the prompt cache with a stand-in text encoder (a 1-layer T5 whose output has T5-XXL's width, 4096).
@@ -337,8 +337,12 @@ def stage_figures(probe: Probe, stage: str, predicted: dict, comparable: bool) -
 
 def model_configs(width: str, depth: int) -> tuple[dict, dict]:
     """(transformer, VAE) configurations: the release's (13B width), or the tiny LTX-shaped ones (smoke mode)."""
-    from artifactworld_ns.restorer.loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG
-    from artifactworld_ns.restorer.tiny import TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG
+    from artifactworld_ns.restorer.configs import (
+        LTXV_13B_CONFIG,
+        LTXV_VAE_CONFIG,
+        TINY_TRANSFORMER_CONFIG,
+        TINY_VAE_CONFIG,
+    )
 
     if width == "full":
         return {**LTXV_13B_CONFIG, "num_layers": depth}, dict(LTXV_VAE_CONFIG)
@@ -367,13 +371,12 @@ def build_restorer(args: argparse.Namespace, folder: Path, log):
     from safetensors.torch import save_file
 
     from artifactworld_ns.restorer.aatf import STAGE2_ADAPTER, official_blend_table
+    from artifactworld_ns.restorer.configs import OFFICIAL_LORA_RANK
     from artifactworld_ns.restorer.heatmap import STAGE1_ADAPTER
     from artifactworld_ns.restorer.lora import load_lora_adapter
     from artifactworld_ns.restorer.pipeline import ArtifactRestorer, RestorerSettings
     from artifactworld_ns.restorer.prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, cached_prompt_embeddings
     from artifactworld_ns.restorer.tiny import (
-        OFFICIAL_LORA_RANK,
-        build_tiny_scheduler,
         build_tiny_text_encoder,
         build_tiny_tokenizer,
         random_lora_state_dict,
@@ -450,7 +453,7 @@ def build_restorer(args: argparse.Namespace, folder: Path, log):
         label="[gpu acceptance: random weights] ",
         show_progress=False,
     )
-    restorer = ArtifactRestorer(transformer, vae, build_tiny_scheduler(), prompts, roots, settings)
+    restorer = ArtifactRestorer(transformer, vae, prompts, roots, settings)
     restorer.execution_device = device
     figures["parameters"] = {
         "transformer": sum(p.numel() for n, p in transformer.named_parameters() if "lora_" not in n),

@@ -111,7 +111,7 @@ def options_overrides(args: ThroughputArgs) -> dict:
 def run_worker(args: ThroughputArgs) -> dict:
     import torch
 
-    from artifactworld_ns.restorer import ArtifactRestorer
+    from artifactworld_ns.restorer.pipeline import ArtifactRestorer
     from artifactworld_ns.restorer.sampler import compute_dtype
 
     preset, resolution = args.worker.split(":")

@@ -35,7 +35,7 @@ import numpy as np
 CPU_SETTINGS = dict(clip_frames=9, frame_step=4, checkpoint_range=(30, 90), clips_per_recipe=1, device="cpu")
 """What a 2-core CPU finishes in minutes (the schedule is not splatfacto's: no densification, see below)."""
 GPU_CLIP = dict(frames=89, width=960, height=544)
-"""The official clip (DESIGN.md section 3a)."""
+"""The official clip (97 x 544 x 960)."""
 TARGET_CLIPS_PER_GPU_HOUR = 100
 
 

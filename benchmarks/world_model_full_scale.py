@@ -27,9 +27,8 @@ from full_scale import GPUS, TRANSFORMER_UTILISATION, linear_fit
 from full_scale_workers import _flop_counter, quiet_libraries
 
 from artifactworld_ns.restorer.atomic import atomic_path
-from artifactworld_ns.restorer.loading import LTXV_2B_CONFIG
+from artifactworld_ns.restorer.configs import LTXV_2B_CONFIG, LTXV_VAE_CONFIG, OFFICIAL_LORA_RANK, OFFICIAL_LORA_TARGETS
 from artifactworld_ns.restorer.memory_profiles import CUDA_OVERHEAD
-from artifactworld_ns.restorer.tiny import OFFICIAL_LORA_RANK, TINY_LORA_TARGETS
 
 TOKENS_PER_SEGMENT = 13 * 17 * 30  # 97 x 544 x 960 (the 89-frame training clip laid out as T + 8)
 SEGMENTS = 2
@@ -43,13 +42,11 @@ def counted() -> dict:
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from peft import LoraConfig, inject_adapter_in_model
 
-    from artifactworld_ns.restorer.loading import LTXV_VAE_CONFIG
-
     with torch.device("meta"):
         model = LTXVideoTransformer3DModel(**LTXV_2B_CONFIG).to(torch.bfloat16)
         vae = AutoencoderKLLTXVideo(**LTXV_VAE_CONFIG).to(torch.bfloat16)
     base = sum(p.numel() for p in model.parameters())
-    config = LoraConfig(r=OFFICIAL_LORA_RANK, lora_alpha=OFFICIAL_LORA_RANK, target_modules=list(TINY_LORA_TARGETS))
+    config = LoraConfig(r=OFFICIAL_LORA_RANK, lora_alpha=OFFICIAL_LORA_RANK, target_modules=list(OFFICIAL_LORA_TARGETS))
     inject_adapter_in_model(config, model, adapter_name="world_model")
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     return {

@@ -15,8 +15,8 @@ from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
 from artifactworld_ns.known_warnings import quiet_known_nerfstudio_warnings
 from artifactworld_ns.model import ArtifactWorldModelConfig
 from artifactworld_ns.pipeline import ArtifactWorldPipelineConfig
-from artifactworld_ns.preflight import ArtifactWorldTrainerConfig
 from artifactworld_ns.restorer import untrained_note
+from artifactworld_ns.trainer import ArtifactWorldTrainerConfig
 
 quiet_known_nerfstudio_warnings()  # ns-train imports this module before it builds the trainer
 

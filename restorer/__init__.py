@@ -1,19 +1,30 @@
 """ArtifactWorld video restorer: LTX-Video backbone, DBA, heatmap (stage 1), AATF (stage 2).
 
-Never imports nerfstudio: it runs on any box that only restores videos.
+Never imports nerfstudio: it runs on any box that only restores videos. Its public API has two layers:
 
-    >>> from . import ArtifactRestorer
-    >>> restorer = ArtifactRestorer.from_preset("tiny")            # or "full"
-    >>> result = restorer.restore(frames, first_anchor, last_anchor)  # frames [T, H, W, 3] in [0, 1]
-    >>> result.frames, result.heatmap                                 # [T, H, W, 3], [T, H, W]
+* this package, the **light layer**: errors (:class:`ArtifactWorldError`, :class:`RestorerError` under it),
+  atomic writes, video IO, batch progress, option checks, the clip-length rule, the label schema of the data
+  engine. It imports no diffusers, transformers or peft, so any module that only writes a file or a video may
+  import it at module level;
+* :mod:`artifactworld_ns.restorer.pipeline`, the **model API**: :class:`~artifactworld_ns.restorer.pipeline.ArtifactRestorer`,
+  its settings and result, imported where a clip is restored.
+
+On the tiny preset (random weights, built offline in seconds)::
+
+    >>> import torch
+    >>> from artifactworld_ns.restorer.pipeline import ArtifactRestorer
+    >>> restorer = ArtifactRestorer.from_preset("tiny", show_progress=False)  # doctest: +SKIP
+    >>> frames = torch.rand(17, 64, 96, 3)                                     # [T, H, W, 3] in [0, 1], T = 8n + 1
+    >>> result = restorer.restore(frames, frames[0], frames[-1])              # doctest: +SKIP
+    >>> result.frames.shape, result.heatmap.shape                             # doctest: +SKIP
+    (torch.Size([17, 64, 96, 3]), torch.Size([17, 64, 96]))
 
 Clips are ``T = 8n + 1`` frames (89 as trained); their DBA reference is ``T + 8`` frames
-(:mod:`restorer.dba`, where the clip-length rule is stated once).
+(:mod:`artifactworld_ns.restorer.dba`, where the clip-length rule is stated once).
 """
 
 from .atomic import atomic_folder, atomic_path
 from .batch import (
-    InputError,
     Outcome,
     StepProgress,
     local_rank,
@@ -36,7 +47,7 @@ from .dba import (
     nearest_clip_length,
     trim_to_clip,
 )
-from .errors import RestorerInputError
+from .errors import ArtifactWorldError, InputError, RestorerError, RestorerInputError
 from .labels import (
     ARTIFACT_TYPES,
     LABELS_FILE,
@@ -55,9 +66,8 @@ from .option_checks import (
     check_output_folder,
     check_processing_max_side,
 )
-from .pipeline import ArtifactRestorer, RestorationResult
-from .presets import UNTRAINED_LABEL, announce_untrained, untrained_note
 from .pseudo_heatmaps import ALEXNET_WEIGHTS_FILE, alexnet_weights_path, missing_alexnet_weights
+from .untrained import UNTRAINED_LABEL, announce_untrained, untrained_note
 from .video_io import VideoReadError, environment_with_ffmpeg, put_ffmpeg_on_path, read_video, write_video
 
 __all__ = [
@@ -68,13 +78,13 @@ __all__ = [
     "MIN_CLIP_FRAMES",
     "TRAINED_CLIP_FRAMES",
     "UNTRAINED_LABEL",
-    "ArtifactRestorer",
+    "ArtifactWorldError",
     "ClipLabel",
     "ClipLengthError",
     "InputError",
     "LabelError",
     "Outcome",
-    "RestorationResult",
+    "RestorerError",
     "RestorerInputError",
     "StepProgress",
     "VideoReadError",

@@ -24,9 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import RestorerInputError
+from .errors import InputError, RestorerError, RestorerInputError
 from .option_checks import describe_os_error, is_disk_full
-from .video_io import VideoReadError
 
 T = TypeVar("T")
 
@@ -39,11 +38,7 @@ EXIT_BAD_INPUT = 2
 VIDEO_SUFFIXES = (".mp4",)
 
 
-class InputError(ValueError):
-    """Bad user input; the message is one sentence meant for the user."""
-
-
-class BatchAbort(Exception):
+class BatchAbort(RestorerError):
     """Raised by a batch's work function to stop the whole batch (e.g. the model failed to load)."""
 
 
@@ -196,7 +191,7 @@ class BatchResult:
 
 def _describe(err: BaseException) -> tuple[str, bool]:
     """One-sentence reason for a failure and whether it was expected (bad input)."""
-    if isinstance(err, (InputError, VideoReadError, RestorerInputError)):
+    if isinstance(err, RestorerInputError):  # InputError and VideoReadError are RestorerInputErrors
         return str(err), False
     if (sentence := describe_os_error(err)) is not None:
         return sentence, False

@@ -1,4 +1,4 @@
-"""Checkpoints of a training run (:mod:`restorer.training`), written by ``accelerator.save_state`` and read by
+"""Checkpoints of a training run (:mod:`artifactworld_ns.restorer.training`), written by ``accelerator.save_state`` and read by
 ``accelerator.load_state``.
 
 accelerate names and prunes them (``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)``):

@@ -1,4 +1,4 @@
-"""Input checks of :class:`restorer.pipeline.ArtifactRestorer`: one sentence per bad tensor (shape, dtype, range)."""
+"""Input checks of :class:`artifactworld_ns.restorer.pipeline.ArtifactRestorer`: one sentence per bad tensor (shape, dtype, range)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``aw-make-pairs``: clean / degraded video pairs -> LoRA training pairs (see :mod:`restorer.pairs`).
+"""``aw-make-pairs``: clean / degraded video pairs -> LoRA training pairs (see :mod:`artifactworld_ns.restorer.pairs`).
 
 For every ``NAME.mp4`` present in both ``--gt-dir`` (clean) and ``--artifact-dir`` (degraded), a clip of
 ``T = 8n + 1`` frames, it writes the ``T + 8``-frame DBA reference, clean target and pseudo-GT heatmap
@@ -8,12 +8,13 @@ over the processes of an ``accelerate launch`` / ``torchrun`` job.
 
 When the data engine's ``labels.jsonl`` sits beside the GT folder (``aw-simulate`` writes ``OUT/gt``,
 ``OUT/artifact`` and ``OUT/labels.jsonl``), each pair's artifact types, source and recipe are kept in the
-pairs' ``meta.json`` (:func:`restorer.pairs.pair_labels_meta`); pairs without a record are built as before.
+pairs' ``meta.json`` (:func:`artifactworld_ns.restorer.pairs.pair_labels_meta`); pairs without a record are built as
+before.
 
 ``--sources DIR [DIR ...]`` (instead of the two folders) reads several such folders at once -- simulated
 (``aw-simulate``) and generated (``aw-degrade``) -- keeping each pair's source and types, and leaves out the clips
-that ``aw-gate`` dropped (``DIR/gate.jsonl``; :mod:`restorer.flywheel.sources`); a ``gate.jsonl`` beside
-``--gt-dir`` is honoured too. The counts per source and per type are printed at the end.
+that ``aw-gate`` dropped (``DIR/gate.jsonl``; :mod:`artifactworld_ns.restorer.flywheel.sources`); a ``gate.jsonl``
+beside ``--gt-dir`` is honoured too. The counts per source and per type are printed at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .errors import RestorerInputError
 from .labels import labels_beside, labels_by_name, read_labels
 from .loading import quiet_hub_progress
 from .option_checks import check_crf, check_device, check_output_folder
-from .presets import untrained_note
+from .untrained import untrained_note
 from .video_io import DEFAULT_CRF, read_video
 
 
@@ -94,7 +95,7 @@ class _Inputs:
 def _check_inputs(args: MakePairsArgs) -> _Inputs:
     """Folders, pairing and the output folder's meta, before any model loads; raises :class:`InputError`."""
     from . import pairs as P
-    from . import preset_models as M
+    from . import presets as M
     from .flywheel import sources as S
 
     if args.output_dir is None:
@@ -178,13 +179,13 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
     import torch
 
     from . import pairs as P
-    from . import preset_models as M
+    from . import presets as M
 
     console = console or Console()
     err_console = Console(stderr=True)
     try:
         inputs = _check_inputs(args)
-    except (InputError, RestorerInputError) as err:
+    except RestorerInputError as err:
         print_error(err_console, str(err))
         return 2
     models = inputs.models

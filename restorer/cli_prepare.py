@@ -2,7 +2,7 @@
 
 This is the release's ``tools/process_videos.py`` job. For every ``NAME.mp4`` present in both
 ``--gt-dir`` and ``--artifact-dir`` it writes ``--output-dir/NAME.mp4`` in the official layout
-(Decoupled Boundary Anchoring, paper Eq. 1, :func:`restorer.dba.build_reference_video`): the GT first
+(Decoupled Boundary Anchoring, paper Eq. 1, :func:`artifactworld_ns.restorer.dba.build_reference_video`): the GT first
 frame, the artifact frames ``1 .. T-2``, then the GT last frame 9 times, so a ``T``-frame pair gives a
 ``T + 8``-frame reference (89 -> 97, the trained length). The outputs are the inputs of ``aw-restore``,
 which trims its results back to ``T``.
@@ -21,7 +21,6 @@ import tyro
 from rich.console import Console
 
 from .batch import (
-    InputError,
     Outcome,
     pair_videos,
     print_error,
@@ -55,7 +54,7 @@ class PrepareArgs:
 def prepare_pair(gt_path: Path, artifact_path: Path, out_path: Path, *, crf: int = DEFAULT_CRF) -> None:
     """Build and write the ``T + 8``-frame reference video of one ``T``-frame GT / artifact pair.
 
-    The pair is checked as ``aw-make-pairs`` checks it (:func:`restorer.pairs.check_pair`): same length and
+    The pair is checked as ``aw-make-pairs`` checks it (:func:`artifactworld_ns.restorer.pairs.check_pair`): same length and
     size, ``T = 8n + 1`` frames, so that the reference is ``8n + 1`` frames too and no later step resamples
     it in time (which would move its tail anchor)."""
     from .dba import build_reference_video
@@ -76,7 +75,7 @@ def run(args: PrepareArgs, console: Console | None = None) -> int:
         check_crf(args.crf)
         check_output_folder(args.output_dir, "--output-dir")
         rank, world = process_index()
-    except (InputError, RestorerInputError) as err:
+    except RestorerInputError as err:
         print_error(err_console, str(err))
         return 2
 

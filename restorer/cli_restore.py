@@ -8,13 +8,13 @@ writes ``OUTPUT/samples/NAME.mp4``, trimmed back to the clip's ``T`` frames. Bot
 name, resolution and frame rate.
 
 An input whose last 9 frames are not one frame repeated is a plain clip, not a reference
-(:func:`restorer.dba.has_anchor_tail`): it is restored whole, with its own first and last frames as the
+(:func:`artifactworld_ns.restorer.dba.has_anchor_tail`): it is restored whole, with its own first and last frames as the
 DBA anchors (weaker than ground-truth anchors), and its sample keeps all of its frames.
 
 ``--heatmap-folder`` reuses existing stage-1 heatmaps (as the release's stage-2 script does with
 ``--noisemap-videos-folder``); ``--heatmap-only`` runs stage 1 alone. Outputs already present are
 skipped, so an interrupted run resumes where it stopped; each output's settings are kept beside it
-(``NAME.settings.json``, :mod:`restorer.output_settings`), and an output made with other settings is
+(``NAME.settings.json``, :mod:`artifactworld_ns.restorer.output_settings`), and an output made with other settings is
 skipped with the difference named (``--overwrite`` redoes it). Outputs, the device and the numeric
 options are checked before anything loads. Under ``accelerate launch`` or ``torchrun`` the sorted file
 list is split by index over the processes (``RANK`` / ``WORLD_SIZE``), each process using the GPU of
@@ -67,7 +67,8 @@ from .option_checks import (
     describe_os_error,
 )
 from .output_settings import describe_change, read_settings, write_settings
-from .presets import announce_untrained, get_preset
+from .presets import get_preset
+from .untrained import announce_untrained
 from .video_io import DEFAULT_CRF, read_video, write_video
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class RestoreArgs:
     ltx_main_root: Optional[Path] = None
     """Root of Lightricks/LTX-Video with tokenizer/, text_encoder/, vae/ and ltxv-13b-0.9.8-distilled.safetensors (default: $ARTIFACTWORLD_LTX_MAIN_ROOT, else the cache)."""
     ltx_097_dev_root: Optional[Path] = None
-    """Root of Lightricks/LTX-Video-0.9.7-dev with scheduler/ (and transformer/ for --transformer-source 0.9.7-dev) (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
+    """Only for --transformer-source 0.9.7-dev: root of Lightricks/LTX-Video-0.9.7-dev with its transformer/ (default: $ARTIFACTWORLD_LTX_097_DEV_ROOT, else the cache)."""
     transformer_source: Literal["0.9.8-distilled", "0.9.7-dev"] = "0.9.8-distilled"
     """Base transformer: 0.9.8-distilled (official, the single file in the LTX-Video root) or the 0.9.7-dev sharded transformer."""
     steps: Optional[int] = None
@@ -214,7 +215,7 @@ def input_videos(args: RestoreArgs) -> list[Path]:
 
 def output_settings(args: RestoreArgs) -> tuple[dict[str, Any], dict[str, Any]]:
     """What this run's heatmaps and samples are made with, by flag, with the preset's defaults filled in
-    (recorded beside each output, :mod:`restorer.output_settings`)."""
+    (recorded beside each output, :mod:`artifactworld_ns.restorer.output_settings`)."""
     numeric = {"num_inference_steps", "heatmap_steps", "seed", "processing_max_side", "processing_size"}
     preset = get_preset(
         args.preset,
@@ -303,7 +304,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
     try:
         rank, world = process_index()
         files = input_videos(args)
-    except (InputError, RestorerInputError) as err:
+    except RestorerInputError as err:
         print_error(err_console, str(err))
         return 2
 
@@ -328,7 +329,7 @@ def run(args: RestoreArgs, console: Console | None = None) -> int:
                 restorer = load_restorer(args, progress=step_progress)
                 if not args.heatmap_only:
                     check_schedule(restorer)
-            except (RestorerInputError, InputError) as err:
+            except RestorerInputError as err:
                 raise BatchAbort(str(err)) from None
             except Exception as err:  # noqa: BLE001 - one sentence, once, instead of a failure per file
                 reason = describe_os_error(err) or f"{type(err).__name__}: {err}"

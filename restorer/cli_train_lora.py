@@ -7,7 +7,7 @@ Writes ``OUTPUT/stage1_pred_headmap_lora.safetensors`` (or ``stage2_noisemap_ble
 in the official diffusers format, its ComfyUI copy ``OUTPUT/comfy_<name>``, a JSON of the training
 config next to it, checkpoints under ``OUTPUT/checkpoints/checkpoint_K`` (the newest
 ``--checkpoints-total-limit``, 3 by default, are kept; ``--resume`` continues from the latest and leaves a
-finished run as it is) and logs under ``OUTPUT/logs``. See :mod:`restorer.training` for what matches the official trainer.
+finished run as it is) and logs under ``OUTPUT/logs``. See :mod:`artifactworld_ns.restorer.training` for what matches the official trainer.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rich.console import Console
 
 from .batch import print_error, print_note
 from .errors import RestorerInputError
-from .presets import announce_untrained
 from .train_config import TrainConfig
+from .untrained import announce_untrained
 
 
 def run(config: TrainConfig, console: Console | None = None) -> int:

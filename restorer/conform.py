@@ -5,7 +5,7 @@ LTX-Video's VAE compresses 8x in time and 32x in space, so the model only sees c
 frames and any size, and conforms it as follows:
 
 * **Time** -- a clip of ``T = 8n + 1 >= 9`` frames passes through untouched (its DBA reference is
-  ``T + 8`` frames, :mod:`restorer.dba`); any other length is resampled by nearest index to the
+  ``T + 8`` frames, :mod:`artifactworld_ns.restorer.dba`); any other length is resampled by nearest index to the
   next valid length, ``src = round(i (T-1) / (T'-1))``, which keeps the first and the last frame in
   place, and back with ``round(j (T'-1) / (T-1))``.
 * **Space, official size** (``size=(H, W)``, the full preset's 544 x 960) -- as the official

@@ -1,5 +1,5 @@
 """Masked flow matching of the official ArtifactWorld trainer (paper Sec. 4.3, Eq. 3): sequences,
-timestep sampling, noising and the loss. The training loop is :mod:`restorer.training`.
+timestep sampling, noising and the loss. The training loop is :mod:`artifactworld_ns.restorer.training`.
 
 Our own implementation of ``stages/stage{1,2}/src/ltxv_trainer/training_strategies.py`` (repository
 ``fyting/ArtifactWorld`` at commit ``9250e92``) and of LTX-Video-Trainer's timestep sampler

@@ -32,7 +32,7 @@ def sample_heatmap_latent(
 ) -> Float[Tensor, "1 channels frames height width"]:
     """Sample the heatmap latent ``z_hm`` conditioned on ``z_ref`` (the stage-1 adapter must be active).
 
-    ``noise`` and ``generator`` come from :meth:`restorer.stages.StageRunner._stage_start` so that draws
+    ``noise`` and ``generator`` come from :meth:`artifactworld_ns.restorer.stages.StageRunner._stage_start` so that draws
     happen in the official order (target noise, reference encode, then per-step context noise).
     """
     _, _, frames, height, width = z_ref.shape

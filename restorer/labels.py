@@ -16,7 +16,7 @@ A record, one line each (keys in this order; ``null`` where a metric could not b
 The artifact types are the paper's nine names (Sec. 3.1, :data:`ARTIFACT_TYPES`); the official labeler's
 names ``Floater``, ``Crack`` and ``Color`` are accepted as aliases, as are any case and ``-`` / ``_`` for
 spaces (``color-outliers``). Non-finite metrics (a NaN PSNR) are written as ``null``, never as ``NaN``
-(which is not JSON). Writes are atomic (:mod:`restorer.atomic`).
+(which is not JSON). Writes are atomic (:mod:`artifactworld_ns.restorer.atomic`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Backbone loading with the official release's conventions (DESIGN.md Sec. 4).
+"""Backbone loading with the official release's conventions.
 
-Three roots, each a *repository root* (loaders append the standard subfolders):
+Each root is a *repository root* (loaders append the standard subfolders):
 
 ========================  ==============================================  ===========================
 root                      contents used                                   hub repository
@@ -10,17 +10,19 @@ weights root              ``stage1_pred_headmap_lora.safetensors``,       ``buaa
                           ``auxiliary_latents/z_full.pt``, ``z_null.pt``
 LTX main root             ``tokenizer/``, ``text_encoder/``, ``vae/``,    ``Lightricks/LTX-Video``
                           ``ltxv-13b-0.9.8-distilled.safetensors``
-LTX 0.9.7-dev root        ``scheduler/`` (and ``transformer/`` for the    ``Lightricks/LTX-Video-0.9.7-dev``
-                          ``0.9.7-dev`` transformer source)
+LTX 0.9.7-dev root        ``transformer/``, only for the ``0.9.7-dev``    ``Lightricks/LTX-Video-0.9.7-dev``
+(optional)                transformer source
 ========================  ==============================================  ===========================
 
 The base transformer is the official one (``model_source: LTXV_13B_098_DISTILL`` in the release's
 configs): the single file ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root, loaded with
-diffusers' ``from_single_file`` and the 13B configuration (:data:`LTXV_13B_CONFIG`). The 0.9.7-dev
-sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
-option. The scheduler configuration always comes from the 0.9.7-dev root.
+diffusers' ``from_single_file`` and the 13B configuration (:data:`artifactworld_ns.restorer.configs.LTXV_13B_CONFIG`).
+The 0.9.7-dev sharded transformer, which the release README also names, is the ``transformer_source="0.9.7-dev"``
+option. No scheduler is loaded: the sampler steps on its own sigmas
+(:func:`artifactworld_ns.restorer.sampler.linear_quadratic_sigmas`, equal to the official ones), so the
+official scripts' scheduler configuration (from the 0.9.7-dev root) is not needed.
 
-Where the roots are, the subfolder fix and what is missing or downloaded: :mod:`restorer.roots`.
+Where the roots are, the subfolder fix and what is missing or downloaded: :mod:`artifactworld_ns.restorer.roots`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Iterator
 
 import torch
 
+from .configs import TRANSFORMER_CONFIGS
 from .errors import RestorerInputError
 from .roots import (
     LTX_MAIN_REPO,
@@ -63,31 +66,6 @@ def quiet_empty_float32_notice() -> None:
 
 quiet_empty_float32_notice()  # every model this module (and tiny.py, through it) builds or loads is cast with to()
 
-LTXV_13B_CONFIG = {
-    "activation_fn": "gelu-approximate",
-    "attention_bias": True,
-    "attention_head_dim": 128,
-    "attention_out_bias": True,
-    "caption_channels": 4096,
-    "cross_attention_dim": 4096,
-    "in_channels": 128,
-    "norm_elementwise_affine": False,
-    "norm_eps": 1e-06,
-    "num_attention_heads": 32,
-    "num_layers": 48,
-    "out_channels": 128,
-    "patch_size": 1,
-    "patch_size_t": 1,
-    "qk_norm": "rms_norm_across_heads",
-}
-"""The LTX-Video 13B transformer's diffusers configuration (the single file carries none; DESIGN.md Sec. 4)."""
-
-LTXV_2B_CONFIG = {**LTXV_13B_CONFIG, "attention_head_dim": 64, "cross_attention_dim": 2048, "num_layers": 28}
-"""The LTX-Video 2B transformer (``ltxv-2b-0.9.8-distilled``; the Artifact World Model's base, paper Sec. 3.3):
-28 blocks of 32 heads x 64 dims, cross-attention 2048, T5 captions 4096. It is the configuration diffusers'
-single-file loader picks for a 28-block LTX checkpoint (``ltx-video-0.9.5``, ``Lightricks/LTX-Video-0.9.5``) and
-``LTXVideoTransformer3DModel``'s defaults."""
-
 SINGLE_FILES = {"ltxv-13b": TRANSFORMER_SINGLE_FILE, "ltxv-2b": TRANSFORMER_2B_SINGLE_FILE}
 """The single file in the LTX-Video root that each named configuration loads (``tiny``: the tiny release's file)."""
 
@@ -95,35 +73,6 @@ SINGLE_FILES = {"ltxv-13b": TRANSFORMER_SINGLE_FILE, "ltxv-2b": TRANSFORMER_2B_S
 def single_file_name(config_name: str) -> str:
     """The LTX-Video root's single transformer file of a named configuration."""
     return SINGLE_FILES.get(config_name, TRANSFORMER_SINGLE_FILE)
-
-
-LTXV_VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 128,
-    "block_out_channels": (128, 256, 512, 1024, 2048),
-    "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
-    "decoder_block_out_channels": (256, 512, 1024),
-    "layers_per_block": (4, 6, 6, 2, 2),
-    "decoder_layers_per_block": (5, 5, 5, 5),
-    "spatio_temporal_scaling": (True, True, True, True),
-    "decoder_spatio_temporal_scaling": (True, True, True),
-    "decoder_inject_noise": (False, False, False, False),
-    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-    "upsample_residual": (True, True, True),
-    "upsample_factor": (2, 2, 2),
-    "timestep_conditioning": True,
-    "patch_size": 4,
-    "patch_size_t": 1,
-    "resnet_norm_eps": 1e-6,
-    "scaling_factor": 1.0,
-    "encoder_causal": True,
-    "decoder_causal": False,
-    "spatial_compression_ratio": 32,
-    "temporal_compression_ratio": 8,
-}
-"""The VAE architecture of LTX-Video 0.9.7 / 0.9.8 (the 0.9.5 VAE; diffusers' LTX conversion script,
-version ``0.9.7``), for full-size checks with random weights."""
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
@@ -137,20 +86,16 @@ class Backbone:
 
     transformer: torch.nn.Module
     vae: torch.nn.Module
-    scheduler: object
 
 
 def transformer_config(name: str) -> dict:
-    """A named transformer configuration: ``ltxv-13b`` (the release's), ``ltxv-2b`` (the world model's) or ``tiny``."""
-    if name == "ltxv-13b":
-        return LTXV_13B_CONFIG
-    if name == "ltxv-2b":
-        return LTXV_2B_CONFIG
-    if name == "tiny":
-        from .tiny import TINY_TRANSFORMER_CONFIG
-
-        return TINY_TRANSFORMER_CONFIG
-    raise RestorerInputError(f"Unknown transformer configuration {name!r}; choose ltxv-13b, ltxv-2b or tiny.")
+    """A named transformer configuration of :data:`artifactworld_ns.restorer.configs.TRANSFORMER_CONFIGS`
+    (``ltxv-13b``: the release's, ``ltxv-2b``: the world model's, ``tiny``); one sentence if unknown."""
+    if name not in TRANSFORMER_CONFIGS:
+        raise RestorerInputError(
+            f"Unknown transformer configuration {name!r}; choose one of {', '.join(TRANSFORMER_CONFIGS)}."
+        )
+    return TRANSFORMER_CONFIGS[name]
 
 
 def load_transformer(
@@ -198,20 +143,19 @@ def load_backbone(
     transformer_num_layers: int | None = None,
     transformer_device: torch.device | str | None = None,
 ) -> Backbone:
-    """Load the transformer (see :func:`load_transformer`), the 0.9.7-dev scheduler and the LTX-Video VAE.
+    """Load the transformer (see :func:`load_transformer`) and the LTX-Video VAE.
 
     Both go to ``device``; the transformer to ``transformer_device`` when given (the CPU, for group offloading).
     """
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler
+    from diffusers import AutoencoderKLLTXVideo
 
     transformer = load_transformer(roots, dtype, transformer_source, transformer_config_name, transformer_num_layers)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(roots.ltx_097_dev, subfolder="scheduler")
     vae = AutoencoderKLLTXVideo.from_pretrained(roots.ltx_main, subfolder="vae", torch_dtype=vae_dtype(dtype, device))
     for module, target in ((transformer, transformer_device or device), (vae, device)):
         module.requires_grad_(False)
         module.eval()
         module.to(target)
-    return Backbone(transformer=transformer, vae=vae, scheduler=scheduler)
+    return Backbone(transformer=transformer, vae=vae)
 
 
 def vae_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:

@@ -198,5 +198,5 @@ def set_active_adapter(transformer: nn.Module, adapter_name: str) -> None:
     """Make ``adapter_name`` the only active adapter on every LoRA layer (layers without it run bare)."""
     if adapter_name not in adapter_names(transformer):
         raise RestorerInputError(f"The transformer has no LoRA adapter named {adapter_name!r}; load it first.")
-    transformer.set_adapter(adapter_name)  # diffusers' PeftAdapterMixin (was: BaseTunerLayer.set_adapter per layer)
+    transformer.set_adapter(adapter_name)  # diffusers' PeftAdapterMixin
     transformer.requires_grad_(False)  # peft's set_adapter marks the active adapter trainable

@@ -1,4 +1,4 @@
-"""Trainable LoRA adapters and their files, as the official trainer writes them (see :mod:`restorer.training`).
+"""Trainable LoRA adapters and their files, as the official trainer writes them (see :mod:`artifactworld_ns.restorer.training`).
 
 A fresh peft LoRA is injected with the official init (kaiming ``lora_A``, ``lora_B = 0``, no dropout);
 the release file uses the diffusers keys ``transformer.<module>.lora_A/B.weight``, the ComfyUI copy
@@ -52,7 +52,7 @@ def add_trainable_lora(
     """Add a fresh peft LoRA (official init: kaiming ``lora_A``, ``lora_B = 0``, no dropout); return its float32 parameters.
 
     diffusers' ``add_adapter`` injects and activates it (as the official trainer does); ``cast_training_params``
-    upcasts the trainable weights (was: a hand-written walk over the LoRA layers).
+    upcasts the trainable weights.
     """
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig

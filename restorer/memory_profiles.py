@@ -206,9 +206,7 @@ def count_release_weights() -> dict[str, int]:
     from peft import LoraConfig, inject_adapter_in_model
     from transformers import T5Config, T5EncoderModel
 
-    from .loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG
-    from .pipeline import FP8_SKIP_MODULES
-    from .tiny import OFFICIAL_LORA_RANK, TINY_LORA_TARGETS
+    from .configs import FP8_SKIP_MODULES, LTXV_13B_CONFIG, LTXV_VAE_CONFIG, OFFICIAL_LORA_RANK, OFFICIAL_LORA_TARGETS
 
     def nbytes(module) -> int:
         return sum(p.numel() * p.element_size() for p in module.parameters())
@@ -223,7 +221,9 @@ def count_release_weights() -> dict[str, int]:
         t5 = T5EncoderModel(t5_xxl).to(torch.bfloat16)
     block_bf16 = nbytes(transformer.transformer_blocks[0])
     for adapter in ("stage1", "stage2"):
-        config = LoraConfig(r=OFFICIAL_LORA_RANK, lora_alpha=OFFICIAL_LORA_RANK, target_modules=list(TINY_LORA_TARGETS))
+        config = LoraConfig(
+            r=OFFICIAL_LORA_RANK, lora_alpha=OFFICIAL_LORA_RANK, target_modules=list(OFFICIAL_LORA_TARGETS)
+        )
         inject_adapter_in_model(config, one_block, adapter_name=adapter)
     one_block.to(torch.bfloat16)  # peft makes adapters float32; the restorer's loader keeps them in the compute dtype
     block = one_block.transformer_blocks[0]

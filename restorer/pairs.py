@@ -3,17 +3,17 @@
 A *pair* is a clean video and a degraded (artifact) video of the same camera path, same
 length and size: the benchmark's ``gt/`` + ``artifact/`` folders, or a nerfstudio run's
 held-out GT views + the sparse-view renders at the same poses. A clip has ``T = 8n + 1``
-frames (:func:`restorer.dba.check_clip_length`; 89 as the release was trained). For each pair
+frames (:func:`artifactworld_ns.restorer.dba.check_clip_length`; 89 as the release was trained). For each pair
 :func:`build_pair` lays every training video out in the official ``T + 8``-frame DBA layout:
 
-* **reference** -- :func:`restorer.dba.build_reference_video`: ``[A] + artifact[1:-1] + [B] * 9``
+* **reference** -- :func:`artifactworld_ns.restorer.dba.build_reference_video`: ``[A] + artifact[1:-1] + [B] * 9``
   with the clean first / last frames as anchors A / B (the official ``tools/process_videos.py``);
 * **clean target** (stage 2) -- the clean clip followed by its last frame 8 more times, so the
   target's appended tail shows the same view B as the reference's (:func:`build_target_video`);
 * **heatmap** (stage-1 target, stage-2 condition) -- the per-pixel artifact severity between the
   reference and the clean target (:func:`heatmap_map`; LPIPS spatial map by default, as the paper
   does), as a 3-channel video whose anchor frames are black: frame 0 (the reference shows clean
-  A there) and the last 9 (:func:`restorer.dba.black_tail`, exactly what the official stage-1 ->
+  A there) and the last 9 (:func:`artifactworld_ns.restorer.dba.black_tail`, exactly what the official stage-1 ->
   stage-2 hand-off does to the predicted heatmap).
 
 The official training-data code is not released: neither ``stages/*/src/ltxv_trainer/datasets.py``
@@ -77,7 +77,7 @@ from .dba import (
 from .errors import RestorerInputError
 from .flow_matching import TRAINING_FPS
 from .latents import encode_video
-from .preset_models import PresetModels
+from .presets import PresetModels
 from .prompts import PromptEmbedding
 from .pseudo_heatmaps import (  # noqa: F401 -- re-exported with the pair format they belong to
     ALEXNET_WEIGHTS_FILE,
@@ -140,7 +140,7 @@ def conform_space(
     """Bring a clip to the model's frame size exactly as inference conforms its inputs, keeping every frame.
 
     ``size`` (the preset's official ``(H, W)``): cover-resize and center-crop; otherwise a plain
-    resize to multiples of 32 capped by ``max_side`` (:func:`restorer.conform.plan_conform`).
+    resize to multiples of 32 capped by ``max_side`` (:func:`artifactworld_ns.restorer.conform.plan_conform`).
     """
     from .conform import plan_conform, to_model_space
 
@@ -215,7 +215,7 @@ rerun that adds labelled pairs merges it instead of refusing the folder."""
 
 def pair_labels_meta(labels_file: Path | list[Path], records: dict) -> dict:
     """The ``labels`` entry of ``meta.json``: the label file it came from and, per pair name, the clip's artifact
-    types, source (simulated / generated) and recipe (``records``: name -> :class:`restorer.labels.ClipLabel`)."""
+    types, source (simulated / generated) and recipe (``records``: name -> :class:`artifactworld_ns.restorer.labels.ClipLabel`)."""
     return {
         "file": (
             str(Path(labels_file).resolve())

@@ -29,16 +29,8 @@ from torch import Tensor
 
 from .aatf import STAGE2_ADAPTER, hand_off_heatmap, raise_outside_anchors
 from .checks import check_heatmap, check_image, check_opacity, check_video
+from .configs import FP8_SKIP_MODULES
 from .conform import from_model, resize_image, to_model
-from .construction import (
-    RestorerSettings,
-    builds_tiny_release,
-    console,
-    preset_roots,
-    resolve_restorer_preset,
-    settings_from_preset,
-    torch_dtype,
-)
 from .dba import build_reference_video, trim_to_clip
 from .heatmap import STAGE1_ADAPTER
 from .latents import auxiliary_latents, mask_to_video, video_to_mask
@@ -51,7 +43,15 @@ from .loading import (
     text_encoder_identity,
 )
 from .lora import load_lora_adapter
-from .presets import UNTRAINED_LABEL, first_untrained_note
+from .presets import (
+    RestorerSettings,
+    builds_tiny_release,
+    console,
+    preset_roots,
+    resolve_restorer_preset,
+    settings_from_preset,
+    torch_dtype,
+)
 from .prompts import MAX_PROMPT_TOKENS, STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir, ensure_roots
 from .sampler import (
@@ -60,11 +60,9 @@ from .sampler import (
     execution_device,
 )
 from .stages import StageRunner
+from .untrained import UNTRAINED_LABEL, first_untrained_note
 
 __all__ = ["FP8_SKIP_MODULES", "ArtifactRestorer", "RestorationResult", "RestorerSettings", "hand_off_heatmap"]
-
-FP8_SKIP_MODULES = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "lora_")
-"""Modules kept in the compute dtype under fp8 storage: diffusers' defaults plus the LoRA adapters."""
 
 
 @dataclass
@@ -82,7 +80,6 @@ class ArtifactRestorer(StageRunner):
         self,
         transformer: torch.nn.Module,
         vae: torch.nn.Module,
-        scheduler,
         prompts: dict[str, PromptEmbedding],
         roots: ReleaseRoots,
         settings: RestorerSettings,
@@ -90,7 +87,6 @@ class ArtifactRestorer(StageRunner):
     ) -> None:
         self.transformer = transformer
         self.vae = vae
-        self.scheduler = scheduler
         self.prompts = prompts
         self.roots = roots
         self.settings = settings
@@ -200,7 +196,7 @@ class ArtifactRestorer(StageRunner):
         fp8_transformer_storage: bool = False,
         vae_tiling: bool = False,
     ) -> "ArtifactRestorer":
-        """Load the cached prompt embeddings, the backbone and the requested LoRA adapters from three roots.
+        """Load the cached prompt embeddings, the backbone and the requested LoRA adapters from the release roots.
 
         The prompts come first: on a first run the text encoder is loaded, used and freed before the
         backbone, so the two never share the GPU. The memory options are applied once, at the end
@@ -236,7 +232,6 @@ class ArtifactRestorer(StageRunner):
             restorer = cls(
                 backbone.transformer,
                 backbone.vae,
-                backbone.scheduler,
                 prompts,
                 roots,
                 settings or RestorerSettings(),
@@ -291,7 +286,7 @@ class ArtifactRestorer(StageRunner):
 
         Args:
             frames: the artifact clip ``[T, H, W, 3]`` in ``[0, 1]``, ``T >= 2``, any size; ``T = 8n + 1``
-                (89 as trained) is used as is, other lengths are resampled (see :mod:`restorer.conform`).
+                (89 as trained) is used as is, other lengths are resampled (see :mod:`artifactworld_ns.restorer.conform`).
             first_anchor, last_anchor: clean views ``[H, W, 3]`` for DBA (Eq. 1).
             opacity: optional render accumulation ``[T, H, W]`` or ``[T, H, W, 1]`` in ``[0, 1]``.
 
@@ -325,7 +320,7 @@ class ArtifactRestorer(StageRunner):
 
         ``reference`` is the ``T + 8``-frame reference (what ``aw-prepare`` writes), ``[F, H, W, 3]`` in
         ``[0, 1]``; the result has its frame count and size. Its last 9 frames are *not* blacked out:
-        that belongs to the hand-off to stage 2 (:func:`restorer.dba.black_tail`).
+        that belongs to the hand-off to stage 2 (:func:`artifactworld_ns.restorer.dba.black_tail`).
         """
         reference = check_video(reference, "reference")
         plan = self._plan(*reference.shape[:3])
@@ -343,7 +338,7 @@ class ArtifactRestorer(StageRunner):
 
         ``heatmap`` is taken exactly as the official stage 2 receives its noisemap video: ``[F, H, W, 3]``
         (or gray ``[F, H, W]``), with the black tail already applied. Outputs have the reference's
-        frame count (``T + 8``; trim them with :func:`restorer.dba.trim_to_clip`). A reference whose
+        frame count (``T + 8``; trim them with :func:`artifactworld_ns.restorer.dba.trim_to_clip`). A reference whose
         length is not ``8n + 1`` is resampled in time, which moves its tail anchor.
         """
         reference = check_video(reference, "reference")

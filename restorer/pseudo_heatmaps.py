@@ -98,7 +98,7 @@ def heatmap_video(
     """The pseudo-GT heatmap of a ``T + 8``-frame pair as an RGB video with black anchor frames.
 
     Frame 0 and the last 9 show clean anchors in the reference, so they are black; the tail is
-    blackened with :func:`restorer.dba.black_tail`, as the official stage 1 does before stage 2.
+    blackened with :func:`artifactworld_ns.restorer.dba.black_tail`, as the official stage 1 does before stage 2.
     """
     gray = heatmap_map(reference, target, metric)
     gray[anchor_frame_mask(gray.shape[0])] = 0.0

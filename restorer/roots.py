@@ -1,6 +1,9 @@
-"""The three release roots: where each lives, the doubled-subfolder fix, and what is missing or downloaded.
+"""The release roots: where each lives, the doubled-subfolder fix, and what is missing or downloaded.
 
-Each root is a *repository root* (loaders append the standard subfolders); see :mod:`restorer.loading`
+The default path needs two: the ArtifactWorld weights root and the LTX-Video root. The third, the LTX-Video
+0.9.7-dev root, is read only for its sharded transformer, the ``transformer_source="0.9.7-dev"`` option.
+
+Each root is a *repository root* (loaders append the standard subfolders); see :mod:`artifactworld_ns.restorer.loading`
 for what is loaded from them. Roots come from explicit arguments, else ``ARTIFACTWORLD_WEIGHTS_ROOT``,
 ``ARTIFACTWORLD_LTX_MAIN_ROOT``, ``ARTIFACTWORLD_LTX_097_DEV_ROOT``, else folders under the cache dir
 (``ARTIFACTWORLD_CACHE``, default ``~/.cache/artifactworld``). Missing roots are downloaded only when
@@ -42,6 +45,7 @@ TRANSFORMER_SOURCES = ("0.9.8-distilled", "0.9.7-dev")
 
 MAIN_SUBFOLDERS = ("tokenizer", "text_encoder", "vae")
 DEV_SUBFOLDERS = ("scheduler", "transformer")
+"""Subfolders of the 0.9.7-dev repository a root may wrongly point at (only ``transformer/`` is read)."""
 
 
 def cache_dir() -> Path:
@@ -51,7 +55,8 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ReleaseRoots:
-    """The three release roots (repository roots, not their subfolders)."""
+    """The release roots (repository roots, not their subfolders); ``ltx_097_dev`` is read only for the
+    ``0.9.7-dev`` transformer option."""
 
     weights: Path
     ltx_main: Path
@@ -123,9 +128,7 @@ def download_command(what: str, root: Path, single_file: str | None = None) -> s
             f'hf download {LTX_MAIN_REPO} --include "tokenizer/*" "text_encoder/*" "vae/*" '
             f"{single_file or TRANSFORMER_SINGLE_FILE} --local-dir {root}"
         )
-    if what == "ltx_097_dev_transformer":
-        return f'hf download {LTX_097_DEV_REPO} --include "scheduler/*" "transformer/*" --local-dir {root}'
-    return f'hf download {LTX_097_DEV_REPO} --include "scheduler/*" --local-dir {root}'
+    return f'hf download {LTX_097_DEV_REPO} --include "transformer/*" --local-dir {root}'
 
 
 def allow_patterns(what: str, single_file: str | None = None) -> list[str]:
@@ -135,9 +138,7 @@ def allow_patterns(what: str, single_file: str | None = None) -> list[str]:
         return ["weights.tar"]
     if what == "ltx_main":
         return [f"{s}/*" for s in MAIN_SUBFOLDERS] + [single_file or TRANSFORMER_SINGLE_FILE]
-    if what == "ltx_097_dev_transformer":
-        return ["scheduler/*", "transformer/*"]
-    return ["scheduler/*"]
+    return ["transformer/*"]
 
 
 def check_transformer_source(source: str) -> str:
@@ -148,18 +149,16 @@ def check_transformer_source(source: str) -> str:
     return source
 
 
-def _dev_kind(transformer_source: str) -> str:
-    return "ltx_097_dev_transformer" if transformer_source == "0.9.7-dev" else "ltx_097_dev"
-
-
 def _missing(roots: ReleaseRoots, transformer_source: str) -> dict[str, list[str]]:
-    main = [roots.ltx_main / s for s in MAIN_SUBFOLDERS]
-    dev = [roots.ltx_097_dev / "scheduler"]
+    """What each root still lacks; the 0.9.7-dev root is needed only for its sharded transformer (the option)."""
+    need = {
+        "weights": [roots.stage1_lora, roots.stage2_lora],
+        "ltx_main": [roots.ltx_main / s for s in MAIN_SUBFOLDERS],
+    }
     if transformer_source == "0.9.8-distilled":
-        main.append(roots.ltx_main / TRANSFORMER_SINGLE_FILE)
+        need["ltx_main"].append(roots.ltx_main / TRANSFORMER_SINGLE_FILE)
     else:
-        dev.append(roots.ltx_097_dev / "transformer")
-    need = {"weights": [roots.stage1_lora, roots.stage2_lora], "ltx_main": main, _dev_kind(transformer_source): dev}
+        need["ltx_097_dev_transformer"] = [roots.ltx_097_dev / "transformer"]
     return {
         k: [str(p) for p in paths if not p.exists()] for k, paths in need.items() if any(not p.exists() for p in paths)
     }

@@ -8,7 +8,7 @@ the target ``s * 1000`` (the paper's ``t_seq = [0, t, 0]``, Sec. 4.3), and every
 the target's (frame, row, column) RoPE coordinates, passed to the transformer as ``video_coords``.
 
 What the released adapters expect (official ``stages/stage2/src/ltxv_trainer/ltxv_pipeline.py``,
-commit ``9250e92``; DESIGN.md Sec. 3a):
+commit ``9250e92``):
 
 * **sigmas** -- LTX's linear-quadratic schedule (:func:`linear_quadratic_sigmas`), no resolution shift;
 * **noise** -- one generator seeded per stage; the target noise is drawn first, as ``[1, C, F, h, w]``,

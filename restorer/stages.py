@@ -1,8 +1,8 @@
-"""The two stages of :class:`restorer.pipeline.ArtifactRestorer` on model-size videos (a mixin).
+"""The two stages of :class:`artifactworld_ns.restorer.pipeline.ArtifactRestorer` on model-size videos (a mixin).
 
 Stage 1 (LoRA1) samples the heatmap latent from ``[z_ref, z_hm]`` and decodes it; the hand-off
-(:func:`restorer.aatf.hand_off_heatmap`) prepares it for stage 2 (LoRA2), which runs AATF. Each stage
-seeds its own generator and draws in the official order (see :mod:`restorer.pipeline`).
+(:func:`artifactworld_ns.restorer.aatf.hand_off_heatmap`) prepares it for stage 2 (LoRA2), which runs AATF. Each stage
+seeds its own generator and draws in the official order (see :mod:`artifactworld_ns.restorer.pipeline`).
 """
 
 from __future__ import annotations

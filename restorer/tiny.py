@@ -11,7 +11,8 @@ which the tests and ``benchmarks/full_scale.py`` run on a CPU::
     <root>/weights/auxiliary_latents/z_null.pt             (official tensor [C, F, h, w])
     <root>/LTX-Video/{tokenizer,text_encoder,vae}/
     <root>/LTX-Video/ltxv-13b-0.9.8-distilled.safetensors  (single file, original LTX key names)
-    <root>/LTX-Video-0.9.7-dev/{scheduler,transformer}/
+    <root>/LTX-Video-0.9.7-dev/transformer/                 (the transformer_source="0.9.7-dev" option)
+    <root>/LTX-Video-0.9.7-dev/scheduler/                   (read by the official scripts' loader only: the parity fixture)
 
 Models: an LTX-architecture transformer (2 layers, 2 heads x 8 dims), an LTX VAE
 that keeps 8x temporal / 32x spatial compression with 8 channels everywhere, a
@@ -30,35 +31,27 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_folder
+from .configs import (
+    LTXV_13B_CONFIG,
+    LTXV_VAE_CONFIG,
+    OFFICIAL_LORA_RANK,
+    OFFICIAL_LORA_TARGETS,
+    TINY_AUX_REFERENCE,
+    TINY_LORA_RANK,
+    TINY_TEXT_DIM,
+    TINY_TRANSFORMER_CONFIG,
+    TINY_VAE_CONFIG,
+)
 from .flywheel.combinatorics import TOKENIZER_TEXT
 from .latents import auxiliary_latents
-from .loading import LTXV_13B_CONFIG, LTXV_VAE_CONFIG, quiet_hub_progress
-from .presets import UNTRAINED_LABEL
+from .loading import quiet_hub_progress
 from .prompts import STAGE_PROMPTS
 from .roots import AUXILIARY_LATENTS_DIR, TRANSFORMER_SINGLE_FILE, Z_FULL_FILE, Z_NULL_FILE, ReleaseRoots, cache_dir
 from .sampler import pack_latents
+from .untrained import UNTRAINED_LABEL
 
 TINY_RELEASE_VERSION = "tiny-release-v2"
 TINY_RELEASE_SEED = 0
-TINY_LATENT_CHANNELS = 8
-TINY_TEXT_DIM = 16
-TINY_LORA_RANK = 4
-TINY_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
-"""The official LoRA targets (``configs/stage*_infer.yaml``), matched as peft does (name suffixes)."""
-OFFICIAL_LORA_RANK = 128
-"""The released adapters' rank (= alpha), DESIGN.md Sec. 3a."""
-TINY_AUX_REFERENCE = (17, 32, 64)
-"""Reference size (frames, height, width) the tiny release's auxiliary latents are made for."""
-TINY_TRANSFORMER_CONFIG = {
-    "in_channels": TINY_LATENT_CHANNELS,
-    "out_channels": TINY_LATENT_CHANNELS,
-    "num_attention_heads": 2,
-    "attention_head_dim": 8,
-    "cross_attention_dim": 16,
-    "num_layers": 2,
-    "caption_channels": TINY_TEXT_DIM,
-}
-"""The tiny transformer's configuration (the single file carries none, as the real one)."""
 SINGLE_FILE_KEY_NAMES = {
     "proj_in": "patchify_proj",
     "time_embed": "adaln_single",
@@ -113,16 +106,6 @@ def build_tiny_text_encoder(vocab_size: int, d_model: int = TINY_TEXT_DIM):
         decoder_start_token_id=0,
     )
     return T5EncoderModel(config).eval()
-
-
-TINY_VAE_CONFIG = {
-    "latent_channels": TINY_LATENT_CHANNELS,
-    "block_out_channels": (8, 8, 8, 8),
-    "decoder_block_out_channels": (8, 8, 8, 8),
-    "layers_per_block": (1, 1, 1, 1, 1),
-    "decoder_layers_per_block": (1, 1, 1, 1, 1),
-}
-"""LTX VAE with 4 down blocks (patch 4 x 2^3 = 32x space, 2^3 = 8x time) and 8 channels."""
 
 
 def build_tiny_vae(config: dict | None = None):
@@ -184,7 +167,7 @@ def random_lora_state_dict(
     key_format: str = "diffusers",
     seed: int = 0,
     rank: int = TINY_LORA_RANK,
-    targets: tuple[str, ...] = TINY_LORA_TARGETS,
+    targets: tuple[str, ...] = OFFICIAL_LORA_TARGETS,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
     """Random LoRA weights (both A and B non-zero, so the adapter changes outputs) for every block's targets.

@@ -1,4 +1,4 @@
-"""The settings of one LoRA training run (:mod:`restorer.training`), their official defaults and checks."""
+"""The settings of one LoRA training run (:mod:`artifactworld_ns.restorer.training`), their official defaults and checks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 from .aatf import NOISEMAP_FEATURE_SCALE
+from .configs import OFFICIAL_LORA_TARGETS
 from .errors import RestorerInputError
 from .flow_matching import FIRST_FRAME_CONDITIONING_P
 
-DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+DEFAULT_TARGET_MODULES = OFFICIAL_LORA_TARGETS
 DEFAULT_RANK = {"full": 128, "tiny": 4}
 WORLD_MODEL_STAGE = "world-model"
 OFFICIAL_STEPS = {1: 7500, 2: 12010, WORLD_MODEL_STAGE: 12010}

@@ -5,8 +5,8 @@ Our own implementation of the behaviour of the official ArtifactWorld trainer (r
 training_strategies.py``, ``trainer.py``, ``config.py``; run settings from ``configs/stage{1,2}_infer.yaml``
 at commit ``681c9a9``) and of LTX-Video-Trainer's timestep sampler (``src/ltxv_trainer/
 timestep_samplers.py``), so adapters trained here are interchangeable with the released ones.
-Sequences, masked flow matching, first-frame conditioning and timesteps: :mod:`restorer.flow_matching`;
-the adapter and its files: :mod:`restorer.lora_training`.
+Sequences, masked flow matching, first-frame conditioning and timesteps: :mod:`artifactworld_ns.restorer.flow_matching`;
+the adapter and its files: :mod:`artifactworld_ns.restorer.lora_training`.
 
 **Optimizer.** AdamW (torch's defaults, weight decay 0.01) at lr 2e-4, ``LinearLR`` from factor 1.0
 to 0.1 over the run's steps, gradient-norm clipping at 1.0; optimizer and scheduler go through
@@ -16,7 +16,7 @@ the scheduler N times per optimizer step, as the official run did).
 **Loop plumbing (accelerate).** Gradient accumulation by ``Accelerator(gradient_accumulation_steps)`` and
 ``accumulate``; checkpoints by ``save_state`` / ``load_state``, named and pruned to the newest
 ``--checkpoints-total-limit`` by ``ProjectConfiguration`` (adapter-only hooks and the registered
-sampling state: :mod:`restorer.checkpoints`); logging by accelerate's trackers (``init_trackers``, ``log``,
+sampling state: :mod:`artifactworld_ns.restorer.checkpoints`); logging by accelerate's trackers (``init_trackers``, ``log``,
 ``end_training``).
 
 **Output.** The adapter in the official diffusers format, ``transformer.<module>.lora_A.weight`` /
@@ -64,23 +64,13 @@ from .flow_matching import (
 from .flywheel.world_model import WORLD_MODEL_ADAPTER, WORLD_MODEL_LORA_FILE, WORLD_MODEL_STAGE
 from .heatmap import STAGE1_ADAPTER
 from .lora_training import add_trainable_lora, comfy_path_for, save_release_adapter
-from .presets import UNTRAINED_LABEL
+from .presets import load_training_transformer
 from .roots import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .train_config import DEFAULT_RANK, TrainConfig, TrainResult, total_steps, validate_config
+from .untrained import UNTRAINED_LABEL
 
 STAGE_ADAPTERS = {1: STAGE1_ADAPTER, 2: STAGE2_ADAPTER, WORLD_MODEL_STAGE: WORLD_MODEL_ADAPTER}
 RELEASE_FILES = {1: STAGE1_LORA_FILE, 2: STAGE2_LORA_FILE, WORLD_MODEL_STAGE: WORLD_MODEL_LORA_FILE}
-
-
-# ---------------------------------------------------------------------------------------------- backbone
-
-
-def load_training_transformer(models, device, dtype) -> nn.Module:
-    """The preset's frozen base transformer (the official base: 0.9.8-distilled 13B; tiny for tests)."""
-    from .loading import load_transformer
-
-    transformer = load_transformer(models.roots, dtype, models.transformer_source, models.transformer_config)
-    return transformer.requires_grad_(False).eval().to(device)
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
@@ -164,7 +154,7 @@ class _Run:
     sampling: SamplingState
     start: int = 0
     prompt_source: object = None
-    """The world model's per-pair shuffled prompts (:class:`restorer.flywheel.world_model.WorldModelPrompts`)."""
+    """The world model's per-pair shuffled prompts (:class:`artifactworld_ns.restorer.flywheel.world_model.WorldModelPrompts`)."""
 
     @property
     def output_dir(self) -> Path:
@@ -189,7 +179,7 @@ class _Run:
         with self.accelerator.autocast():
             prediction = predict_velocity(self.model, batch, prompt, self.device, self.dtype)
             loss = masked_flow_matching_loss(prediction, batch)
-        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps (was: loss * 1 / accum by hand)
+        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps
         return float(loss.detach())
 
     def optimizer_step(self) -> tuple[float, Tensor]:
@@ -217,7 +207,7 @@ def _set_up(config: TrainConfig) -> _Run:
     from the latest checkpoint by ``accelerator.load_state`` with ``resume``)."""
     from .flywheel import sources, world_model
     from .pairs import open_pairs
-    from .preset_models import prompt_embeddings, resolve_preset
+    from .presets import prompt_embeddings, resolve_preset
 
     validate_config(config)
     steps = total_steps(config)

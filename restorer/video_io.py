@@ -1,7 +1,7 @@
 """Video reading and writing through ffmpeg (ffmpeg-python command lines, raw rgb24 pipes).
 
 Frames are float tensors ``[frames, height, width, 3]`` in ``[0, 1]``. Writes are atomic
-(:mod:`restorer.atomic`): the video is encoded to a hidden temporary file in the destination folder and
+(:mod:`artifactworld_ns.restorer.atomic`): the video is encoded to a hidden temporary file in the destination folder and
 moved into place, so an interrupted run never leaves a half-written file under the final name.
 
 The ffmpeg executable is looked up on ``PATH`` and falls back to the binary shipped with
@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .atomic import atomic_path
+from .errors import RestorerError, RestorerInputError
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,11 +48,11 @@ DEFAULT_CRF = 18
 """x264 constant rate factor used when none is given (visually lossless; 0 = lossless)."""
 
 
-class VideoReadError(ValueError):
+class VideoReadError(RestorerInputError):
     """A video file could not be read (missing, not a video, or without frames)."""
 
 
-class VideoWriteError(RuntimeError):
+class VideoWriteError(RestorerError, RuntimeError):
     """ffmpeg failed to encode a video."""
 
 

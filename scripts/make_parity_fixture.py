@@ -72,8 +72,8 @@ def official_transformer(roots, lora_path: Path, config: dict):
     from peft import LoraConfig
     from safetensors.torch import load_file
 
+    from artifactworld_ns.restorer.configs import OFFICIAL_LORA_TARGETS
     from artifactworld_ns.restorer.roots import TRANSFORMER_SINGLE_FILE
-    from artifactworld_ns.restorer.tiny import TINY_LORA_TARGETS
 
     with tempfile.NamedTemporaryFile(mode="w", suffix=".json") as f:  # as model_loader._load_ltxv_13b_transformer
         json.dump({"_class_name": "LTXVideoTransformer3DModel", **config}, f)
@@ -85,7 +85,11 @@ def official_transformer(roots, lora_path: Path, config: dict):
     rank = next(v.shape[0] for k, v in state.items() if "lora_A" in k)
     transformer.add_adapter(  # the release's `lora:` config block, at the tiny rank
         LoraConfig(
-            r=rank, lora_alpha=rank, target_modules=list(TINY_LORA_TARGETS), lora_dropout=0.0, init_lora_weights=True
+            r=rank,
+            lora_alpha=rank,
+            target_modules=list(OFFICIAL_LORA_TARGETS),
+            lora_dropout=0.0,
+            init_lora_weights=True,
         )
     )
     state = {k.replace("diffusion_model.", "transformer.", 1): v for k, v in state.items()}  # ComfyUI -> diffusers keys
@@ -130,10 +134,10 @@ def main() -> None:
     except ModuleNotFoundError:
         module = importlib.import_module("ltxv_pipeline")
 
+    from artifactworld_ns.restorer.configs import TINY_TRANSFORMER_CONFIG
     from artifactworld_ns.restorer.tiny import (
         TINY_RELEASE_SEED,
         TINY_RELEASE_VERSION,
-        TINY_TRANSFORMER_CONFIG,
         release_fingerprints,
         save_tiny_release,
     )

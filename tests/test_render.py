@@ -59,7 +59,7 @@ class RestoreSpy:
     """Wraps ArtifactRestorer.restore to record its inputs (and still run it)."""
 
     def __init__(self, monkeypatch):
-        from artifactworld_ns.restorer import ArtifactRestorer
+        from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
         self.calls = []
         original = ArtifactRestorer.restore
@@ -264,7 +264,7 @@ def test_restore_flags_accept_bare_and_valued_forms():
 
 def test_restorer_memory_options_are_applied(monkeypatch):
     """Preset options aw-render/benchmarks use on big GPUs: VAE tiling and fp8 storage of the transformer."""
-    from artifactworld_ns.restorer import ArtifactRestorer
+    from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
     restorer = ArtifactRestorer.from_preset(
         "tiny",

@@ -15,6 +15,7 @@ from artifactworld_ns.geometry import (
     rotation_angle,
     rotation_to_quaternion,
 )
+from artifactworld_ns.restorer import ArtifactWorldError, ClipLengthError
 from artifactworld_ns.trajectories import (
     ClipPlan,
     choose_anchor_pairs,
@@ -113,7 +114,7 @@ def test_fit_sphere_rejects_degenerate_input():
 
 @pytest.mark.parametrize("num_frames", [0, 1, 8, 16, 20, 24])
 def test_clip_length_must_be_8n_plus_1(num_frames):
-    with pytest.raises(TrajectoryError) as info:
+    with pytest.raises(ClipLengthError) as info:  # the restorer's rule and sentence, not re-wrapped
         reference_guided_clip(sphere_pose(0), sphere_pose(90), CENTER, 3.0, num_frames)
     assert (
         str(info.value)
@@ -291,6 +292,7 @@ def test_plan_clips_progressive_and_errors():
         plan_clips(train, 2, 17, mode="progressive")
     with pytest.raises(TrajectoryError, match="'orbit' is unknown"):
         plan_clips(train, 2, 17, mode="orbit")  # type: ignore[arg-type]
-    with pytest.raises(TrajectoryError, match="Clip length 10 is not 8n\\+1"):
+    with pytest.raises(ClipLengthError, match="Clip length 10 is not 8n\\+1"):
         plan_clips(train, 2, 10)
-    assert issubclass(TrajectoryError, ValueError)
+    assert issubclass(TrajectoryError, ValueError) and issubclass(TrajectoryError, ArtifactWorldError)
+    assert issubclass(ClipLengthError, ValueError) and issubclass(ClipLengthError, ArtifactWorldError)

@@ -1,4 +1,4 @@
-"""The nine artifact types' recipes (paper Sec. 3.2; DESIGN.md section 8) and a scene's plan of clips and trainings.
+"""The nine artifact types' recipes (paper Sec. 3.2) and a scene's plan of clips and trainings.
 
 | types | recipe | training run | at render time |
 | --- | --- | --- | --- |

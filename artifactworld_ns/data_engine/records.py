@@ -16,13 +16,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from artifactworld_ns.restorer import ARTIFACT_TYPES, LABELS_FILE, ClipLabel, atomic_path, write_labels
+from artifactworld_ns.restorer import (
+    ARTIFACT_TYPES,
+    LABELS_FILE,
+    ArtifactWorldError,
+    ClipLabel,
+    atomic_path,
+    write_labels,
+)
 
 RECORDS_DIR = "scenes"
+WORK_DIR = "staging"
+"""Where a scene is staged until it is finished (then moved into place atomically)."""
 DONE, FAILED, SKIPPED = "done", "failed", "skipped"
 
 
-class RecordError(ValueError):
+class RecordError(ArtifactWorldError, ValueError):
     """An output folder whose records cannot be read; one sentence."""
 
 
@@ -122,8 +131,6 @@ def merge_labels(output_dir: Path) -> list[ClipLabel]:
 
 def unfinished_scenes(output_dir: Path, records: list[dict[str, Any]]) -> list[str]:
     """Scenes with a work folder but no record: running now, or interrupted (the next run redoes them)."""
-    from artifactworld_ns.data_engine.simulate import WORK_DIR
-
     work = Path(output_dir) / WORK_DIR
     recorded = {r.get("name") for r in records}
     if not work.is_dir():

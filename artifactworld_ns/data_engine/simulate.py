@@ -25,6 +25,7 @@ import torch
 
 from artifactworld_ns.data_engine.clips import SparseSplit, sparse_split
 from artifactworld_ns.data_engine.recipes import ClipJob, RecipeConfig, RunPlan, ScenePlan, plan_scene
+from artifactworld_ns.data_engine.records import WORK_DIR
 from artifactworld_ns.data_engine.scenes import Capture, SceneError, SceneTooShortError, read_capture
 from artifactworld_ns.data_engine.trajectory_filter import (
     TrajectoryFilterConfig,
@@ -34,16 +35,16 @@ from artifactworld_ns.data_engine.trajectory_filter import (
 from artifactworld_ns.model import ArtifactWorldModelConfig
 from artifactworld_ns.restorer import (
     ARTIFACT_TYPES,
+    ArtifactWorldError,
     ClipLabel,
     LabelError,
     is_clip_length,
     parse_artifact_types,
+    write_video,
 )
 
-WORK_DIR = "staging"
 
-
-class SimulationInputError(ValueError):
+class SimulationInputError(ArtifactWorldError, ValueError):
     """A bad option of ``aw-simulate``; the message is one sentence saying what to change."""
 
 
@@ -289,7 +290,6 @@ def _make_clip(
 ) -> ClipLabel:
     """Render one clip at the live checkpoint, score it against the captured frames, stage both videos."""
     from artifactworld_ns.data_engine.rendering import HeldOutViews, render_background, render_clip
-    from artifactworld_ns.restorer import write_video
 
     start = time.perf_counter()
     views = HeldOutViews(pipeline, frame_of_path)

@@ -43,6 +43,7 @@ from artifactworld_ns.data_engine.transients import Transient, composite
 from artifactworld_ns.datamanager import ArtifactWorldDataManagerConfig
 from artifactworld_ns.method_configs.artifactworld import splatfacto_optimizers
 from artifactworld_ns.model import ArtifactWorldModelConfig
+from artifactworld_ns.restorer import ArtifactWorldError
 
 SCHEDULE_FIELDS = (
     "warmup_length",
@@ -55,7 +56,7 @@ SCHEDULE_FIELDS = (
 """splatfacto's step-counted settings that ``schedule_scale`` multiplies."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ArtifactWorldError, RuntimeError):
     """A training run that could not start or finish; the message is one sentence."""
 
 

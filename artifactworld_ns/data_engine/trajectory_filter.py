@@ -46,6 +46,8 @@ import numpy as np
 from jaxtyping import Bool, Float
 from scipy.spatial.transform import Rotation
 
+from artifactworld_ns.restorer import ArtifactWorldError
+
 JERK = "translational jerk"
 ANGULAR = "angular acceleration"
 DIRECTION = "direction change"
@@ -56,7 +58,7 @@ MAD_TO_SIGMA = 0.6745
 """``Phi^-1(3/4)``: the MAD of a normal distribution is 0.6745 sigma (Iglewicz and Hoaglin's modified z-score)."""
 
 
-class TrajectoryFilterError(ValueError):
+class TrajectoryFilterError(ArtifactWorldError, ValueError):
     """Camera poses the filter cannot judge; the message is one sentence for the user."""
 
 

@@ -7,5 +7,6 @@
 * :mod:`.gate`, :mod:`.qalign`, :mod:`.cli_gate` -- ``aw-gate``: keep only the confirmed pairs;
 * :mod:`.sources` -- mixing: several sources in ``aw-make-pairs``, sources sampled with weights in training.
 
-Video in, video out: nothing here imports nerfstudio (DESIGN.md section 8).
+Video in, video out: nothing here imports nerfstudio: the restorer side of the package (import-linter
+contracts in ``pyproject.toml``).
 """

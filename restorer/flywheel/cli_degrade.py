@@ -53,7 +53,7 @@ from .world_model import WORLD_MODEL_BASES, WORLD_MODEL_RECIPE
 
 RECORDS_DIR = "records"
 DEFAULT_MAX_CLIP_FRAMES = 89
-"""The clip length the restorer was trained on (DESIGN.md 3a), the default cap."""
+"""The clip length the restorer was trained on (the release's 89 frames), the default cap."""
 
 
 @dataclass
@@ -166,7 +166,7 @@ def _check_adapter(path: Path) -> None:
 
 def resolve_models(args: DegradeArgs):
     """The preset's roots with the world model's base; fetches only the needed files with --allow-download."""
-    from ..preset_models import resolve_preset
+    from ..presets import resolve_preset
     from .world_model import fetch_world_model_roots
 
     base = WORLD_MODEL_BASES[args.world_model_base]
@@ -234,7 +234,7 @@ def run(args: DegradeArgs, console: Console | None = None) -> int:
     out = args.output_dir
     todo = [i for i in mine if args.overwrite or not (out / RECORDS_DIR / f"{i.name}.json").exists()]
     if models.untrained:
-        from ..presets import untrained_note
+        from ..untrained import untrained_note
 
         print_note(err_console, untrained_note("world model"))
     model, prompts = None, {}

@@ -140,7 +140,7 @@ def pair_probabilities(sources: list[str], weights: dict[str, float]) -> torch.T
 
 
 class WeightedSamplingState(SamplingState):
-    """:class:`restorer.checkpoints.SamplingState` that draws each pair with :func:`pair_probabilities` (with
+    """:class:`artifactworld_ns.restorer.checkpoints.SamplingState` that draws each pair with :func:`pair_probabilities` (with
     replacement, from the same checkpointed generator; no epoch order, so ``pending`` stays empty)."""
 
     def __init__(self, generator, probabilities: torch.Tensor, process_index: int, num_processes: int) -> None:

@@ -1,6 +1,6 @@
 """The Artifact World Model (paper Sec. 3.3): a third LoRA that turns a clean clip into a degraded one.
 
-**Training** (``aw-train-lora --stage world-model --data PAIRS``, :mod:`restorer.training`). The sequence is
+**Training** (``aw-train-lora --stage world-model --data PAIRS``, :mod:`artifactworld_ns.restorer.training`). The sequence is
 ``[z_clean, z_artifact_s]`` with per-token timesteps ``[0, s]``: the clean clip, in the ``T + 8`` layout of the
 clean target (the clip, then its last frame 8 more times; for a clean clip that is exactly how stage 1 lays out
 its DBA reference ``[A] + middle + [B] x 9``), is the conditioning; the degraded clip in the same layout
@@ -14,7 +14,7 @@ on the same modules, bf16, batch 1); the paper gives no step count, so the defau
 
 **Base.** LTX-Video 2B 0.9.8-distilled (the paper's choice), the single file
 ``ltxv-2b-0.9.8-distilled.safetensors`` of the LTX-Video root with the 2B configuration
-(:data:`restorer.loading.LTXV_2B_CONFIG`), loaded by diffusers' ``from_single_file``; ``--world-model-base 13b``
+(:data:`artifactworld_ns.restorer.configs.LTXV_2B_CONFIG`), loaded by diffusers' ``from_single_file``; ``--world-model-base 13b``
 selects the restorer's 13B base instead. VAE and text encoder are the LTX-Video root's, as for the restorer.
 
 **Sampling** (``aw-degrade``, :func:`degrade_clip`): as stage 1 samples its heatmap -- 8 Euler steps on LTX's
@@ -41,7 +41,7 @@ WORLD_MODEL_STAGE = "world-model"
 WORLD_MODEL_ADAPTER = "world_model"
 WORLD_MODEL_LORA_FILE = "world_model_lora.safetensors"
 WORLD_MODEL_BASES = {"2b": "ltxv-2b", "13b": "ltxv-13b"}
-"""``--world-model-base`` -> the transformer configuration (and single file, :func:`restorer.loading.single_file_name`)."""
+"""``--world-model-base`` -> the transformer configuration (and single file, :func:`artifactworld_ns.restorer.loading.single_file_name`)."""
 WORLD_MODEL_STEPS = 12010
 """Default optimizer steps: the paper gives none for the world model; stage 2's official count."""
 DEFAULT_PROMPT_ORDERS = 8
@@ -108,7 +108,7 @@ def world_model_prompts(dataset, models, device, seed: int, orders: int = DEFAUL
 
 
 def encode_prompts(models, prompts: list[str], device) -> dict[str, PromptEmbedding]:
-    """``{prompt: embedding}`` through the restorer's prompt cache (:func:`restorer.prompts.cached_prompt_embeddings`)."""
+    """``{prompt: embedding}`` through the restorer's prompt cache (:func:`artifactworld_ns.restorer.prompts.cached_prompt_embeddings`)."""
     from ..loading import load_text_encoder, text_encoder_identity
     from ..prompts import cached_prompt_embeddings
     from ..roots import cache_dir
@@ -163,8 +163,7 @@ def fetch_world_model_roots(config_name: str) -> None:
 def load_world_model(models, adapter: Path, device: torch.device, dtype: torch.dtype, steps: int = 8) -> WorldModel:
     """The preset's base transformer (``models.transformer_config``) with ``adapter`` loaded and active, and the VAE."""
     from ..lora import load_lora_adapter, set_active_adapter
-    from ..preset_models import load_vae
-    from ..training import load_training_transformer
+    from ..presets import load_training_transformer, load_vae
 
     transformer = load_training_transformer(models, device, dtype)
     load_lora_adapter(transformer, adapter, WORLD_MODEL_ADAPTER)

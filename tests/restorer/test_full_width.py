@@ -6,7 +6,7 @@ import pytest
 import torch
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from artifactworld_ns.restorer import ArtifactRestorer
+from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 from artifactworld_ns.restorer.tiny import full_width_spec, save_random_release
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from artifactworld_ns.restorer.pairs import (
     open_pairs,
     pair_generator,
 )
-from artifactworld_ns.restorer.preset_models import load_vae, resolve_preset
+from artifactworld_ns.restorer.presets import load_vae, resolve_preset
 from artifactworld_ns.restorer.video_io import read_video, write_video
 
 T, S = 17, 64

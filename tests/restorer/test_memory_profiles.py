@@ -4,7 +4,7 @@ one-sentence refusal, and the profile reaching the restorer from the preset and 
 import pytest
 from restorer_fixtures import aw_cache  # noqa: F401
 
-from artifactworld_ns.restorer import ArtifactRestorer, RestorerInputError
+from artifactworld_ns.restorer import RestorerInputError
 from artifactworld_ns.restorer.memory_profiles import (
     ALLOCATOR_SLACK,
     CUDA_OVERHEAD,
@@ -17,6 +17,7 @@ from artifactworld_ns.restorer.memory_profiles import (
     phase_peaks,
     predicted_peak_bytes,
 )
+from artifactworld_ns.restorer.pipeline import ArtifactRestorer
 
 SMALL = FullSizeFigures(
     transformer_block_bf16=100,
@@ -81,7 +82,7 @@ def test_a_smaller_gpu_is_refused_in_one_sentence_unless_forced():
 @pytest.mark.slow
 def test_release_figures_match_a_meta_device_count():
     counted = count_release_weights()
-    assert counted["transformer_params"] == 13_042_569_344  # the 13B configuration of DESIGN.md Sec. 4
+    assert counted["transformer_params"] == 13_042_569_344  # the 13B configuration (restorer.configs.LTXV_13B_CONFIG)
     assert counted["transformer_blocks"] == RELEASE_FIGURES.num_blocks == 48
     assert counted["transformer_block_bf16"] == RELEASE_FIGURES.transformer_block_bf16
     assert counted["transformer_block_fp8"] == RELEASE_FIGURES.transformer_block_fp8

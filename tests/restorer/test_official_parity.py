@@ -1,4 +1,4 @@
-"""Parity with the official ArtifactWorld inference pipeline (DESIGN.md Sec. 3a).
+"""Parity with the official ArtifactWorld inference pipeline.
 
 ``data/official_parity.pt`` holds numbers produced by running the *official* pipeline
 (``fyting/ArtifactWorld`` at commit 9250e92, ``stages/stage2/src/ltxv_trainer/ltxv_pipeline.py``)

@@ -55,9 +55,13 @@ def test_missing_ltx_roots_and_offline_hub(tmp_path, tiny_roots, monkeypatch):  
     import huggingface_hub.constants
 
     roots = ReleaseRoots(tiny_roots.weights, tiny_roots.ltx_main, tmp_path / "dev")
+    assert ensure_roots(roots) == roots  # the default path needs no 0.9.7-dev root (no scheduler is loaded)
     with pytest.raises(
-        RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "scheduler/\\*" --local-dir'
+        RestorerInputError, match='hf download Lightricks/LTX-Video-0.9.7-dev --include "transformer/\\*" --local-dir'
     ):
+        ensure_roots(roots, transformer_source="0.9.7-dev")  # only its sharded transformer, the documented option
+    roots = ReleaseRoots(tiny_roots.weights, tmp_path / "main", tmp_path / "dev")
+    with pytest.raises(RestorerInputError, match='hf download Lightricks/LTX-Video --include "tokenizer/\\*"'):
         ensure_roots(roots)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RestorerInputError, match="HF_HUB_OFFLINE is set"):
@@ -184,8 +188,7 @@ def test_allowed_download_fetches_only_needed_files_and_unpacks_weights(tmp_path
     assert calls == [
         ("buaadwxl/ArtifactWorld", ["weights.tar"]),
         ("Lightricks/LTX-Video", ["tokenizer/*", "text_encoder/*", "vae/*", "ltxv-13b-0.9.8-distilled.safetensors"]),
-        ("Lightricks/LTX-Video-0.9.7-dev", ["scheduler/*"]),
-    ]
+    ]  # nothing from the 0.9.7-dev repository on the default path
     assert roots.weights == tmp_path / "w" / "weights"
     assert roots.stage1_lora.exists() and roots.auxiliary_latent("z_null.pt").exists()
 

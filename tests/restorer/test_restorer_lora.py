@@ -3,10 +3,11 @@ import torch
 from peft import get_peft_model_state_dict
 from safetensors.torch import save_file
 
+from artifactworld_ns.restorer.configs import OFFICIAL_LORA_TARGETS
 from artifactworld_ns.restorer.errors import RestorerInputError
 from artifactworld_ns.restorer.lora import adapter_names, load_lora_adapter, lora_modules, set_active_adapter
 from artifactworld_ns.restorer.sampler import latent_video_coords
-from artifactworld_ns.restorer.tiny import TINY_LORA_TARGETS, build_tiny_transformer, random_lora_state_dict
+from artifactworld_ns.restorer.tiny import build_tiny_transformer, random_lora_state_dict
 
 
 def _transformer():
@@ -54,7 +55,7 @@ def test_both_key_formats_land_in_the_same_modules(lora_files):
         for m in [f"{attn}.{p}" for attn in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0")]
         + ["ff.net.0.proj", "ff.net.2"]
     }
-    assert TINY_LORA_TARGETS == ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+    assert OFFICIAL_LORA_TARGETS == ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
     assert n_a == n_b == len(expected) == 20
     assert lora_modules(a, "stage1") == lora_modules(b, "stage1") == expected
     set_active_adapter(a, "stage1")
@@ -211,19 +212,19 @@ def test_raw_adapter_weights_round_trip_and_misfits_fail_clearly():
     from artifactworld_ns.restorer.lora_training import adapter_state_dict, add_trainable_lora, load_raw_adapter
 
     trained, fresh, narrow = _transformer(), _transformer(), _transformer()
-    params = add_trainable_lora(trained, "stage2", 4, 8.0, TINY_LORA_TARGETS)
+    params = add_trainable_lora(trained, "stage2", 4, 8.0, OFFICIAL_LORA_TARGETS)
     assert len(params) == 40 and all(p.dtype == torch.float32 and p.requires_grad for p in params)
     assert sum(p.requires_grad for p in trained.parameters()) == 40
     with torch.no_grad():
         for p in params:
             p.add_(0.1)
     state = adapter_state_dict(trained, "stage2", release=False)
-    fresh_params = add_trainable_lora(fresh, "stage2", 4, 8.0, TINY_LORA_TARGETS)
+    fresh_params = add_trainable_lora(fresh, "stage2", 4, 8.0, OFFICIAL_LORA_TARGETS)
     load_raw_adapter(fresh, "stage2", state, "step-3")
     assert all(
         torch.equal(a, b) for a, b in zip(fresh_params, params, strict=True)
     )  # in place: the optimizer's tensors
-    add_trainable_lora(narrow, "stage2", 2, 2.0, TINY_LORA_TARGETS)
+    add_trainable_lora(narrow, "stage2", 2, 2.0, OFFICIAL_LORA_TARGETS)
     with pytest.raises(RestorerInputError, match="has LoRA rank"):
         load_raw_adapter(narrow, "stage2", state, "step-3")
     with pytest.raises(RestorerInputError, match="saved with other LoRA targets or rank"):

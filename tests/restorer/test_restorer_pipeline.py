@@ -5,10 +5,10 @@ import pytest
 import torch
 from restorer_fixtures import aw_cache, load_tiny, tiny_roots  # noqa: F401
 
-from artifactworld_ns.restorer import ArtifactRestorer, RestorationResult, RestorerInputError
+from artifactworld_ns.restorer import RestorerInputError
 from artifactworld_ns.restorer.dba import build_reference_video, trim_to_clip
 from artifactworld_ns.restorer.latents import video_to_mask
-from artifactworld_ns.restorer.pipeline import hand_off_heatmap
+from artifactworld_ns.restorer.pipeline import ArtifactRestorer, RestorationResult, hand_off_heatmap
 from artifactworld_ns.restorer.roots import ReleaseRoots
 from artifactworld_ns.restorer.sampler import linear_quadratic_sigmas
 

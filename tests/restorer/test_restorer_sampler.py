@@ -46,7 +46,7 @@ def test_latent_video_coords_follow_ltx_convention():
 
 
 def test_official_sigmas_are_ltx_linear_quadratic():
-    # DESIGN.md 3a, computed by hand: 4 linear steps of 0.025/4 in (1 - sigma), then the quadratic
+    # the official sigmas, computed by hand: 4 linear steps of 0.025/4 in (1 - sigma), then the quadratic
     # a i^2 + b i + c with a = (4 - 0.2) / 64, b = 0.00625 - 7.6 / 16, c = 16 a, reaching 1 at i = 8.
     expected = [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0]
     assert torch.allclose(linear_quadratic_sigmas(8), torch.tensor(expected), atol=1e-7)

@@ -27,7 +27,7 @@ from artifactworld_ns.restorer.flow_matching import (
 from artifactworld_ns.restorer.lora import load_lora_adapter, set_active_adapter
 from artifactworld_ns.restorer.lora_training import add_trainable_lora, save_release_adapter
 from artifactworld_ns.restorer.pairs import open_pairs
-from artifactworld_ns.restorer.preset_models import resolve_preset
+from artifactworld_ns.restorer.presets import resolve_preset
 from artifactworld_ns.restorer.tiny import save_tiny_release
 from artifactworld_ns.restorer.train_config import TrainConfig
 from artifactworld_ns.restorer.training import load_training_transformer, make_lr_scheduler, train
@@ -297,7 +297,7 @@ def test_saved_adapter_and_comfy_copy_reload_to_the_trained_layers(alpha, tmp_pa
 
 
 def open_pairs_prompt(models):
-    from artifactworld_ns.restorer.preset_models import prompt_embeddings
+    from artifactworld_ns.restorer.presets import prompt_embeddings
 
     return prompt_embeddings(models)["stage2"]
 

@@ -13,6 +13,7 @@ from conftest import wave_clip
 from restorer_fixtures import aw_cache  # noqa: F401
 
 from artifactworld_ns.restorer import ClipLabel, cli_make_pairs, write_labels
+from artifactworld_ns.restorer.configs import LTXV_2B_CONFIG
 from artifactworld_ns.restorer.errors import RestorerInputError
 from artifactworld_ns.restorer.flywheel import cli_degrade
 from artifactworld_ns.restorer.flywheel.sources import pair_probabilities
@@ -22,9 +23,9 @@ from artifactworld_ns.restorer.flywheel.world_model import (
     load_world_model,
     prompt_orders,
 )
-from artifactworld_ns.restorer.loading import LTXV_2B_CONFIG, load_transformer
+from artifactworld_ns.restorer.loading import load_transformer
 from artifactworld_ns.restorer.pairs import open_pairs
-from artifactworld_ns.restorer.preset_models import resolve_preset
+from artifactworld_ns.restorer.presets import resolve_preset
 from artifactworld_ns.restorer.roots import TRANSFORMER_2B_SINGLE_FILE, TRANSFORMER_SINGLE_FILE, allow_patterns
 from artifactworld_ns.restorer.tiny import build_tiny_transformer, original_format_state_dict, tiny_roots
 from artifactworld_ns.restorer.train_config import TrainConfig
