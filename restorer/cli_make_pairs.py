@@ -8,7 +8,13 @@ over the processes of an ``accelerate launch`` / ``torchrun`` job.
 
 When the data engine's ``labels.jsonl`` sits beside the GT folder (``aw-simulate`` writes ``OUT/gt``,
 ``OUT/artifact`` and ``OUT/labels.jsonl``), each pair's artifact types, source and recipe are kept in the
-pairs' ``meta.json`` (:func:`artifactworld_ns.restorer.pairs.pair_labels_meta`); pairs without a record are built as before.
+pairs' ``meta.json`` (:func:`artifactworld_ns.restorer.pairs.pair_labels_meta`); pairs without a record are built as
+before.
+
+``--sources DIR [DIR ...]`` (instead of the two folders) reads several such folders at once -- simulated
+(``aw-simulate``) and generated (``aw-degrade``) -- keeping each pair's source and types, and leaves out the clips
+that ``aw-gate`` dropped (``DIR/gate.jsonl``; :mod:`artifactworld_ns.restorer.flywheel.sources`); a ``gate.jsonl``
+beside ``--gt-dir`` is honoured too. The counts per source and per type are printed at the end.
 """
 
 from __future__ import annotations
@@ -47,12 +53,12 @@ from .video_io import DEFAULT_CRF, read_video
 class MakePairsArgs:
     """Build LoRA training pairs (DBA references, clean targets, pseudo-GT heatmaps, cached latents)."""
 
-    gt_dir: Path
+    gt_dir: Path | None = None
     """Folder of clean videos (benchmark gt/, or a nerfstudio run's held-out GT views); NAME.mp4 pairs with artifact-dir/NAME.mp4."""
-    artifact_dir: Path
+    artifact_dir: Path | None = None
     """Folder of degraded videos (benchmark artifact/, or sparse-view renders at the same poses), same names."""
-    output_dir: Path
-    """Folder for the training pairs (created if missing); pass it to aw-train-lora --data."""
+    output_dir: Path | None = None
+    """Folder for the training pairs (created if missing); pass it to aw-train-lora --data. Required."""
     heatmap_metric: Literal["lpips", "l1", "ssim"] = "lpips"
     """Pseudo-GT heatmap metric: lpips (the paper's; needs torchvision's AlexNet weights), l1 or ssim (no weights)."""
     preset: Literal["tiny", "full"] = "full"
@@ -65,6 +71,9 @@ class MakePairsArgs:
     """Rebuild pairs whose latents already exist instead of skipping them."""
     seed: int = 42
     """Seed of the VAE posterior sampling (each pair's generator is seeded from it and the pair's name)."""
+    sources: tuple[Path, ...] = ()
+    """Instead of --gt-dir/--artifact-dir: folders written by aw-simulate or aw-degrade (gt/, artifact/,
+    labels.jsonl, gate.jsonl), mixed into one pairs folder; each pair keeps its source and types."""
 
 
 @dataclass
@@ -77,31 +86,60 @@ class _Inputs:
     meta_path: Path
     unlabelled: list[str] = field(default_factory=list)
     """Pairs without a record in the labels beside the GT folder (empty when there is no label file)."""
-    labels_file: Path | None = None
+    labels_file: Path | list[Path] | None = None
+    gated_out: dict[str, str] = field(default_factory=dict)
+    """Clips that aw-gate dropped (left out)."""
+    extra_notes: list[str] = field(default_factory=list)
 
 
 def _check_inputs(args: MakePairsArgs) -> _Inputs:
     """Folders, pairing and the output folder's meta, before any model loads; raises :class:`InputError`."""
     from . import pairs as P
     from . import presets as M
+    from .flywheel import sources as S
 
-    gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
+    if args.output_dir is None:
+        raise InputError("--output-dir is required: the folder the training pairs are written to.")
+    if bool(args.sources) == (args.gt_dir is not None or args.artifact_dir is not None):
+        raise InputError("Give either --gt-dir and --artifact-dir, or --sources DIR [DIR ...], not both or neither.")
+    if not args.sources and (args.gt_dir is None or args.artifact_dir is None):
+        raise InputError("--gt-dir and --artifact-dir go together; give both.")
+    if args.sources:
+        if any(args.output_dir.resolve() == Path(d).resolve() for d in args.sources):
+            raise InputError(f"The output folder {args.output_dir} must differ from every source folder.")
+        found = S.collect_sources(list(args.sources))
+        videos, records, labels_file = (
+            VideoPairs(found.gt, found.artifact, found.names),
+            found.records,
+            found.label_files,
+        )
+        gated_out, where, extra_notes = found.gated_out, " ".join(str(d) for d in args.sources), found.unpaired
+    else:
+        gt_dir, artifact_dir = require_pair_folders(args.gt_dir, args.artifact_dir, args.output_dir)
+        videos, where = pair_videos(gt_dir, artifact_dir), f"{gt_dir} and {artifact_dir}"
+        labels_file = labels_beside(gt_dir)
+        # LabelError: one sentence naming the file and line
+        records = labels_by_name(read_labels(labels_file)) if labels_file is not None else {}
+        gate_file = gt_dir.parent / S.GATE_FILE
+        gate = S.read_gate(gate_file) if gate_file.is_file() else {}
+        gated_out = {
+            Path(n).stem: str(gate[Path(n).stem].get("reason", ""))
+            for n in videos.names
+            if not gate.get(Path(n).stem, {"kept": True})["kept"]
+        }
+        videos.names = [n for n in videos.names if Path(n).stem not in gated_out]
+        extra_notes = []
     check_crf(args.crf)
     check_device(args.device)
     check_output_folder(args.output_dir, "--output-dir")
     if args.heatmap_metric == "lpips":
         P.check_lpips_weights()
-    videos = pair_videos(gt_dir, artifact_dir)
     if not videos.names:
-        raise InputError(
-            f"No same-named mp4 pairs found in {gt_dir} and {artifact_dir}, so the dataset would be empty."
-        )
-    labels_file = labels_beside(gt_dir)
+        raise InputError(f"No same-named mp4 pairs found in {where}, so the dataset would be empty.")
     unlabelled: list[str] = []
     models = M.resolve_preset(args.preset)
     meta = P.pairs_meta(models, args.heatmap_metric, args.seed)
-    if labels_file is not None:
-        records = labels_by_name(read_labels(labels_file))  # LabelError: one sentence naming the file and line
+    if labels_file:
         stems = [Path(n).stem for n in videos.names]
         meta[P.LABELS_META_KEY] = P.pair_labels_meta(labels_file, {s: records[s] for s in stems if s in records})
         unlabelled = [n for n in videos.names if Path(n).stem not in records]
@@ -117,12 +155,16 @@ def _check_inputs(args: MakePairsArgs) -> _Inputs:
             )
         if old_settings == settings:
             meta = P.merge_pairs_meta(old, meta)  # pairs labelled by an earlier run keep their labels
-    return _Inputs(videos, models, meta, meta_path, unlabelled, labels_file)
+    return _Inputs(videos, models, meta, meta_path, unlabelled, labels_file, gated_out, extra_notes)
 
 
 def _skipped_notes(inputs: _Inputs) -> list[str]:
     """One note per unpaired video, and the untrained note on the tiny preset."""
-    notes = inputs.videos.unpaired_notes("it was skipped")
+    notes = inputs.videos.unpaired_notes("it was skipped") + inputs.extra_notes
+    if inputs.gated_out:
+        notes.append(
+            f"{len(inputs.gated_out)} clip(s) dropped by aw-gate were left out: {', '.join(sorted(inputs.gated_out))}."
+        )
     if inputs.unlabelled:
         notes.append(
             f"{len(inputs.unlabelled)} pair(s) have no record in {inputs.labels_file}, so their artifact types are "
@@ -200,7 +242,14 @@ def run(args: MakePairsArgs, console: Console | None = None) -> int:
         return 2
     if rank == 0:
         result.notes.extend(_skipped_notes(inputs))
-    return result.report(console, label)
+    code = result.report(console, label)
+    if rank == 0:
+        from .flywheel.sources import count_lines
+
+        labels = inputs.meta.get(P.LABELS_META_KEY, {}).get("pairs", {})
+        for line in count_lines(labels, [Path(n).stem for n in inputs.videos.names]):
+            console.print(f"aw-make-pairs: {line}", highlight=False, markup=False, soft_wrap=True)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
-"""Model configurations: the LTX-Video 13B transformer and VAE of the release, and the tiny random-weight model.
+"""Model configurations: the LTX-Video 13B transformer and VAE of the release, the LTX-Video 2B transformer (the
+world model's base), and the tiny random-weight model.
 
 A leaf module: it imports nothing, so every other module (loading, the tiny release, memory profiles, training,
-benchmarks) may import it. A new backbone (e.g. LTX-Video 2B) is one more entry of :data:`TRANSFORMER_CONFIGS`.
+benchmarks) may import it. A new backbone is one more entry of :data:`TRANSFORMER_CONFIGS`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ LTXV_13B_CONFIG = {
 }
 """The LTX-Video 13B transformer's diffusers configuration (the single file ``ltxv-13b-0.9.8-distilled.safetensors``
 carries none)."""
+
+LTXV_2B_CONFIG = {**LTXV_13B_CONFIG, "attention_head_dim": 64, "cross_attention_dim": 2048, "num_layers": 28}
+"""The LTX-Video 2B transformer (``ltxv-2b-0.9.8-distilled``; the Artifact World Model's base, paper Sec. 3.3):
+28 blocks of 32 heads x 64 dims, cross-attention 2048, T5 captions 4096. It is the configuration diffusers'
+single-file loader picks for a 28-block LTX checkpoint (``ltx-video-0.9.5``, ``Lightricks/LTX-Video-0.9.5``) and
+``LTXVideoTransformer3DModel``'s defaults."""
 
 LTXV_VAE_CONFIG = {
     "in_channels": 3,
@@ -97,6 +104,7 @@ TINY_VAE_CONFIG = {
 
 TRANSFORMER_CONFIGS: dict[str, dict] = {
     "ltxv-13b": LTXV_13B_CONFIG,
+    "ltxv-2b": LTXV_2B_CONFIG,
     "tiny": TINY_TRANSFORMER_CONFIG,
 }
 """The single-file transformer configurations a preset may name (``transformer_config``)."""

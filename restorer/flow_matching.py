@@ -43,8 +43,16 @@ from .sampler import pack_latents as pack
 
 FIRST_FRAME_CONDITIONING_P = 0.2
 """The official ``first_frame_conditioning_p`` of both stages."""
-STAGE_SEGMENTS = {1: ("reference", "target"), 2: ("reference", "target", "heatmap")}
-"""Segment order of each stage's training sequence (official: ref + target [+ noisemap])."""
+WORLD_MODEL_STAGE = "world-model"
+STAGE_SEGMENTS = {
+    1: ("reference", "target"),
+    2: ("reference", "target", "heatmap"),
+    WORLD_MODEL_STAGE: ("reference", "target"),
+}
+"""Segment order of each stage's training sequence (official: ref + target [+ noisemap]); the world model (paper
+Sec. 3.3) lays its clean clip out as stage 1 lays out its reference: ``[z_clean, z_artifact_s]``."""
+STAGE_LATENTS = {1: ("z_ref", "z_heatmap"), 2: ("z_ref", "z_clean"), WORLD_MODEL_STAGE: ("z_clean", "z_artifact")}
+"""(reference, target) latent of each stage's sequence."""
 TRAINING_FPS = 24.0
 """Frame rate for latents that carry none (the official ``DEFAULT_FPS``)."""
 
@@ -147,14 +155,18 @@ def build_flow_batch(
     """Assemble the stage's training sequence at time ``sigma`` (official ``prepare_batch``, see module doc).
 
     Args:
-        latents: ``z_ref``, ``z_clean``, ``z_heatmap`` (``[1, C, F, h, w]`` each) and optionally ``fps``.
+        latents: ``z_ref``, ``z_clean``, ``z_heatmap`` (``[1, C, F, h, w]`` each; the world model also ``z_artifact``) and
+            optionally ``fps``.
         noise: ``eps`` for the target, latent-shaped ``[1, C, F, h, w]`` or tokens ``[1, F*h*w, C]``.
         first_frame: keep the target's first latent frame clean (timestep 0, no loss).
     """
     if stage not in STAGE_SEGMENTS:
-        raise RestorerInputError(f"--stage must be 1 (heatmap predictor) or 2 (AATF restorer), got {stage}.")
+        raise RestorerInputError(
+            f"--stage must be 1 (heatmap predictor), 2 (AATF restorer) or world-model, got {stage}."
+        )
     _, _, frames, height, width = latents["z_ref"].shape
-    z0 = pack(latents["z_heatmap" if stage == 1 else "z_clean"].float())
+    reference_key, target_key = STAGE_LATENTS[stage]
+    z0 = pack(latents[target_key].float())
     noise = (pack(noise.float()) if noise.ndim == 5 else noise.float()).to(z0)
     tokens = z0.shape[1]
     segments = STAGE_SEGMENTS[stage]
@@ -162,7 +174,7 @@ def build_flow_batch(
     target = slice(segments.index("target") * tokens, (segments.index("target") + 1) * tokens)
     keep_clean = mask[:, target, None]
     z_s = torch.where(keep_clean, z0, (1.0 - sigma) * z0 + sigma * noise)
-    context = {"reference": pack(latents["z_ref"].float())}
+    context = {"reference": pack(latents[reference_key].float())}
     if stage == 2:
         context["heatmap"] = pack(latents["z_heatmap"].float()) * noisemap_feature_scale
     hidden = torch.cat([z_s if role == "target" else context[role] for role in segments], dim=1)

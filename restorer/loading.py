@@ -40,7 +40,13 @@ import torch
 
 from .configs import TRANSFORMER_CONFIGS
 from .errors import RestorerInputError
-from .roots import LTX_MAIN_REPO, TRANSFORMER_SINGLE_FILE, ReleaseRoots, check_transformer_source
+from .roots import (
+    LTX_MAIN_REPO,
+    TRANSFORMER_2B_SINGLE_FILE,
+    TRANSFORMER_SINGLE_FILE,
+    ReleaseRoots,
+    check_transformer_source,
+)
 
 
 class _EmptyFloat32ListFilter(logging.Filter):
@@ -60,6 +66,14 @@ def quiet_empty_float32_notice() -> None:
 
 quiet_empty_float32_notice()  # every model this module (and tiny.py, through it) builds or loads is cast with to()
 
+SINGLE_FILES = {"ltxv-13b": TRANSFORMER_SINGLE_FILE, "ltxv-2b": TRANSFORMER_2B_SINGLE_FILE}
+"""The single file in the LTX-Video root that each named configuration loads (``tiny``: the tiny release's file)."""
+
+
+def single_file_name(config_name: str) -> str:
+    """The LTX-Video root's single transformer file of a named configuration."""
+    return SINGLE_FILES.get(config_name, TRANSFORMER_SINGLE_FILE)
+
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 on CUDA, float32 elsewhere."""
@@ -75,7 +89,8 @@ class Backbone:
 
 
 def transformer_config(name: str) -> dict:
-    """A named transformer configuration of :data:`configs.TRANSFORMER_CONFIGS` (one sentence if unknown)."""
+    """A named transformer configuration of :data:`artifactworld_ns.restorer.configs.TRANSFORMER_CONFIGS`
+    (``ltxv-13b``: the release's, ``ltxv-2b``: the world model's, ``tiny``); one sentence if unknown."""
     if name not in TRANSFORMER_CONFIGS:
         raise RestorerInputError(
             f"Unknown transformer configuration {name!r}; choose one of {', '.join(TRANSFORMER_CONFIGS)}."
@@ -90,7 +105,8 @@ def load_transformer(
     config_name: str = "ltxv-13b",
     num_layers: int | None = None,
 ) -> torch.nn.Module:
-    """The base transformer: the 0.9.8-distilled single file with the 13B configuration, or the 0.9.7-dev shards.
+    """The base transformer: the 0.9.8-distilled single file of the named configuration (13B, or 2B for the world
+    model: :func:`single_file_name`), or the 0.9.7-dev shards.
 
     ``num_layers`` overrides the configuration's depth (full-width checks at reduced depth, e.g. 1 of 48 blocks).
     """
@@ -99,7 +115,7 @@ def load_transformer(
     check_transformer_source(source)
     if source == "0.9.7-dev":
         return LTXVideoTransformer3DModel.from_pretrained(roots.ltx_097_dev, subfolder="transformer", torch_dtype=dtype)
-    path = roots.ltx_main / TRANSFORMER_SINGLE_FILE
+    path = roots.ltx_main / single_file_name(config_name)
     with tempfile.TemporaryDirectory() as folder:
         config_dir = Path(folder) / "transformer"
         config_dir.mkdir()
@@ -114,7 +130,7 @@ def load_transformer(
         except (ValueError, RuntimeError, KeyError) as err:
             raise RestorerInputError(
                 f"The transformer file {path} does not fit the {config_name} configuration "
-                f"({str(err).splitlines()[0].split(' If you want')[0].replace('  ', ' ')}); it must be {TRANSFORMER_SINGLE_FILE} from {LTX_MAIN_REPO}."
+                f"({str(err).splitlines()[0].split(' If you want')[0].replace('  ', ' ')}); it must be {path.name} from {LTX_MAIN_REPO}."
             ) from None
 
 

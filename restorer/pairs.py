@@ -47,7 +47,9 @@ On-disk layout written by ``aw-make-pairs`` (:func:`write_pair`) and read by ``a
     OUT/videos/NAME/reference.mp4          DBA reference (T + 8 frames, model grid size)
     OUT/videos/NAME/clean.mp4              clean target (T + 8 frames)
     OUT/videos/NAME/heatmap.mp4            pseudo-GT heatmap (T + 8 frames, RGB, black anchors)
-    OUT/latents/NAME.pt                    z_ref, z_clean, z_heatmap (normalized VAE latents), fps
+    OUT/latents/NAME.pt                    z_ref, z_clean, z_heatmap (normalized VAE latents), fps, and z_artifact
+                                           (the degraded clip in the clean target's T + 8 layout: the world
+                                           model's target, paper Sec. 3.3)
     OUT/prompts.pt                         the stage prompts' T5 embeddings
 
 The latents are computed from the in-memory tensors (not from the lossy mp4s), so training never
@@ -91,6 +93,9 @@ LATENTS_DIR = "latents"
 VIDEOS_DIR = "videos"
 PROMPTS_FILE = "prompts.pt"
 LATENT_KEYS = ("z_ref", "z_clean", "z_heatmap")
+WORLD_MODEL_KEY = "z_artifact"
+"""The degraded clip's latent (``T + 8`` frames, laid out as the clean target), which the world model learns to
+generate; pairs built before it existed lack it (stages 1 and 2 do not need it)."""
 PAIRS_FORMAT = "artifactworld-pairs-v2"
 """v2: official T + 8 DBA layout, sampled VAE latents, fps stored (v1 folders must be rebuilt)."""
 DEFAULT_SEED = 42
@@ -108,6 +113,8 @@ class PairVideos:
     heatmap: Float[Tensor, "frames height width 3"]
     clip_frames: int
     """``T``, the clip's own length (the videos are ``T + 8``)."""
+    artifact: Float[Tensor, "frames height width 3"] | None = None
+    """The degraded clip followed by its last frame 8 more times (the world model's target)."""
 
 
 def check_pair(clean: Tensor, artifact: Tensor, names: tuple[str, str] = ("clean", "artifact")) -> None:
@@ -164,6 +171,7 @@ def build_pair(
         clean=target,
         heatmap=heatmap_video(reference, target, metric),
         clip_frames=int(clean.shape[0]),
+        artifact=build_target_video(artifact_m),
     )
 
 
@@ -180,6 +188,8 @@ def encode_pair(vae, pair: PairVideos, generator: torch.Generator | None = None,
         "z_clean": encode_video(vae, pair.clean, generator=generator),
         "z_heatmap": encode_video(vae, pair.heatmap, generator=generator),
     }
+    if pair.artifact is not None:
+        latents[WORLD_MODEL_KEY] = encode_video(vae, pair.artifact, generator=generator)
     out: dict = {k: v.float().cpu().contiguous() for k, v in latents.items()}
     out["fps"] = float(fps)
     return out
@@ -203,11 +213,15 @@ LABELS_META_KEY = "labels"
 rerun that adds labelled pairs merges it instead of refusing the folder."""
 
 
-def pair_labels_meta(labels_file: Path, records: dict) -> dict:
+def pair_labels_meta(labels_file: Path | list[Path], records: dict) -> dict:
     """The ``labels`` entry of ``meta.json``: the label file it came from and, per pair name, the clip's artifact
     types, source (simulated / generated) and recipe (``records``: name -> :class:`artifactworld_ns.restorer.labels.ClipLabel`)."""
     return {
-        "file": str(Path(labels_file).resolve()),
+        "file": (
+            str(Path(labels_file).resolve())
+            if isinstance(labels_file, (str, Path))
+            else [str(Path(f).resolve()) for f in labels_file]  # several sources (aw-make-pairs --sources)
+        ),
         "pairs": {
             name: {"types": list(label.types), "source": label.source, "recipe": label.recipe}
             for name, label in sorted(records.items())
@@ -292,6 +306,8 @@ def load_latents(path: Path) -> dict:
             f"The latent file {path} holds latents of different shapes {sorted(shapes)}; rebuild it."
         )
     out: dict = {k: data[k].float() for k in LATENT_KEYS}
+    if WORLD_MODEL_KEY in data and tuple(data[WORLD_MODEL_KEY].shape) in shapes:
+        out[WORLD_MODEL_KEY] = data[WORLD_MODEL_KEY].float()
     out["fps"] = float(data.get("fps", TRAINING_FPS))
     return out
 

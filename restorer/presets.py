@@ -15,7 +15,7 @@ settings as :class:`PresetModels` (:func:`resolve_preset`).
   release's folder layout, built offline in seconds; UNTRAINED (random weights), for
   tests and CPU smoke runs only.
 
-Model configurations (13B, tiny) are in :mod:`artifactworld_ns.restorer.configs`.
+Model configurations (13B, 2B, tiny) are in :mod:`artifactworld_ns.restorer.configs`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ import torch
 
 from .aatf import OFFICIAL_BLEND_TABLE, BlendTable, HeatmapSchedule, PiecewiseDecay, official_blend_table
 from .errors import RestorerInputError
-from .loading import load_text_encoder, text_encoder_identity
+from .loading import load_text_encoder, single_file_name, text_encoder_identity
 from .memory_profiles import check_gpu_fits, get_profile
 from .prompts import STAGE_PROMPTS, PromptEmbedding, cached_prompt_embeddings
 from .roots import (
-    TRANSFORMER_SINGLE_FILE,
     ReleaseRoots,
     cache_dir,
     check_transformer_source,
@@ -73,7 +72,9 @@ class RestorerPreset:
     """``0.9.8-distilled`` (official: ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root) or
     ``0.9.7-dev`` (the sharded transformer of the 0.9.7-dev root, named by the release README)."""
     transformer_config: str = "ltxv-13b"
-    """Configuration for the single-file transformer: ``ltxv-13b`` (the release's) or ``tiny``."""
+    """Configuration for the single-file transformer, a key of
+    :data:`artifactworld_ns.restorer.configs.TRANSFORMER_CONFIGS`: ``ltxv-13b`` (the release's), ``ltxv-2b`` (the
+    world model's base) or ``tiny``."""
     weights_root: str | None = None
     """None -> $ARTIFACTWORLD_WEIGHTS_ROOT -> <cache>/weights/ArtifactWorld."""
     ltx_main_root: str | None = None
@@ -257,11 +258,15 @@ class PresetModels:
     transformer_source: str = "0.9.8-distilled"
     """Base transformer the adapters train on (the official ``model_source``: LTX-Video 0.9.8-distilled)."""
     transformer_config: str = "ltxv-13b"
-    """Configuration of the single-file transformer (``ltxv-13b``, or ``tiny`` for the tiny preset)."""
+    """Configuration of the single-file transformer (``ltxv-13b``, ``ltxv-2b`` for the world model, or ``tiny`` for
+    the tiny preset)."""
 
 
-def resolve_preset(name: str) -> PresetModels:
+def resolve_preset(name: str, transformer_config: str | None = None) -> PresetModels:
     """Roots and settings of a restorer preset (``tiny`` builds its untrained release in the cache on first use).
+
+    ``transformer_config`` (e.g. ``ltxv-2b`` for the world model) replaces the preset's base transformer, except on
+    the untrained tiny preset, whose one tiny transformer stands in for every base.
 
     Unlike inference, training needs only the LTX roots (VAE, text encoder, base transformer),
     not the released LoRA files (:func:`check_training_roots`).
@@ -271,7 +276,8 @@ def resolve_preset(name: str) -> PresetModels:
     except KeyError as err:
         raise RestorerInputError(str(err.args[0])) from None
     roots = preset_roots(preset)
-    check_training_roots(roots, preset.transformer_source)
+    config_name = preset.transformer_config if preset.untrained or not transformer_config else transformer_config
+    check_training_roots(roots, preset.transformer_source, single_file_name(config_name))
     return PresetModels(
         name=name,
         roots=roots,
@@ -282,34 +288,44 @@ def resolve_preset(name: str) -> PresetModels:
         device=preset.device,
         untrained=preset.untrained,
         transformer_source=preset.transformer_source,
-        transformer_config=preset.transformer_config,
+        transformer_config=config_name,
     )
 
 
-def check_training_roots(roots: ReleaseRoots, transformer_source: str) -> None:
+def check_training_roots(roots: ReleaseRoots, transformer_source: str, single_file: str | None = None) -> None:
     """One sentence (with the fetch command) unless the roots hold the VAE, the text encoder and the base transformer.
 
     Training needs no released LoRA file; the transformer is the single file
     ``ltxv-13b-0.9.8-distilled.safetensors`` in the LTX-Video root (the official ``model_source``)
-    or, with ``transformer_source="0.9.7-dev"``, the 0.9.7-dev root's ``transformer/``.
+    or, with ``transformer_source="0.9.7-dev"``, the 0.9.7-dev root's ``transformer/``. ``single_file``: another
+    single file of that root (the world model's ``ltxv-2b-0.9.8-distilled.safetensors``).
     """
     check_transformer_source(transformer_source)
     need = [("ltx_main", roots.ltx_main / "vae"), ("ltx_main", roots.ltx_main / "text_encoder")]
     if transformer_source == "0.9.7-dev":
         need.append(("ltx_097_dev_transformer", roots.ltx_097_dev / "transformer"))
     else:
-        need.append(("ltx_main", roots.ltx_main / TRANSFORMER_SINGLE_FILE))
+        need.append(("ltx_main", roots.ltx_main / (single_file or single_file_name("ltxv-13b"))))
     for what, path in need:
         if not path.exists():
             root = roots.ltx_main if what == "ltx_main" else roots.ltx_097_dev
             raise RestorerInputError(
                 f"The {what.replace('_transformer', '')} root {root} has no {path.name}; "
-                f"fetch it with `{download_command(what, root)}`."
+                f"fetch it with `{download_command(what, root, single_file)}`."
             )
 
 
 def _tuple_or_none(size) -> tuple[int, int] | None:
     return None if size is None else (int(size[0]), int(size[1]))
+
+
+def load_training_transformer(models: PresetModels, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    """The preset's frozen base transformer (the official base: 0.9.8-distilled 13B; the world model's 2B; tiny for
+    tests), as training and the world model's sampling load it."""
+    from .loading import load_transformer
+
+    transformer = load_transformer(models.roots, dtype, models.transformer_source, models.transformer_config)
+    return transformer.requires_grad_(False).eval().to(device)
 
 
 def load_vae(models: PresetModels, device: torch.device | str, dtype: torch.dtype = torch.float32):

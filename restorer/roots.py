@@ -37,6 +37,8 @@ Z_FULL_FILE = "z_full.pt"
 Z_NULL_FILE = "z_null.pt"
 
 TRANSFORMER_SINGLE_FILE = "ltxv-13b-0.9.8-distilled.safetensors"
+TRANSFORMER_2B_SINGLE_FILE = "ltxv-2b-0.9.8-distilled.safetensors"
+"""The LTX-Video 2B 0.9.8-distilled single file (same repository root): the Artifact World Model's base (paper Sec. 3.3)."""
 TRANSFORMER_SOURCES = ("0.9.8-distilled", "0.9.7-dev")
 """``0.9.8-distilled``: the official single file in the LTX-Video root; ``0.9.7-dev``: the sharded
 ``transformer/`` of the 0.9.7-dev root (the release README's earlier option)."""
@@ -116,24 +118,26 @@ def correct_subfolder_root(root: Path, markers: tuple[str, ...], subfolders: tup
     return root
 
 
-def download_command(what: str, root: Path) -> str:
-    """The exact shell command that fetches one root."""
+def download_command(what: str, root: Path, single_file: str | None = None) -> str:
+    """The exact shell command that fetches one root (``single_file``: the LTX-Video root's transformer file to
+    fetch instead of the 13B, e.g. the world model's 2B)."""
     if what == "weights":
         return f"hf download {WEIGHTS_REPO} --local-dir {root} && tar -xf {root}/weights.tar -C {root}"
     if what == "ltx_main":
         return (
-            f'hf download {LTX_MAIN_REPO} --include "tokenizer/*" "text_encoder/*" "vae/*" {TRANSFORMER_SINGLE_FILE} '
-            f"--local-dir {root}"
+            f'hf download {LTX_MAIN_REPO} --include "tokenizer/*" "text_encoder/*" "vae/*" '
+            f"{single_file or TRANSFORMER_SINGLE_FILE} --local-dir {root}"
         )
     return f'hf download {LTX_097_DEV_REPO} --include "transformer/*" --local-dir {root}'
 
 
-def allow_patterns(what: str) -> list[str]:
-    """Only the files the restorer needs from each repository (the LTX-Video repo holds many checkpoints)."""
+def allow_patterns(what: str, single_file: str | None = None) -> list[str]:
+    """Only the files the restorer needs from each repository (the LTX-Video repo holds many checkpoints);
+    ``single_file`` replaces the 13B transformer file (the world model's 2B)."""
     if what == "weights":
         return ["weights.tar"]
     if what == "ltx_main":
-        return [f"{s}/*" for s in MAIN_SUBFOLDERS] + [TRANSFORMER_SINGLE_FILE]
+        return [f"{s}/*" for s in MAIN_SUBFOLDERS] + [single_file or TRANSFORMER_SINGLE_FILE]
     return ["transformer/*"]
 
 

@@ -42,6 +42,7 @@ from .configs import (
     TINY_TRANSFORMER_CONFIG,
     TINY_VAE_CONFIG,
 )
+from .flywheel.combinatorics import TOKENIZER_TEXT
 from .latents import auxiliary_latents
 from .loading import quiet_hub_progress
 from .prompts import STAGE_PROMPTS
@@ -65,14 +66,15 @@ def tiny_roots(root: Path) -> ReleaseRoots:
 
 
 def build_tiny_tokenizer():
-    """A word-level T5-style tokenizer (pad 0, eos 1, unk 2) over the stage prompts' words."""
+    """A word-level T5-style tokenizer (pad 0, eos 1, unk 2) over the stage prompts' words, then the world model's
+    (appended, so the stage prompts keep their ids)."""
     import re
 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for prompt in STAGE_PROMPTS.values():
+    for prompt in (*STAGE_PROMPTS.values(), *TOKENIZER_TEXT):
         for word in re.findall(r"\w+|[^\w\s]", prompt.lower()):
             vocab.setdefault(word, len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))

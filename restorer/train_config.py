@@ -13,18 +13,21 @@ from .flow_matching import FIRST_FRAME_CONDITIONING_P
 
 DEFAULT_TARGET_MODULES = OFFICIAL_LORA_TARGETS
 DEFAULT_RANK = {"full": 128, "tiny": 4}
-OFFICIAL_STEPS = {1: 7500, 2: 12010}
-"""Optimizer steps of the official runs (``configs/stage1_infer.yaml``, ``configs/stage2_infer.yaml``)."""
+WORLD_MODEL_STAGE = "world-model"
+OFFICIAL_STEPS = {1: 7500, 2: 12010, WORLD_MODEL_STAGE: 12010}
+"""Optimizer steps of the official runs (``configs/stage1_infer.yaml``, ``configs/stage2_infer.yaml``); the paper
+gives none for the world model (Sec. 3.3), which takes stage 2's."""
 
 
 @dataclass
 class TrainConfig:
     """Train one ArtifactWorld LoRA adapter the way the official trainer does (stage 1 heatmap predictor or stage 2 restorer)."""
 
-    stage: int
-    """1 = heatmap predictor (LoRA1), 2 = heatmap-guided restorer (LoRA2)."""
+    stage: int | str
+    """1 = heatmap predictor (LoRA1), 2 = heatmap-guided restorer (LoRA2), world-model = the Artifact World Model
+    (paper Sec. 3.3: clean clip + shuffled artifact types -> degraded clip; restorer/flywheel/world_model.py)."""
     data: Path
-    """Pairs folder written by aw-make-pairs with the same --preset."""
+    """Pairs folder written by aw-make-pairs with the same --preset (labelled pairs for the world model)."""
     output_dir: Path
     """Where the adapter, its ComfyUI copy, its JSON config, checkpoints/ and logs/ go."""
     preset: Literal["tiny", "full"] = "full"
@@ -69,6 +72,13 @@ class TrainConfig:
     device: str | None = None
     """'cpu' forces the CPU; otherwise accelerate picks the device (cuda:LOCAL_RANK when CUDA is there). The tiny preset uses cpu."""
     show_progress: bool = True
+    world_model_base: Literal["2b", "13b"] = "2b"
+    """World model only: its base transformer, LTX-Video 0.9.8-distilled 2B (the paper's) or the restorer's 13B."""
+    prompt_orders: int = 8
+    """World model only: shuffled prompt orders per artifact-type set that the steps draw from."""
+    source_weights: dict[str, float] | None = None
+    """Draw pairs by source with these weights, e.g. --source-weights simulated 1 generated 0.5 (sources from the
+    pairs' labels; a source left out gets 0); default: every pair once per epoch, as the official trainer."""
 
 
 @dataclass
@@ -97,8 +107,12 @@ def total_steps(config: TrainConfig) -> int:
 
 def validate_config(config: TrainConfig) -> None:
     """One sentence per bad setting (checked before anything is loaded)."""
-    if config.stage not in (1, 2):
-        raise RestorerInputError(f"--stage must be 1 (heatmap predictor) or 2 (AATF restorer), got {config.stage}.")
+    if config.stage not in OFFICIAL_STEPS:
+        raise RestorerInputError(
+            f"--stage must be 1 (heatmap predictor), 2 (AATF restorer) or world-model, got {config.stage}."
+        )
+    if config.prompt_orders < 1:
+        raise RestorerInputError(f"--prompt-orders must be at least 1, got {config.prompt_orders}.")
     if config.steps is not None and config.steps < 1:
         raise RestorerInputError(f"--steps must be at least 1, got {config.steps}.")
     if config.rank is not None and config.rank < 1:

@@ -61,25 +61,16 @@ from .flow_matching import (
     predict_velocity,
     sample_sigma,
 )
+from .flywheel.world_model import WORLD_MODEL_ADAPTER, WORLD_MODEL_LORA_FILE, WORLD_MODEL_STAGE
 from .heatmap import STAGE1_ADAPTER
 from .lora_training import add_trainable_lora, comfy_path_for, save_release_adapter
+from .presets import load_training_transformer
 from .roots import STAGE1_LORA_FILE, STAGE2_LORA_FILE
 from .train_config import DEFAULT_RANK, TrainConfig, TrainResult, total_steps, validate_config
 from .untrained import UNTRAINED_LABEL
 
-STAGE_ADAPTERS = {1: STAGE1_ADAPTER, 2: STAGE2_ADAPTER}
-RELEASE_FILES = {1: STAGE1_LORA_FILE, 2: STAGE2_LORA_FILE}
-
-
-# ---------------------------------------------------------------------------------------------- backbone
-
-
-def load_training_transformer(models, device, dtype) -> nn.Module:
-    """The preset's frozen base transformer (the official base: 0.9.8-distilled 13B; tiny for tests)."""
-    from .loading import load_transformer
-
-    transformer = load_transformer(models.roots, dtype, models.transformer_source, models.transformer_config)
-    return transformer.requires_grad_(False).eval().to(device)
+STAGE_ADAPTERS = {1: STAGE1_ADAPTER, 2: STAGE2_ADAPTER, WORLD_MODEL_STAGE: WORLD_MODEL_ADAPTER}
+RELEASE_FILES = {1: STAGE1_LORA_FILE, 2: STAGE2_LORA_FILE, WORLD_MODEL_STAGE: WORLD_MODEL_LORA_FILE}
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
@@ -162,6 +153,8 @@ class _Run:
     scheduler: object
     sampling: SamplingState
     start: int = 0
+    prompt_source: object = None
+    """The world model's per-pair shuffled prompts (:class:`artifactworld_ns.restorer.flywheel.world_model.WorldModelPrompts`)."""
 
     @property
     def output_dir(self) -> Path:
@@ -173,14 +166,18 @@ class _Run:
 
     def micro_step(self) -> float:
         config, generator = self.config, self.sampling.generator
-        latents = self.dataset[self.sampling.next_index()]
+        index = self.sampling.next_index()
+        latents = self.dataset[index]
+        prompt = self.prompt
+        if self.prompt_source is not None:  # the world model: one of the pair's shuffled prompts
+            prompt = self.prompt_source.draw(index, generator).to(self.device, self.dtype)
         tokens = math.prod(latents["z_ref"].shape[2:])
         first_frame = draw_first_frame_conditioning(config.first_frame_conditioning_p, generator)
         sigma = sample_sigma(config.timestep_sampling, tokens, generator, config.logit_std)
         noise = torch.randn((1, tokens, latents["z_ref"].shape[1]), generator=generator)
         batch = build_flow_batch(config.stage, latents, sigma, noise, first_frame, config.noisemap_feature_scale)
         with self.accelerator.autocast():
-            prediction = predict_velocity(self.model, batch, self.prompt, self.device, self.dtype)
+            prediction = predict_velocity(self.model, batch, prompt, self.device, self.dtype)
             loss = masked_flow_matching_loss(prediction, batch)
         self.accelerator.backward(loss)  # divides by gradient_accumulation_steps
         return float(loss.detach())
@@ -208,13 +205,20 @@ class _Run:
 def _set_up(config: TrainConfig) -> _Run:
     """Pairs, backbone, fresh adapter, optimizer, schedule and generator, prepared by accelerate (and restored
     from the latest checkpoint by ``accelerator.load_state`` with ``resume``)."""
+    from .flywheel import sources, world_model
     from .pairs import open_pairs
     from .presets import prompt_embeddings, resolve_preset
 
     validate_config(config)
     steps = total_steps(config)
     dataset = open_pairs(config.data, preset=config.preset)
-    models = resolve_preset(config.preset)
+    is_world_model = config.stage == WORLD_MODEL_STAGE
+    if is_world_model:
+        world_model.check_world_model_pairs(dataset)
+    if config.source_weights:
+        sources.pair_probabilities(sources.pair_sources(dataset), dict(config.source_weights))  # checked before loading
+    base = world_model.WORLD_MODEL_BASES[config.world_model_base] if is_world_model else None
+    models = resolve_preset(config.preset, base)
     rank = config.rank or DEFAULT_RANK[config.preset]
     alpha = float(config.alpha if config.alpha is not None else rank)
     adapter = STAGE_ADAPTERS[config.stage]
@@ -226,7 +230,15 @@ def _set_up(config: TrainConfig) -> _Run:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
 
     transformer = load_training_transformer(models, accelerator.device, dtype)
-    prompts = dataset.prompts or prompt_embeddings(models, accelerator.device)
+    if is_world_model:
+        prompt_source = world_model.world_model_prompts(
+            dataset, models, accelerator.device, config.seed, config.prompt_orders
+        )
+        prompt = None
+    else:
+        prompt_source = None
+        prompts = dataset.prompts or prompt_embeddings(models, accelerator.device)
+        prompt = prompts[adapter].to(accelerator.device, dtype)  # moved once, not on every step
     params = add_trainable_lora(transformer, adapter, rank, alpha, tuple(config.target_modules))
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -235,7 +247,9 @@ def _set_up(config: TrainConfig) -> _Run:
     scheduler = make_lr_scheduler(optimizer, config, steps)
     prepared = accelerator.prepare(transformer, optimizer, *([scheduler] if scheduler is not None else []))
     generator = torch.Generator().manual_seed(config.seed + 1000 * accelerator.process_index)
-    sampling = SamplingState(generator, len(dataset), accelerator.process_index, accelerator.num_processes)
+    sampling = sources.make_sampling_state(
+        config, dataset, generator, accelerator.process_index, accelerator.num_processes
+    )
     run = _Run(
         config,
         steps,
@@ -246,12 +260,13 @@ def _set_up(config: TrainConfig) -> _Run:
         adapter,
         accelerator,
         dtype,
-        prompts[adapter].to(accelerator.device, dtype),  # moved once, not on every step
+        prompt,
         params,
         prepared[0],
         prepared[1],
         prepared[2] if scheduler is not None else None,
         sampling,
+        prompt_source=prompt_source,
     )
     register_adapter_hooks(accelerator, adapter)
     accelerator.register_for_checkpointing(sampling)  # saved / loaded by save_state / load_state

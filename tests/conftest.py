@@ -78,6 +78,52 @@ def small_demo_scene(tmp_path_factory) -> Path:
     )
 
 
+SIMULATE_QUICK = [
+    "--clip-frames",
+    "9",
+    "--frame-step",
+    "4",
+    "--checkpoint-range",
+    "10",
+    "20",
+    "--device",
+    "cpu",
+    "--model.warmup-length",
+    "1000000",  # no densification: the CPU rasterizer stays fast
+    "--model.num-downscales",
+    "0",
+]
+"""aw-simulate options for a run of seconds on the CPU (the demo scenes' 9-frame clips)."""
+
+
+@pytest.fixture(scope="session")
+def demo_captures(tmp_path_factory) -> Path:
+    """Two 24-view 48x36 demo scenes (garden, kitchen), written once per session."""
+    from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
+
+    root = tmp_path_factory.mktemp("captures")
+    for name, seed in (("garden", 0), ("kitchen", 1)):
+        write_demo_scene(DemoSceneArgs(root / name, num_views=24, width=48, height=36, seed=seed))
+    return root
+
+
+@pytest.fixture(scope="session")
+def simulated_demo(demo_captures, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``aw-simulate`` of the two demo scenes with :data:`SIMULATE_QUICK`, run once per session as a user runs it
+    (14 clips: 7 recipes x 2 scenes); shared by the data-engine and flywheel end-to-end tests, which only read it."""
+    out = tmp_path_factory.mktemp("simulate") / "simulated"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID")}
+    env["ARTIFACTWORLD_CACHE"] = str(tmp_path_factory.getbasetemp() / "aw-cache")
+    result = subprocess.run(
+        [str(BIN / "aw-simulate"), str(demo_captures), "--output-dir", str(out), *SIMULATE_QUICK],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    return out, result
+
+
 def tiny_trainer(
     scene: Path,
     out: Path,

@@ -12,37 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SIMULATE_QUICK
 
 from artifactworld_ns.data_engine import cli_simulate
 from artifactworld_ns.restorer import ARTIFACT_TYPES, cli_make_pairs, cli_train_lora, read_labels, read_video
 
 pytestmark = pytest.mark.slow
 
-QUICK = [
-    "--clip-frames",
-    "9",
-    "--frame-step",
-    "4",
-    "--checkpoint-range",
-    "10",
-    "20",
-    "--device",
-    "cpu",
-    "--model.warmup-length",
-    "1000000",  # no densification: the CPU rasterizer stays fast
-    "--model.num-downscales",
-    "0",
-]
+QUICK = SIMULATE_QUICK
 
 
 @pytest.fixture(scope="module")
-def two_scenes(tmp_path_factory) -> Path:
-    from artifactworld_ns.demo_scene import DemoSceneArgs, write_demo_scene
-
-    root = tmp_path_factory.mktemp("captures")
-    for name, seed in (("garden", 0), ("kitchen", 1)):
-        write_demo_scene(DemoSceneArgs(root / name, num_views=24, width=48, height=36, seed=seed))
-    return root
+def two_scenes(demo_captures) -> Path:
+    return demo_captures
 
 
 def opens(path: Path) -> None:
@@ -63,12 +45,11 @@ def opens(path: Path) -> None:
         torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_simulate_make_pairs_train_lora(two_scenes, tmp_path, run_cli, monkeypatch, capsys):
+def test_simulate_make_pairs_train_lora(simulated_demo, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ARTIFACTWORLD_CACHE", str(tmp_path / "cache"))
     for var in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(var, raising=False)
-    out = tmp_path / "simulated"
-    result = run_cli("aw-simulate", str(two_scenes), "--output-dir", str(out), *QUICK)
+    out, result = simulated_demo  # aw-simulate of the two demo scenes, run as a user runs it (tests/conftest.py)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     labels = read_labels(out / "labels.jsonl")
     assert len(labels) == 14  # 7 recipes x 2 scenes

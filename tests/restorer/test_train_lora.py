@@ -372,7 +372,7 @@ def test_resume_continues_from_the_saved_step(pairs_dir, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--stage", "3"], "--stage must be 1 (heatmap predictor) or 2 (AATF restorer), got 3."),
+        (["--stage", "3"], "--stage must be 1 (heatmap predictor), 2 (AATF restorer) or world-model, got 3."),
         (
             ["--stage", "1", "--rank", "64"],
             "LoRA rank 64 does not fit: target transformer_blocks.0.attn1.to_q is a 16->16 linear layer, so the rank must be between 1 and 16.",
