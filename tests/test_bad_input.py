@@ -485,7 +485,9 @@ def test_ctrl_c_in_aw_restore_is_one_line_and_leaves_no_partial_file(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARTIFACTWORLD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     command = [str(Path(sys.executable).parent / "aw-restore"), "--input-folder", str(tmp_path / "in")]
-    command += ["--output-folder", str(out), "--preset", "tiny", "--steps", "200", "--heatmap-steps", "200"]
+    # Far more Euler steps than the test waits for: the interrupt lands mid-restore however slow or loaded the
+    # machine is (with 200 steps a busy 2-core machine once finished both clips before the signal arrived).
+    command += ["--output-folder", str(out), "--preset", "tiny", "--steps", "20000", "--heatmap-steps", "20000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     started = threading.Event()
@@ -499,7 +501,7 @@ def test_ctrl_c_in_aw_restore_is_one_line_and_leaves_no_partial_file(tmp_path):
     reader = threading.Thread(target=read_stdout, daemon=True)
     reader.start()
     assert started.wait(600), "".join(lines)
-    time.sleep(3)  # inside the model load or the 200-step stage 1: long before any output is complete
+    time.sleep(3)  # inside the model load or the 20000-step stage 1: long before any output is complete
     process.send_signal(signal.SIGINT)
     stderr = process.stderr.read()
     code = process.wait(120)
