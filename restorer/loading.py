@@ -113,6 +113,8 @@ def load_transformer(
     from diffusers import LTXVideoTransformer3DModel
 
     check_transformer_source(source)
+    if source == "0.9.7-dev" and config_name != "ltxv-13b":
+        raise RestorerInputError(f"The 0.9.7-dev shards are the 13B transformer only, not {config_name}.")
     if source == "0.9.7-dev":
         return LTXVideoTransformer3DModel.from_pretrained(roots.ltx_097_dev, subfolder="transformer", torch_dtype=dtype)
     path = roots.ltx_main / single_file_name(config_name)

@@ -277,6 +277,11 @@ def resolve_preset(name: str, transformer_config: str | None = None) -> PresetMo
         raise RestorerInputError(str(err.args[0])) from None
     roots = preset_roots(preset)
     config_name = preset.transformer_config if preset.untrained or not transformer_config else transformer_config
+    if preset.transformer_source == "0.9.7-dev" and config_name != "ltxv-13b":
+        raise RestorerInputError(
+            f"The preset {name!r} takes its transformer from the 0.9.7-dev shards, which are the 13B only; "
+            f"{config_name} needs its single file, so use a preset with transformer_source='0.9.8-distilled'."
+        )
     check_training_roots(roots, preset.transformer_source, single_file_name(config_name))
     return PresetModels(
         name=name,

@@ -104,6 +104,21 @@ def test_full_world_model_needs_only_the_2b_file_and_says_how_to_fetch_it(tmp_pa
     assert resolve_preset("full", "ltxv-2b").transformer_config == "ltxv-2b"
 
 
+def test_the_2b_base_with_the_0_9_7_dev_shards_is_refused_not_loaded_as_13b(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from artifactworld_ns.restorer import presets
+    from artifactworld_ns.restorer.loading import load_transformer
+
+    dev = replace(presets.PRESETS["full"], name="dev", transformer_source="0.9.7-dev")
+    monkeypatch.setitem(presets.PRESETS, "dev", dev)
+    with pytest.raises(RestorerInputError, match="0.9.7-dev shards, which are the 13B only; ltxv-2b needs"):
+        resolve_preset("dev", "ltxv-2b")
+    roots = presets.preset_roots(dev)
+    with pytest.raises(RestorerInputError, match="13B transformer only, not ltxv-2b"):
+        load_transformer(roots, torch.float32, "0.9.7-dev", "ltxv-2b")
+
+
 def test_unlabelled_pairs_and_old_pairs_are_refused_in_one_sentence(pairs, tmp_path):
     unlabelled = tmp_path / "unlabelled"
     shutil.copytree(pairs, unlabelled)
