@@ -18,6 +18,7 @@ from artifactworld_ns.restorer.pairs import (
     ALEXNET_WEIGHTS_FILE,
     LATENT_KEYS,
     PAIRS_FORMAT,
+    WORLD_MODEL_KEY,
     build_pair,
     build_target_video,
     encode_pair,
@@ -92,9 +93,11 @@ def test_make_pairs_writes_references_targets_heatmaps_and_cached_latents(folder
     assert [p.stem for p in dataset.files] == ["pair0", "pair1"]
     assert set(dataset.prompts) == {"stage1", "stage2"}  # prompt embeddings cached with the pairs
     latents = dataset[0]
-    assert set(latents) == {*LATENT_KEYS, "fps"} and latents["fps"] == 24.0
+    # the two stages' latents, and the degraded clip's for the world model (restorer/flywheel)
+    assert set(latents) == {*LATENT_KEYS, WORLD_MODEL_KEY, "fps"} and latents["fps"] == 24.0
     assert latents["z_ref"].shape == (1, 8, 4, 2, 2)  # 25 x 64 x 64 -> 4 x 2 x 2 latent frames/rows/cols, 8 channels
     assert latents["z_clean"].shape == latents["z_heatmap"].shape == latents["z_ref"].shape
+    assert latents[WORLD_MODEL_KEY].shape == latents["z_ref"].shape
     assert not torch.allclose(latents["z_heatmap"], latents["z_clean"])
 
     clean = clean_clip(0.0)
