@@ -21,7 +21,8 @@ export TRITON_CACHE_DIR="$scratch/triton"
 unset ARTIFACTWORLD_WEIGHTS_ROOT ARTIFACTWORLD_LTX_MAIN_ROOT ARTIFACTWORLD_LTX_097_DEV_ROOT HF_HUB_CACHE HUGGINGFACE_HUB_CACHE TRANSFORMERS_CACHE
 # Parallel workers (pytest-xdist) on a machine with the cores and memory for them: one per core, at most 4, and one
 # per 10 GiB of memory (the real-width test holds about 8 GB). Each worker gets its share of the cores as torch
-# threads. AW_TEST_WORKERS=1 runs everything in one process; a user's -n / -p no:xdist wins.
+# threads. A test file runs on one worker (--dist loadfile), so its module fixtures are built once.
+# AW_TEST_WORKERS=1 runs everything in one process; a user's -n / -p no:xdist wins.
 cores="$(nproc)"
 mem_gib="$(awk '/MemTotal/ {print int($2 / 1048576)}' /proc/meminfo)"
 workers="${AW_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
@@ -29,7 +30,7 @@ workers="${AW_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
 (( workers < 1 )) && workers=1
 parallel=()
 if (( workers > 1 )) && [[ " $* " != *" -n "* && " $* " != *"no:xdist"* ]]; then
-  parallel=(-n "$workers" --dist loadgroup)
+  parallel=(-n "$workers" --dist loadfile)
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}"
 fi
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest "${parallel[@]}" "$@"

@@ -16,20 +16,6 @@ BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``scripts/test.sh`` runs ``--dist loadgroup``) a test file is one group, kept on one
-    worker, so its module fixtures (a trained run, a real-width release) are built once; files that share an expensive
-    session fixture mark one group of their own (``SIMULATED_DEMO_GROUP``)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
-SIMULATED_DEMO_GROUP = pytest.mark.xdist_group("simulated_demo")
-"""The tests that use the ``simulated_demo`` session fixture (one aw-simulate run, minutes) share a worker."""
-
-
 def write_zero_frame_mp4(path: Path) -> Path:
     """A valid mp4 container with no video frames (ffmpeg's test source, 0 frames): a reader's edge case."""
     from artifactworld_ns.restorer.video_io import find_ffmpeg

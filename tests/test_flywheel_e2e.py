@@ -9,14 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SIMULATED_DEMO_GROUP
 from test_simulate_e2e import opens
 
 from artifactworld_ns.restorer import cli_make_pairs, cli_train_lora, read_labels, read_video
 from artifactworld_ns.restorer.flywheel import cli_degrade, cli_gate
 from artifactworld_ns.restorer.flywheel.combinatorics import prompt_types
 
-pytestmark = [pytest.mark.slow, SIMULATED_DEMO_GROUP]
+pytestmark = pytest.mark.slow
 
 TRAIN = ["--preset", "tiny", "--steps", "2", "--log-with", "none", "--no-show-progress"]
 

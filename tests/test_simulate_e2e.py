@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SIMULATE_QUICK, SIMULATED_DEMO_GROUP
+from conftest import SIMULATE_QUICK
 
 from artifactworld_ns.data_engine import cli_simulate
 from artifactworld_ns.restorer import ARTIFACT_TYPES, cli_make_pairs, cli_train_lora, read_labels, read_video
 
-pytestmark = [pytest.mark.slow, SIMULATED_DEMO_GROUP]
+pytestmark = pytest.mark.slow
 
 QUICK = SIMULATE_QUICK
 
