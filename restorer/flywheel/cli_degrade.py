@@ -23,6 +23,7 @@ ends (a rerun after all shards finished writes the complete file).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -255,20 +256,26 @@ def run(args: DegradeArgs, console: Console | None = None) -> int:
             print_error(err_console, f"The world model could not be loaded: {err}")
             return 1
 
-    def work(item: Planned) -> Outcome | Skip:
+    @functools.lru_cache(maxsize=1)  # a video's combinations are planned one after another: decode it once
+    def clean_clip(video: Path) -> tuple[torch.Tensor, float, int]:
         from ..dba import largest_clip_length
         from ..pairs import conform_space
-        from ..video_io import read_video, write_video
+        from ..video_io import read_video
+
+        clean, fps = read_video(video)
+        frames = args.clip_frames or largest_clip_length(min(clean.shape[0], DEFAULT_MAX_CLIP_FRAMES))
+        if clean.shape[0] < frames:
+            raise InputError(f"the video has {clean.shape[0]} frames, fewer than the {frames} of a clip")
+        return conform_space(clean[:frames], models.processing_max_side, models.processing_size), fps, frames
+
+    def work(item: Planned) -> Outcome | Skip:
+        from ..video_io import write_video
         from .gate import clip_measures
 
         record = out / RECORDS_DIR / f"{item.name}.json"
         if record.exists() and not args.overwrite:
             return Outcome.SKIPPED
-        clean, fps = read_video(item.video)
-        frames = args.clip_frames or largest_clip_length(min(clean.shape[0], DEFAULT_MAX_CLIP_FRAMES))
-        if clean.shape[0] < frames:
-            raise InputError(f"the video has {clean.shape[0]} frames, fewer than the {frames} of a clip")
-        clean = conform_space(clean[:frames], models.processing_max_side, models.processing_size)
+        clean, fps, frames = clean_clip(item.video)
         degraded = model.degrade(clean, prompts[world_model_prompt(item.types)], item.seed)
         if not torch.isfinite(degraded).all():
             raise BatchAbort(
